@@ -1,0 +1,59 @@
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::LedgerError;
+
+/// Most lines one page of history returns.
+pub const HISTORY_PAGE_MAX: i64 = 200;
+
+/// One side of a journal entry as seen from one of the user's accounts.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LedgerLine {
+    pub entry_id: i64,
+    pub transfer_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub account_id: Uuid,
+    /// "wallet" or "escrow".
+    pub account_kind: String,
+    /// "credit" when money arrived in the account, "debit" when it left.
+    pub direction: String,
+    pub amount: Decimal,
+    pub kind: String,
+    pub memo: String,
+}
+
+/// The user's journal lines, newest first. `before` is the `entry_id` cursor of the last
+/// line of the previous page; a transfer between two of the user's own accounts shows as
+/// two lines.
+pub async fn history(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<LedgerLine>, LedgerError> {
+    let limit = limit.clamp(1, HISTORY_PAGE_MAX);
+    let lines = sqlx::query_as(
+        "with mine as (select account_id, kind from accounts where user_id = $1)
+         select * from (
+             select j.entry_id, j.transfer_id, j.created_at, m.account_id, m.kind as account_kind,
+                    'credit' as direction, j.amount, j.kind, j.memo
+             from journal j join mine m on m.account_id = j.credit_account
+             where j.entry_id < $2
+             union all
+             select j.entry_id, j.transfer_id, j.created_at, m.account_id, m.kind as account_kind,
+                    'debit' as direction, j.amount, j.kind, j.memo
+             from journal j join mine m on m.account_id = j.debit_account
+             where j.entry_id < $2
+         ) lines
+         order by entry_id desc, direction desc
+         limit $3",
+    )
+    .bind(user_id)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(lines)
+}

@@ -1,0 +1,29 @@
+//! The double-entry credit ledger.
+//!
+//! Every movement of credits is a transfer from one account to another, written to an
+//! append-only journal in the caller's transaction. Account balances are kept beside the
+//! journal and locked in ascending id order before any change, so concurrent transfers
+//! never lose an update and never deadlock. Only the treasury may go below zero.
+//!
+//! The crate knows accounts and transfers, nothing of orders or leases: an escrow account
+//! is identified by the id of whatever it holds credits for.
+
+mod accounts;
+mod error;
+mod history;
+mod invariants;
+mod transfer;
+
+pub use accounts::{
+    AccountKind, FEES_ACCOUNT, TREASURY_ACCOUNT, WalletSummary, account_balance, escrow_account,
+    open_escrow, wallet_account, wallet_summary,
+};
+pub use error::LedgerError;
+pub use history::{HISTORY_PAGE_MAX, LedgerLine, history};
+pub use invariants::{InvariantReport, InvariantViolation, check_invariants};
+pub use transfer::{Transfer, TransferSpec, capture, hold, post_transfer, post_transfers, release};
+
+/// Migrations of the whole exchange. They live at the workspace root because the
+/// ledger's tables are only part of the schema; every crate that needs a database runs
+/// this same set.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
