@@ -104,14 +104,15 @@ impl FromStr for Credits {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let trimmed = s.trim();
-        if trimmed.is_empty() || trimmed.contains(['e', 'E']) {
+        let unsigned = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
+        let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let digits_only = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits_only(whole) || !digits_only(fraction) {
             return Err(CreditsError::NotANumber);
         }
-        let value = Decimal::from_str_exact(trimmed).map_err(|err| match err {
-            rust_decimal::Error::Underflow => CreditsError::TooPrecise,
-            rust_decimal::Error::ExceedsMaximumPossibleValue
-            | rust_decimal::Error::LessThanMinimumPossibleValue => CreditsError::TooLarge,
-            _ => CreditsError::NotANumber,
+        // Syntax is known good here, so a value Decimal cannot hold is too big or too fine.
+        let value = Decimal::from_str_exact(trimmed).map_err(|_| {
+            if whole.trim_start_matches('0').len() > 16 { CreditsError::TooLarge } else { CreditsError::TooPrecise }
         })?;
         Credits::new(value)
     }
@@ -191,6 +192,10 @@ mod tests {
         assert_eq!("abc".parse::<Credits>(), Err(CreditsError::NotANumber));
         assert_eq!("1e3".parse::<Credits>(), Err(CreditsError::NotANumber));
         assert_eq!("".parse::<Credits>(), Err(CreditsError::NotANumber));
+        assert_eq!(".5".parse::<Credits>(), Err(CreditsError::NotANumber));
+        assert_eq!("1.2.3".parse::<Credits>(), Err(CreditsError::NotANumber));
+        assert_eq!("99999999999999999999999999999999999".parse::<Credits>(), Err(CreditsError::TooLarge));
+        assert_eq!("1.00000000000000000000000000000001".parse::<Credits>(), Err(CreditsError::TooPrecise));
         assert_eq!("1000000000000001".parse::<Credits>(), Err(CreditsError::TooLarge));
         assert_eq!(Credits::positive(dec!(0)), Err(CreditsError::Zero));
         assert_eq!(CREDITS_MAX, dec!(1000000000000000));

@@ -82,10 +82,11 @@ pub async fn escrow_account(conn: &mut PgConnection, ref_id: Uuid) -> Result<Opt
 }
 
 pub async fn account_balance(conn: &mut PgConnection, account_id: Uuid) -> Result<rust_decimal::Decimal, LedgerError> {
-    let balance: Option<rust_decimal::Decimal> = sqlx::query_scalar("select balance from accounts where account_id = $1")
-        .bind(account_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let balance: Option<rust_decimal::Decimal> =
+        sqlx::query_scalar("select balance from accounts where account_id = $1")
+            .bind(account_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     balance.ok_or(LedgerError::UnknownAccount(account_id))
 }
 

@@ -24,15 +24,20 @@ pub struct LedgerLine {
     pub memo: String,
 }
 
-/// The user's journal lines, newest first. `before` is the `entry_id` cursor of the last
-/// line of the previous page; a transfer between two of the user's own accounts shows as
-/// two lines.
+/// Position of a line in the history: its entry id and direction. A transfer between two
+/// of the user's own accounts shows as two lines with the same entry id, so the entry id
+/// alone cannot mark where a page ended.
+pub type HistoryCursor = (i64, String);
+
+/// The user's journal lines, newest first, after the `before` cursor (the last line of
+/// the previous page).
 pub async fn history(
     conn: &mut PgConnection,
     user_id: Uuid,
-    before: Option<i64>,
+    before: Option<HistoryCursor>,
     limit: i64,
 ) -> Result<Vec<LedgerLine>, LedgerError> {
+    let (before_entry, before_direction) = before.unwrap_or((i64::MAX, "~".to_string()));
     let limit = limit.clamp(1, HISTORY_PAGE_MAX);
     let lines = sqlx::query_as(
         "with mine as (select account_id, kind from accounts where user_id = $1)
@@ -40,18 +45,20 @@ pub async fn history(
              select j.entry_id, j.transfer_id, j.created_at, m.account_id, m.kind as account_kind,
                     'credit' as direction, j.amount, j.kind, j.memo
              from journal j join mine m on m.account_id = j.credit_account
-             where j.entry_id < $2
+             where j.entry_id <= $2
              union all
              select j.entry_id, j.transfer_id, j.created_at, m.account_id, m.kind as account_kind,
                     'debit' as direction, j.amount, j.kind, j.memo
              from journal j join mine m on m.account_id = j.debit_account
-             where j.entry_id < $2
+             where j.entry_id <= $2
          ) lines
+         where (entry_id, direction) < ($2, $3)
          order by entry_id desc, direction desc
-         limit $3",
+         limit $4",
     )
     .bind(user_id)
-    .bind(before.unwrap_or(i64::MAX))
+    .bind(before_entry)
+    .bind(before_direction)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;

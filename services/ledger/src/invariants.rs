@@ -32,9 +32,7 @@ pub enum InvariantViolation {
 /// (or on an idle database) for a consistent answer while transfers are being posted.
 pub async fn check_invariants(conn: &mut PgConnection) -> Result<InvariantReport, LedgerError> {
     let (total, accounts_checked): (Decimal, i64) =
-        sqlx::query_as("select coalesce(sum(balance), 0), count(*) from accounts")
-            .fetch_one(&mut *conn)
-            .await?;
+        sqlx::query_as("select coalesce(sum(balance), 0), count(*) from accounts").fetch_one(&mut *conn).await?;
     let mismatches: Vec<(Uuid, Decimal, Decimal)> = sqlx::query_as(
         "with moves as (
              select credit_account as account_id, amount as delta from journal

@@ -15,11 +15,11 @@ mod invariants;
 mod transfer;
 
 pub use accounts::{
-    AccountKind, FEES_ACCOUNT, TREASURY_ACCOUNT, WalletSummary, account_balance, escrow_account,
-    open_escrow, wallet_account, wallet_summary,
+    AccountKind, FEES_ACCOUNT, TREASURY_ACCOUNT, WalletSummary, account_balance, escrow_account, open_escrow,
+    wallet_account, wallet_summary,
 };
 pub use error::LedgerError;
-pub use history::{HISTORY_PAGE_MAX, LedgerLine, history};
+pub use history::{HISTORY_PAGE_MAX, HistoryCursor, LedgerLine, history};
 pub use invariants::{InvariantReport, InvariantViolation, check_invariants};
 pub use transfer::{Transfer, TransferSpec, capture, hold, post_transfer, post_transfers, release};
 

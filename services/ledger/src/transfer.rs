@@ -6,8 +6,8 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::accounts::{AccountKind, escrow_account, wallet_account};
 use crate::LedgerError;
+use crate::accounts::{AccountKind, escrow_account, wallet_account};
 
 /// A transfer to be posted. `kind` names the business reason ("mint", "transfer",
 /// "escrow_hold", "settlement", ...) and is stored with the journal row.
@@ -72,11 +72,12 @@ pub async fn post_transfers(conn: &mut PgConnection, specs: &[TransferSpec]) -> 
             return Err(LedgerError::SameAccount);
         }
         let Some(key) = &spec.idempotency_key else { continue };
-        let existing: Option<Transfer> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("select {TRANSFER_COLUMNS} from journal where idempotency_key = $1")))
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let existing: Option<Transfer> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {TRANSFER_COLUMNS} from journal where idempotency_key = $1"
+        )))
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
         if let Some(existing) = existing {
             if !existing.matches(spec) {
                 return Err(LedgerError::IdempotencyConflict { key: key.clone() });
@@ -210,7 +211,12 @@ pub async fn hold(
 }
 
 /// Returns `amount` from the escrow of `ref_id` to its owner's wallet.
-pub async fn release(conn: &mut PgConnection, ref_id: Uuid, amount: Credits, memo: &str) -> Result<Transfer, LedgerError> {
+pub async fn release(
+    conn: &mut PgConnection,
+    ref_id: Uuid,
+    amount: Credits,
+    memo: &str,
+) -> Result<Transfer, LedgerError> {
     let (escrow, owner) = escrow_account(conn, ref_id).await?.ok_or(LedgerError::UnknownAccount(ref_id))?;
     let wallet = wallet_account(conn, owner).await?;
     post_transfer(

@@ -72,10 +72,8 @@ async fn same_key_posts_once_and_different_body_conflicts(pool: PgPool) {
     let err = post_transfer(&mut conn, spec(a, b, dec!(6), Some("k1"))).await.unwrap_err();
     assert!(matches!(err, LedgerError::IdempotencyConflict { .. }));
 
-    let entries: i64 = sqlx::query_scalar("select count(*) from journal where idempotency_key = 'k1'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let entries: i64 =
+        sqlx::query_scalar("select count(*) from journal where idempotency_key = 'k1'").fetch_one(&pool).await.unwrap();
     assert_eq!(entries, 1);
     assert_eq!(wallet_summary(&mut conn, bob).await.unwrap().available.as_decimal(), dec!(5));
 }

@@ -1,0 +1,14 @@
+//! Users, passwords, login tokens and API keys.
+
+pub mod api_keys;
+pub mod jwt;
+pub mod password;
+pub mod routes;
+pub mod user;
+
+pub(crate) use routes::__path_create_api_key;
+pub(crate) use routes::__path_login;
+pub(crate) use routes::__path_me;
+pub(crate) use routes::__path_register;
+pub use routes::{ApiKeyCreated, LoginRequest, LoginResponse, NewApiKey, RegisterRequest, router};
+pub use user::{AuthUser, UserView, authenticate, create_user, find_user_by_email};

@@ -1,0 +1,113 @@
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use capex_core::Role;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{api_keys, password};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct UserView {
+    pub user_id: Uuid,
+    pub email: String,
+    #[schema(value_type = Vec<Role>)]
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The authenticated caller, from a login token or an API key.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+    pub roles: Vec<Role>,
+}
+
+impl AuthUser {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.has(role) { Ok(()) } else { Err(ApiError::forbidden(format!("this needs the {} role", role.as_str()))) }
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        authenticate(state, token).await
+    }
+}
+
+/// Resolves a bearer token (JWT or API key) to its user.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    let user_id = if api_keys::looks_like_api_key(token) {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("select user_id from api_keys where key_hash = $1 and revoked_at is null")
+                .bind(api_keys::hash(token))
+                .fetch_optional(&state.pool)
+                .await?;
+        found.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?
+    } else {
+        state.jwt.verify(token).map_err(|err| ApiError::unauthorized(format!("invalid token: {err}")))?.sub
+    };
+    let roles: Option<Vec<String>> = sqlx::query_scalar("select roles from users where user_id = $1")
+        .bind(user_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let roles = roles.ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+    Ok(AuthUser { user_id, roles: roles.iter().filter_map(|r| Role::parse(r)).collect() })
+}
+
+/// Inserts a user with a hashed password. The caller checks the roles it may grant.
+pub async fn create_user(
+    conn: &mut PgConnection,
+    email: &str,
+    plain_password: String,
+    roles: &[Role],
+) -> Result<UserView, ApiError> {
+    let hash = password::hash_password(plain_password).await?;
+    let roles: Vec<String> = roles.iter().map(|r| r.as_str().to_string()).collect();
+    let user: UserView = sqlx::query_as(
+        "insert into users (user_id, email, password_hash, roles) values ($1, $2, $3, $4)
+         returning user_id, email, roles, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email)
+    .bind(hash)
+    .bind(&roles)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|err| match &err {
+        sqlx::Error::Database(db) if db.constraint() == Some("users_email_key") => {
+            ApiError::new(axum::http::StatusCode::CONFLICT, "email_taken", "an account with this email already exists")
+                .with_field("email")
+        }
+        _ => ApiError::from(err),
+    })?;
+    capex_ledger::wallet_account(conn, user.user_id).await?;
+    Ok(user)
+}
+
+pub async fn find_user_by_email(conn: &mut PgConnection, email: &str) -> Result<Option<(UserView, String)>, ApiError> {
+    let row: Option<(Uuid, String, Vec<String>, DateTime<Utc>, String)> =
+        sqlx::query_as("select user_id, email, roles, created_at, password_hash from users where email = $1")
+            .bind(email)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|(user_id, email, roles, created_at, hash)| (UserView { user_id, email, roles, created_at }, hash)))
+}

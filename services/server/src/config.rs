@@ -1,0 +1,82 @@
+//! Configuration from flags and environment variables (each documented in the README).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "capex-server", about = "Capex compute-credit exchange server", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CAPEX_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Postgres connection string. Without it a private cluster is started under the data dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Where the private Postgres cluster (and other local state) lives.
+    #[arg(long, env = "CAPEX_DATA_DIR", default_value = ".capex")]
+    pub data_dir: PathBuf,
+
+    /// HMAC secret for login tokens, at least 32 bytes. Required outside demo mode.
+    #[arg(long, env = "CAPEX_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Lifetime of a login token in seconds.
+    #[arg(long, env = "CAPEX_JWT_TTL_S", default_value_t = 3600)]
+    pub jwt_ttl_s: u64,
+
+    /// Demo mode: generated secrets, seeded operator and funded demo users.
+    #[arg(long, env = "CAPEX_DEMO", default_value_t = false)]
+    pub demo: bool,
+
+    /// Creates (or keeps) an operator account with this email at start.
+    #[arg(long, env = "CAPEX_OPERATOR_EMAIL")]
+    pub operator_email: Option<String>,
+
+    /// Password of the operator created from CAPEX_OPERATOR_EMAIL.
+    #[arg(long, env = "CAPEX_OPERATOR_PASSWORD", hide_env_values = true)]
+    pub operator_password: Option<String>,
+
+    /// Folder with the built web UI served at `/`.
+    #[arg(long, env = "CAPEX_WEB_DIR", default_value = "web/dist")]
+    pub web_dir: PathBuf,
+
+    /// Log output format.
+    #[arg(long, env = "CAPEX_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+
+    /// Largest number of Postgres connections the server opens.
+    #[arg(long, env = "CAPEX_DB_POOL_MAX", default_value_t = 32)]
+    pub db_pool_max: u32,
+}
+
+/// Shortest JWT secret accepted: HS256 wants a key at least as long as its hash.
+pub const JWT_SECRET_BYTES_MIN: usize = 32;
+
+impl Config {
+    /// A configuration for in-process tests: demo secrets off, a fixed test secret.
+    pub fn for_tests() -> Config {
+        Config {
+            bind: "127.0.0.1:0".parse().expect("valid address"),
+            database_url: None,
+            data_dir: PathBuf::from(".capex"),
+            jwt_secret: Some("test-secret-test-secret-test-secret!".into()),
+            jwt_ttl_s: 3600,
+            demo: false,
+            operator_email: None,
+            operator_password: None,
+            web_dir: PathBuf::from("web/dist"),
+            log_format: LogFormat::Pretty,
+            db_pool_max: 8,
+        }
+    }
+}

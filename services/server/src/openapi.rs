@@ -1,0 +1,43 @@
+//! The OpenAPI document at `/api/v1/openapi.json` and the Swagger UI at `/api/v1/docs`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{auth, error, operator, wallet};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Capex API", description = "Compute-credit ledger and GPU capacity exchange"),
+    paths(
+        auth::register, auth::login, auth::create_api_key, auth::me,
+        wallet::get_wallet, wallet::get_ledger, wallet::create_transfer,
+        operator::mint, operator::invariants, operator::users, operator::fees,
+        crate::startup::healthz,
+    ),
+    components(schemas(error::Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts, login tokens, API keys"),
+        (name = "wallet", description = "Balances, ledger history, transfers"),
+        (name = "operator", description = "Minting, invariants, oversight"),
+        (name = "system", description = "Health"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A login token (JWT) or an API key starting with capex_"))
+                    .build(),
+            ),
+        );
+    }
+}

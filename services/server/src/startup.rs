@@ -1,0 +1,139 @@
+//! Building the application (database, migrations, router) apart from running it, so tests
+//! build the very same app on port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::routing::get;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::jwt::JwtKeys;
+use crate::config::{Config, JWT_SECRET_BYTES_MIN};
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+use crate::{auth, operator, pgcluster, telemetry, wallet};
+
+/// Largest request body accepted by default; routes that take bigger bodies say so.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    pub state: AppState,
+}
+
+impl Application {
+    /// Connects to (or starts) Postgres, runs migrations and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let database_url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => pgcluster::ensure_private_cluster(&config.data_dir).await?,
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(config.db_pool_max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&database_url)
+            .await?;
+        crate::MIGRATOR.run(&pool).await?;
+        Self::build_with_pool(config, pool).await
+    }
+
+    /// Builds the app on an existing, migrated pool (tests use a fresh database per test).
+    pub async fn build_with_pool(config: Config, pool: PgPool) -> anyhow::Result<Application> {
+        let jwt_secret = match (&config.jwt_secret, config.demo) {
+            (Some(secret), _) if secret.len() >= JWT_SECRET_BYTES_MIN => secret.clone().into_bytes(),
+            (Some(_), _) => anyhow::bail!("CAPEX_JWT_SECRET must be at least {JWT_SECRET_BYTES_MIN} bytes"),
+            (None, true) => {
+                tracing::warn!("demo mode: using a random JWT secret; tokens end with the process");
+                hex::encode(rand::random::<[u8; 32]>()).into_bytes()
+            }
+            (None, false) => anyhow::bail!(
+                "CAPEX_JWT_SECRET is not set: outside demo mode the server refuses to start without it \
+                 (set it to at least {JWT_SECRET_BYTES_MIN} random bytes, or run with --demo)"
+            ),
+        };
+        let state = AppState {
+            pool,
+            jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
+            config: Arc::new(config.clone()),
+        };
+        crate::demo::ensure_configured_operator(&state).await?;
+        if config.demo {
+            crate::demo::seed(&state).await?;
+        }
+        let listener = TcpListener::bind(config.bind).await?;
+        let router = router(state.clone());
+        Ok(Application { listener, router, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+    }
+}
+
+/// The full HTTP surface: API routes, docs, metrics, health and the web UI.
+pub fn router(state: AppState) -> Router {
+    // Install the recorder before the first request so no early metric is dropped.
+    telemetry::prometheus();
+    let web_dir = state.config.web_dir.clone();
+    let index = web_dir.join("index.html");
+    let api = Router::new()
+        .merge(auth::router())
+        .merge(wallet::router())
+        .merge(operator::router())
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(telemetry::metrics_endpoint))
+        .route_layer(axum::middleware::from_fn(telemetry::track_http))
+        .route("/api/v1/{*rest}", axum::routing::any(api_not_found))
+        .with_state(state);
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(SwaggerUi::new("/api/v1/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
+        .merge(api)
+        .fallback_service(ServeDir::new(web_dir).fallback(ServeFile::new(index)))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "Database reachable")))]
+pub(crate) async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<&'static str, ApiError> {
+    sqlx::query("select 1").execute(&state.pool).await.map_err(|err| {
+        tracing::warn!(error = %err, "health check failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "database unreachable")
+    })?;
+    Ok("ok")
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no API route matches this path and method")
+}

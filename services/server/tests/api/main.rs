@@ -1,0 +1,9 @@
+//! In-process API tests: each test gets a fresh migrated database and a server on a
+//! random port, and talks to it over real HTTP.
+#![allow(unreachable_pub)]
+
+mod auth;
+mod helpers;
+mod operator;
+mod problems;
+mod wallet;
