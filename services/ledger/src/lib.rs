@@ -15,7 +15,7 @@ mod invariants;
 mod transfer;
 
 pub use accounts::{
-    AccountKind, FEES_ACCOUNT, TREASURY_ACCOUNT, WalletSummary, account_balance, escrow_account, open_escrow,
+    AccountKind, FEES_ACCOUNT, TREASURY_ACCOUNT, WalletSummary, account_balance, escrow_account, open_escrow, open_escrows,
     wallet_account, wallet_summary,
 };
 pub use error::LedgerError;

@@ -57,6 +57,28 @@ pub struct Config {
     /// Largest number of Postgres connections the server opens.
     #[arg(long, env = "CAPEX_DB_POOL_MAX", default_value_t = 32)]
     pub db_pool_max: u32,
+
+    /// Longest a bid may hold GPUs, in hours (bids' `max_hours` cap).
+    #[arg(long, env = "CAPEX_MAX_HOURS", default_value_t = 168)]
+    pub max_hours: u32,
+
+    /// GPU classes that have a market even before any host registers such a GPU
+    /// (comma-separated). A class is also known once some registered GPU has it.
+    #[arg(long, env = "CAPEX_MARKET_CLASSES", value_delimiter = ',',
+        default_value = "H100-80GB,H200-141GB,A100-80GB,A100-40GB,L40S-48GB,RTX4090-24GB")]
+    pub market_classes: Vec<String>,
+
+    /// Most commands one matcher applies and commits in one Postgres transaction.
+    #[arg(long, env = "CAPEX_MATCHER_BATCH_MAX", default_value_t = 512)]
+    pub matcher_batch_max: usize,
+
+    /// Commands waiting for a market's matcher before new orders are refused (503).
+    #[arg(long, env = "CAPEX_MATCHER_QUEUE_MAX", default_value_t = 8192)]
+    pub matcher_queue_max: usize,
+
+    /// How often each matcher lets time pass in its book (expiring asks), in ms.
+    #[arg(long, env = "CAPEX_MATCHER_TICK_MS", default_value_t = 1000)]
+    pub matcher_tick_ms: u64,
 }
 
 /// Shortest JWT secret accepted: HS256 wants a key at least as long as its hash.
@@ -77,6 +99,11 @@ impl Config {
             web_dir: PathBuf::from("web/dist"),
             log_format: LogFormat::Pretty,
             db_pool_max: 8,
+            max_hours: 168,
+            market_classes: vec!["H100-80GB".into(), "A100-80GB".into(), "RTX4090-24GB".into()],
+            matcher_batch_max: 512,
+            matcher_queue_max: 8192,
+            matcher_tick_ms: 200,
         }
     }
 }

@@ -22,7 +22,8 @@ use crate::config::{Config, JWT_SECRET_BYTES_MIN};
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::{auth, operator, pgcluster, telemetry, wallet};
+use crate::markets::Markets;
+use crate::{auth, markets, operator, pgcluster, telemetry, wallet};
 
 /// Largest request body accepted by default; routes that take bigger bodies say so.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -63,11 +64,10 @@ impl Application {
                  (set it to at least {JWT_SECRET_BYTES_MIN} random bytes, or run with --demo)"
             ),
         };
-        let state = AppState {
-            pool,
-            jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
-            config: Arc::new(config.clone()),
-        };
+        let config_arc = Arc::new(config.clone());
+        // Rebuilds every book with open orders before the first request is served.
+        let markets = Markets::start(pool.clone(), config_arc.clone()).await?;
+        let state = AppState { pool, jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)), config: config_arc, markets };
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;
@@ -90,7 +90,9 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        self.state.markets.shutdown();
+        served
     }
 }
 
@@ -104,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(wallet::router())
         .merge(operator::router())
+        .merge(markets::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))

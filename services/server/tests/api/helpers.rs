@@ -112,6 +112,66 @@ impl TestApp {
         (body["available"].as_str().unwrap().to_string(), body["held"].as_str().unwrap().to_string())
     }
 
+    /// Test fixture: a live host of `owner` with `gpus` idle GPUs of `class`, written
+    /// straight into `hosts`/`host_gpus` (as the report ingester would after a valid report).
+    pub async fn live_host(&self, owner: &TestUser, class: &str, gpus: usize) -> Uuid {
+        let host_id = Uuid::now_v7();
+        sqlx::query(
+            "insert into hosts (host_id, owner_id, name, public_key, status, report_interval_s, last_report_at)
+             values ($1, $2, 'test-host', $3, 'active', 10, now())",
+        )
+        .bind(host_id)
+        .bind(owner.user_id)
+        .bind(host_id.as_bytes().repeat(2))
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        for index in 0..gpus {
+            sqlx::query(
+                "insert into host_gpus (gpu_uuid, host_id, gpu_index, name, class, memory_total_mib, last_seen_at)
+                 values ($1, $2, $3, 'Test GPU', $4, 81920, now())",
+            )
+            .bind(format!("GPU-{}-{index}", host_id.simple()))
+            .bind(host_id)
+            .bind(index as i32)
+            .bind(class)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        }
+        host_id
+    }
+
+    /// Places an order; returns the response.
+    pub async fn place(&self, user: &TestUser, class: &str, body: &Value) -> Response {
+        self.post(&format!("/api/v1/markets/{class}/orders"), Some(&user.token), body).await
+    }
+
+    /// Places an order that must be accepted; returns its view.
+    pub async fn place_ok(&self, user: &TestUser, class: &str, body: &Value) -> Value {
+        let res = self.place(user, class, body).await;
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "place {body}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn bid(&self, user: &TestUser, class: &str, gpus: u32, max_hours: &str, price: &str) -> Value {
+        self.place_ok(user, class, &bid_body(gpus, max_hours, price, "gtc")).await
+    }
+
+    pub async fn ask(&self, user: &TestUser, class: &str, host_id: Uuid, gpus: u32, price: &str) -> Value {
+        self.place_ok(user, class, &ask_body(host_id, gpus, price, "gtc")).await
+    }
+
+    pub async fn order(&self, user: &TestUser, order_id: &Value) -> Value {
+        self.get_json(&format!("/api/v1/orders/{}", order_id.as_str().unwrap()), &user.token).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request sent")
+    }
+
     pub async fn journal_rows(&self) -> i64 {
         sqlx::query_scalar("select count(*) from journal").fetch_one(&self.pool).await.unwrap()
     }
@@ -126,4 +186,14 @@ pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Va
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status.as_u16());
     body
+}
+
+pub fn bid_body(gpus: u32, max_hours: &str, price: &str, tif: &str) -> Value {
+    json!({"side": "bid", "gpus": gpus, "max_hours": max_hours, "price": price, "tif": tif,
+           "job": {"command": ["python", "train.py"], "env": {"EPOCHS": "3"}}})
+}
+
+pub fn ask_body(host_id: Uuid, gpus: u32, price: &str, tif: &str) -> Value {
+    let until = chrono::Utc::now() + chrono::Duration::hours(24);
+    json!({"side": "ask", "host_id": host_id, "gpus": gpus, "price": price, "tif": tif, "available_until": until})
 }

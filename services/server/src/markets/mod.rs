@@ -1,0 +1,26 @@
+//! Markets: one order book per GPU class, its matcher, orders, trades and the leases trades
+//! create.
+//!
+//! Handlers validate a request completely (class, sizes, prices, host and GPUs) and hand
+//! the order to the market's matcher ([`matcher`]), the single writer of that market's
+//! [`capex_book::Book`]. The matcher applies commands in batches and makes each batch
+//! durable in one Postgres transaction before it answers any of them.
+
+mod capacity;
+mod class;
+mod matcher;
+mod money;
+mod registry;
+mod request;
+mod routes;
+mod store;
+mod views;
+
+pub use registry::Markets;
+pub(crate) use routes::*;
+pub use routes::router;
+pub use request::{JobSpec, OrderRequest, Side, TimeInForce};
+pub use views::{
+    BookView, CandleList, CandleView, FillView, LevelView, MarketList, MarketView, OrderPage, OrderView, TradePage,
+    TradeView, UnfilledReasonView,
+};

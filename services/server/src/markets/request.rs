@@ -1,0 +1,258 @@
+//! The body of `POST /api/v1/markets/{class}/orders`, parsed into a validated order.
+//!
+//! Every check that needs no database happens here, each with its own code and field;
+//! after [`parse`] the order's numbers are known good.
+
+use std::collections::BTreeMap;
+
+use capex_book::{Price, PriceError, Tif};
+use capex_core::Credits;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::money::{MS_PER_HOUR, reserve};
+use crate::error::ApiError;
+
+/// Most GPUs one order may ask for or offer.
+pub(crate) const ORDER_GPUS_MAX: i64 = 64;
+/// Decimal places a bid's `max_hours` may have (0.001 h = 3.6 s: a whole number of ms).
+pub(crate) const MAX_HOURS_SCALE_MAX: u32 = 3;
+/// Bounds on a bid's job spec.
+pub(crate) const JOB_ARGS_MAX: usize = 256;
+pub(crate) const JOB_ARG_CHARS_MAX: usize = 4096;
+pub(crate) const JOB_ENV_MAX: usize = 128;
+pub(crate) const JOB_IMAGE_CHARS_MAX: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Bid,
+    Ask,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till cancelled: what does not trade at once rests in the book.
+    Gtc,
+    /// Immediate or cancel: what does not trade at once is cancelled.
+    Ioc,
+}
+
+impl TimeInForce {
+    pub(crate) fn book(self) -> Tif {
+        match self {
+            TimeInForce::Gtc => Tif::Gtc,
+            TimeInForce::Ioc => Tif::Ioc,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TimeInForce::Gtc => "gtc",
+            TimeInForce::Ioc => "ioc",
+        }
+    }
+}
+
+/// What to run on the GPUs a bid wins.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Program and arguments; at least the program.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Container image; without it the host runs the command as a plain process (where its
+    /// owner allows that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// A bid (`side: "bid"`: gpus, max_hours, price, tif, job) or an ask (`side: "ask"`:
+/// host_id, gpus, available_until, price, tif). Prices are credits per GPU-hour as decimal
+/// strings (or JSON numbers) with at most 6 decimals.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub side: Side,
+    pub gpus: Option<i64>,
+    #[schema(value_type = Option<String>, example = "2.5")]
+    pub price: Option<Value>,
+    pub tif: Option<TimeInForce>,
+    #[schema(value_type = Option<String>, example = "1.5")]
+    pub max_hours: Option<Value>,
+    pub job: Option<JobSpec>,
+    pub host_id: Option<Uuid>,
+    pub available_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NewBid {
+    pub(crate) gpus: u32,
+    pub(crate) price: Price,
+    pub(crate) max_hours: Decimal,
+    pub(crate) duration_ms: i64,
+    pub(crate) tif: TimeInForce,
+    pub(crate) job: Value,
+    /// price x gpus x max_hours, held from the wallet when the bid is accepted.
+    pub(crate) escrow: Credits,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NewAsk {
+    pub(crate) host_id: Uuid,
+    pub(crate) gpus: u32,
+    pub(crate) price: Price,
+    pub(crate) available_until: DateTime<Utc>,
+    pub(crate) tif: TimeInForce,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum NewOrder {
+    Bid(NewBid),
+    Ask(NewAsk),
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid(field, "missing_field", format!("{field} is required")))
+}
+
+fn not_allowed(present: bool, field: &str, side: &str) -> Result<(), ApiError> {
+    if present {
+        return Err(ApiError::invalid(field, "field_not_allowed", format!("{field} does not apply to an {side}")));
+    }
+    Ok(())
+}
+
+/// A decimal from a JSON string or number, without going through a float.
+fn decimal(value: &Value) -> Option<Decimal> {
+    let text = match value {
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let digits = text.strip_prefix('-').unwrap_or(&text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    Decimal::from_str_exact(&text).ok()
+}
+
+fn parse_gpus(gpus: Option<i64>) -> Result<u32, ApiError> {
+    let gpus = required(gpus, "gpus")?;
+    if !(1..=ORDER_GPUS_MAX).contains(&gpus) {
+        return Err(ApiError::invalid("gpus", "invalid_gpus", format!("gpus must be 1 to {ORDER_GPUS_MAX}")));
+    }
+    Ok(gpus as u32)
+}
+
+fn parse_price(price: Option<&Value>) -> Result<Price, ApiError> {
+    let raw = required(price, "price")?;
+    let value = decimal(raw)
+        .ok_or_else(|| ApiError::invalid("price", "invalid_price", "price must be a decimal number"))?;
+    if value <= Decimal::ZERO {
+        return Err(ApiError::invalid("price", "invalid_price", "price must be greater than zero"));
+    }
+    Price::from_decimal(value).map_err(|err| match err {
+        PriceError::TooPrecise => ApiError::invalid("price", "price_too_precise", "price has at most 6 decimal places"),
+        PriceError::Negative => ApiError::invalid("price", "invalid_price", "price must be greater than zero"),
+        PriceError::Overflow => ApiError::invalid("price", "price_too_large", "price is too large"),
+    })
+}
+
+fn parse_max_hours(max_hours: Option<&Value>, cap_hours: u32) -> Result<(Decimal, i64), ApiError> {
+    let raw = required(max_hours, "max_hours")?;
+    let hours = decimal(raw)
+        .ok_or_else(|| ApiError::invalid("max_hours", "invalid_max_hours", "max_hours must be a decimal number"))?
+        .normalize();
+    if hours <= Decimal::ZERO {
+        return Err(ApiError::invalid("max_hours", "invalid_max_hours", "max_hours must be greater than zero"));
+    }
+    if hours.scale() > MAX_HOURS_SCALE_MAX {
+        return Err(ApiError::invalid(
+            "max_hours",
+            "max_hours_too_precise",
+            format!("max_hours has at most {MAX_HOURS_SCALE_MAX} decimal places"),
+        ));
+    }
+    if hours > Decimal::from(cap_hours) {
+        return Err(ApiError::invalid(
+            "max_hours",
+            "max_hours_too_long",
+            format!("max_hours must be at most {cap_hours}"),
+        ));
+    }
+    let duration_ms = (hours * Decimal::from(MS_PER_HOUR)).trunc();
+    let duration_ms = i64::try_from(duration_ms)
+        .map_err(|_| ApiError::invalid("max_hours", "max_hours_too_long", "max_hours is too large"))?;
+    Ok((hours, duration_ms))
+}
+
+fn check_job(job: &JobSpec) -> Result<(), ApiError> {
+    if job.command.is_empty() || job.command[0].trim().is_empty() {
+        return Err(ApiError::invalid("job.command", "invalid_job", "job.command needs at least the program"));
+    }
+    if job.command.len() > JOB_ARGS_MAX || job.command.iter().any(|a| a.chars().count() > JOB_ARG_CHARS_MAX) {
+        return Err(ApiError::invalid(
+            "job.command",
+            "invalid_job",
+            format!("job.command has at most {JOB_ARGS_MAX} arguments of at most {JOB_ARG_CHARS_MAX} characters"),
+        ));
+    }
+    if job.env.len() > JOB_ENV_MAX
+        || job.env.iter().any(|(k, v)| k.is_empty() || k.contains('=') || v.chars().count() > JOB_ARG_CHARS_MAX)
+    {
+        return Err(ApiError::invalid(
+            "job.env",
+            "invalid_job",
+            format!("job.env has at most {JOB_ENV_MAX} variables with non-empty names without '='"),
+        ));
+    }
+    if let Some(image) = &job.image
+        && (image.trim().is_empty() || image.chars().count() > JOB_IMAGE_CHARS_MAX)
+    {
+        return Err(ApiError::invalid("job.image", "invalid_job", "job.image must be a non-empty image reference"));
+    }
+    Ok(())
+}
+
+/// Validates a request for a market whose bids may last at most `cap_hours`.
+pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> Result<NewOrder, ApiError> {
+    let tif = req.tif.unwrap_or(TimeInForce::Gtc);
+    match req.side {
+        Side::Bid => {
+            not_allowed(req.host_id.is_some(), "host_id", "bid")?;
+            not_allowed(req.available_until.is_some(), "available_until", "bid")?;
+            let gpus = parse_gpus(req.gpus)?;
+            let price = parse_price(req.price.as_ref())?;
+            let (max_hours, duration_ms) = parse_max_hours(req.max_hours.as_ref(), cap_hours)?;
+            let job = required(req.job.as_ref(), "job")?;
+            check_job(job)?;
+            let escrow = reserve(price.to_decimal(), gpus, max_hours).ok_or_else(|| {
+                ApiError::invalid("price", "escrow_too_large", "price x gpus x max_hours is more than an account can hold")
+            })?;
+            let job = serde_json::to_value(job).map_err(ApiError::internal)?;
+            Ok(NewOrder::Bid(NewBid { gpus, price, max_hours, duration_ms, tif, job, escrow }))
+        }
+        Side::Ask => {
+            not_allowed(req.max_hours.is_some(), "max_hours", "ask")?;
+            not_allowed(req.job.is_some(), "job", "ask")?;
+            let host_id = required(req.host_id, "host_id")?;
+            let gpus = parse_gpus(req.gpus)?;
+            let price = parse_price(req.price.as_ref())?;
+            let available_until = required(req.available_until, "available_until")?;
+            if available_until <= now {
+                return Err(ApiError::invalid(
+                    "available_until",
+                    "invalid_available_until",
+                    "available_until must be in the future",
+                ));
+            }
+            Ok(NewOrder::Ask(NewAsk { host_id, gpus, price, available_until, tif }))
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! HTTP handlers of the markets: placing, cancelling and reading orders (owner only), and
+//! the public market data (markets, book, trades, candles).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use capex_core::Role;
+use chrono::Utc;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::capacity;
+use super::class;
+use super::matcher::{PlaceOutcome, PlaceRequest, Request};
+use super::registry::reply;
+use super::request::{self, NewOrder, OrderRequest};
+use super::store;
+use super::views::{BookView, CandleList, MarketList, OrderPage, OrderView, TradePage, UnfilledReasonView};
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, IdempotencyKey};
+use crate::idempotency;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/markets", get(list_markets))
+        .route("/api/v1/markets/{class}/orders", post(place_order))
+        .route("/api/v1/markets/{class}/book", get(get_book))
+        .route("/api/v1/markets/{class}/trades", get(list_trades))
+        .route("/api/v1/markets/{class}/candles", get(list_candles))
+        .route("/api/v1/orders", get(list_orders))
+        .route("/api/v1/orders/{id}", get(get_order).delete(cancel_order))
+}
+
+fn bad_query(err: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text())
+}
+
+fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
+    // A malformed id names no order of the caller: the same 404 as someone else's order.
+    id.parse().map_err(|_| ApiError::not_found("order"))
+}
+
+#[utoipa::path(post, path = "/api/v1/markets/{class}/orders", tag = "markets", request_body = OrderRequest,
+    params(("class" = String, Path, description = "GPU class, e.g. H100-80GB"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key place one order")),
+    security(("bearer" = [])),
+    responses((status = 201, body = OrderView), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, body = Problem), (status = 503, body = Problem)))]
+pub(crate) async fn place_order(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(class): Path<String>,
+    key: Option<IdempotencyKey>,
+    ApiJson(req): ApiJson<OrderRequest>,
+) -> ApiResult<Response> {
+    class::require_known(&state.pool, &state.config.market_classes, &class).await?;
+    let order = request::parse(&req, state.config.max_hours, Utc::now())?;
+    let hash = idempotency::request_hash(&format!("POST /api/v1/markets/{class}/orders"), &req);
+    if let Some(key) = &key
+        && let Some(replayed) = idempotency::replay(&state.pool, auth.user_id, key, &hash).await?
+    {
+        return Ok(replayed);
+    }
+    match &order {
+        NewOrder::Bid(_) => auth.require(Role::Buyer)?,
+        NewOrder::Ask(ask) => {
+            auth.require(Role::Provider)?;
+            check_host(&state, auth.user_id, ask.host_id, &class, ask.gpus).await?;
+        }
+    }
+    let handle = state.markets.handle(&class).await?;
+    let (tx, rx) = oneshot::channel();
+    let place = PlaceRequest {
+        order_id: Uuid::now_v7(),
+        owner: auth.user_id,
+        order,
+        idempotency: key.as_ref().map(|k| (k.0.clone(), hash.clone())),
+    };
+    handle.send(Request::Place(place, tx))?;
+    match reply(rx).await? {
+        PlaceOutcome::Placed(view) => Ok((StatusCode::CREATED, Json(*view)).into_response()),
+        PlaceOutcome::Replay => {
+            let key = key.ok_or_else(|| ApiError::internal("replay without a key"))?;
+            idempotency::replay(&state.pool, auth.user_id, &key, &hash)
+                .await?
+                .ok_or_else(|| ApiError::internal("idempotency record missing after replay"))
+        }
+    }
+}
+
+/// Early, friendly refusals for an ask; the matcher checks the GPUs again inside its batch.
+async fn check_host(state: &AppState, user: Uuid, host_id: Uuid, class: &str, gpus: u32) -> Result<(), ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let owner: Option<Uuid> = sqlx::query_scalar("select owner_id from hosts where host_id = $1")
+        .bind(host_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if owner != Some(user) {
+        // Someone else's host looks exactly like no host.
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_host", "you have no host with this id")
+            .with_field("host_id"));
+    }
+    if !capacity::host_is_live(&mut conn, host_id).await? {
+        return Err(ApiError::invalid("host_id", "host_not_live", "the host has not reported recently"));
+    }
+    let free = capacity::free_gpus(&mut conn, host_id, class).await?;
+    if free.len() < gpus as usize {
+        return Err(ApiError::invalid(
+            "gpus",
+            "not_enough_free_gpus",
+            format!("the host has {} attested free {class} GPUs", free.len()),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/api/v1/orders/{id}", tag = "markets", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses((status = 200, body = OrderView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn cancel_order(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderView>> {
+    let order_id = parse_order_id(&id)?;
+    let (class, status) = store::order_class_and_status(&state.pool, auth.user_id, order_id).await?;
+    if status != "open" {
+        return Err(ApiError::new(StatusCode::CONFLICT, "order_not_open", format!("the order is already {status}")));
+    }
+    let handle = state.markets.handle(&class).await?;
+    let (tx, rx) = oneshot::channel();
+    handle.send(Request::Cancel { order_id, owner: auth.user_id, reply: tx })?;
+    reply(rx).await?;
+    Ok(Json(store::order_view(&state.pool, auth.user_id, order_id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "markets", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses((status = 200, body = OrderView), (status = 404, body = Problem)))]
+pub(crate) async fn get_order(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderView>> {
+    let order_id = parse_order_id(&id)?;
+    let mut view = store::order_view(&state.pool, auth.user_id, order_id).await?;
+    if view.side == "bid" && view.status == "open" {
+        let handle = state.markets.handle(&view.class).await?;
+        let (tx, rx) = oneshot::channel();
+        handle.send(Request::WhyUnfilled { bid_id: order_id, reply: tx })?;
+        let reasons = rx.await.unwrap_or_default();
+        view.unfilled_reasons = reasons.into_iter().map(UnfilledReasonView::from_book).collect();
+    }
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct OrderListQuery {
+    /// "open" (default) or "all".
+    pub status: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Orders per page, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// Largest page of orders or trades.
+pub(crate) const PAGE_MAX: i64 = 200;
+pub(crate) const PAGE_DEFAULT: i64 = 50;
+
+fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", format!("limit must be 1 to {PAGE_MAX}"))
+            .with_field("limit"));
+    }
+    Ok(limit)
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
+    cursor
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "cursor is not one this API gave out")
+                    .with_field("cursor")
+            })
+        })
+        .transpose()
+}
+
+#[utoipa::path(get, path = "/api/v1/orders", tag = "markets", params(OrderListQuery), security(("bearer" = [])),
+    responses((status = 200, body = OrderPage), (status = 400, body = Problem)))]
+pub(crate) async fn list_orders(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    query: Result<Query<OrderListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<OrderPage>> {
+    let Query(query) = query.map_err(bad_query)?;
+    let open_only = match query.status.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(_) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_status", "status must be open or all")
+                .with_field("status"));
+        }
+    };
+    let limit = parse_limit(query.limit)?;
+    let before = parse_cursor(query.cursor.as_deref())?;
+    Ok(Json(store::list_orders(&state.pool, auth.user_id, open_only, before, limit).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/markets", tag = "markets",
+    responses((status = 200, body = MarketList)))]
+pub(crate) async fn list_markets(State(state): State<AppState>) -> ApiResult<Json<MarketList>> {
+    Ok(Json(store::list_markets(&state.pool, &state.config.market_classes).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/markets/{class}/book", tag = "markets",
+    params(("class" = String, Path, description = "GPU class")),
+    responses((status = 200, body = BookView), (status = 404, body = Problem)))]
+pub(crate) async fn get_book(State(state): State<AppState>, Path(class): Path<String>) -> ApiResult<Json<BookView>> {
+    class::require_known(&state.pool, &state.config.market_classes, &class).await?;
+    // A market without a running matcher has no open orders (startup starts one for each
+    // market that has), so its book is empty.
+    match state.markets.running(&class).await {
+        Some(handle) => Ok(Json(handle.book().as_ref().clone())),
+        None => Ok(Json(BookView { class, bids: Vec::new(), asks: Vec::new() })),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct TradeListQuery {
+    /// `next_cursor` of the previous page (newest trades come first).
+    pub cursor: Option<String>,
+    /// Trades per page, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/markets/{class}/trades", tag = "markets",
+    params(("class" = String, Path, description = "GPU class"), TradeListQuery),
+    responses((status = 200, body = TradePage), (status = 404, body = Problem)))]
+pub(crate) async fn list_trades(
+    State(state): State<AppState>,
+    Path(class): Path<String>,
+    query: Result<Query<TradeListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<TradePage>> {
+    let Query(query) = query.map_err(bad_query)?;
+    class::require_known(&state.pool, &state.config.market_classes, &class).await?;
+    let limit = parse_limit(query.limit)?;
+    let before = parse_cursor(query.cursor.as_deref())?;
+    Ok(Json(store::list_trades(&state.pool, &class, before, limit).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct CandleQuery {
+    /// "1m" or "1h".
+    pub interval: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/markets/{class}/candles", tag = "markets",
+    params(("class" = String, Path, description = "GPU class"), CandleQuery),
+    responses((status = 200, body = CandleList), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn list_candles(
+    State(state): State<AppState>,
+    Path(class): Path<String>,
+    query: Result<Query<CandleQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<CandleList>> {
+    let Query(query) = query.map_err(bad_query)?;
+    class::require_known(&state.pool, &state.config.market_classes, &class).await?;
+    let interval_s = match query.interval.as_deref() {
+        Some("1m") | None => 60,
+        Some("1h") => 3600,
+        Some(_) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_interval", "interval must be 1m or 1h")
+                .with_field("interval"));
+        }
+    };
+    Ok(Json(store::candles(&state.pool, &class, interval_s).await?))
+}

@@ -1,0 +1,246 @@
+//! Reads of orders, trades and market data. Writes belong to the matcher alone.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::capacity::{GPU_TAKEN_SQL, HOST_LIVE_SQL};
+use super::views::{CandleList, CandleView, FillView, MarketList, MarketView, OrderPage, OrderView, TradePage, TradeView};
+use crate::error::ApiError;
+
+/// Candles returned per request: the most recent ones.
+pub(crate) const CANDLES_MAX: i64 = 500;
+
+/// The class and status of the caller's order; someone else's order is not found.
+pub(crate) async fn order_class_and_status(
+    pool: &PgPool,
+    owner: Uuid,
+    order_id: Uuid,
+) -> Result<(String, String), ApiError> {
+    sqlx::query_as("select class, status from orders where order_id = $1 and owner_id = $2")
+        .bind(order_id)
+        .bind(owner)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))
+}
+
+type OrderRow = (
+    i64,
+    Uuid,
+    String,
+    String,
+    String,
+    i32,
+    i32,
+    Decimal,
+    Option<Decimal>,
+    Option<DateTime<Utc>>,
+    String,
+    Option<Decimal>,
+    Option<Uuid>,
+    DateTime<Utc>,
+);
+
+const ORDER_COLUMNS: &str = "o.seq, o.order_id, o.class, o.side, o.status, o.gpus, o.gpus_remaining, o.price,
+     o.max_hours, o.available_until, o.tif,
+     case when o.side = 'bid' then coalesce(a.balance, 0) end, o.host_id, o.created_at";
+
+fn view_of(row: OrderRow) -> OrderView {
+    let (_, order_id, class, side, status, gpus, gpus_remaining, price, max_hours, available_until, tif, escrow, host_id, created_at) =
+        row;
+    OrderView {
+        order_id,
+        class,
+        side,
+        status,
+        gpus,
+        gpus_remaining,
+        price: price.normalize(),
+        max_hours: max_hours.map(|h| h.normalize()),
+        available_until,
+        tif,
+        escrow: escrow.map(|e| e.normalize()),
+        host_id,
+        created_at,
+        fills: Vec::new(),
+        unfilled_reasons: Vec::new(),
+    }
+}
+
+/// Trades of these orders, oldest first, by order id.
+async fn fills(pool: &PgPool, order_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<FillView>>, ApiError> {
+    let rows: Vec<(Uuid, Uuid, Uuid, Uuid, Decimal, i32, DateTime<Utc>)> = sqlx::query_as(
+        "select t.bid_id, t.ask_id, t.trade_id, l.lease_id, t.price, t.gpus, t.at
+         from trades t join leases l using (trade_id)
+         where t.bid_id = any($1) or t.ask_id = any($1) order by t.seq",
+    )
+    .bind(order_ids)
+    .fetch_all(pool)
+    .await?;
+    let mut by_order: HashMap<Uuid, Vec<FillView>> = HashMap::new();
+    for (bid_id, ask_id, trade_id, lease_id, price, gpus, at) in rows {
+        let fill = FillView { trade_id, lease_id, price: price.normalize(), gpus, at };
+        for id in [bid_id, ask_id] {
+            if order_ids.contains(&id) {
+                by_order.entry(id).or_default().push(fill.clone());
+            }
+        }
+    }
+    Ok(by_order)
+}
+
+/// The caller's order with its fills (without unfilled reasons, which need the book).
+pub(crate) async fn order_view(pool: &PgPool, owner: Uuid, order_id: Uuid) -> Result<OrderView, ApiError> {
+    let row: OrderRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {ORDER_COLUMNS} from orders o
+         left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
+         where o.order_id = $1 and o.owner_id = $2"
+    )))
+    .bind(order_id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found("order"))?;
+    let mut view = view_of(row);
+    view.fills = fills(pool, &[order_id]).await?.remove(&order_id).unwrap_or_default();
+    Ok(view)
+}
+
+/// The caller's orders, newest first; the cursor is the last order's sequence number.
+pub(crate) async fn list_orders(
+    pool: &PgPool,
+    owner: Uuid,
+    open_only: bool,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<OrderPage, ApiError> {
+    let mut rows: Vec<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {ORDER_COLUMNS} from orders o
+         left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
+         where o.owner_id = $1 and ($2 = false or o.status = 'open') and ($3::bigint is null or o.seq < $3)
+         order by o.seq desc limit $4"
+    )))
+    .bind(owner)
+    .bind(open_only)
+    .bind(before_seq)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.0.to_string())
+    } else {
+        None
+    };
+    let mut items: Vec<OrderView> = rows.into_iter().map(view_of).collect();
+    let ids: Vec<Uuid> = items.iter().map(|o| o.order_id).collect();
+    let mut fills = fills(pool, &ids).await?;
+    for item in &mut items {
+        item.fills = fills.remove(&item.order_id).unwrap_or_default();
+    }
+    Ok(OrderPage { items, next_cursor })
+}
+
+/// Every market with registered GPUs, orders, or configuration, with its summary.
+pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result<MarketList, ApiError> {
+    type Row = (String, Option<Decimal>, Option<Decimal>, Option<Decimal>, Decimal, i64);
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with classes as (
+             select class from host_gpus union select class from orders union select unnest($1::text[])
+         )
+         select c.class,
+             (select max(price) from orders where class = c.class and status = 'open' and side = 'bid'),
+             (select min(price) from orders where class = c.class and status = 'open' and side = 'ask'),
+             (select price from trades where class = c.class order by seq desc limit 1),
+             (select coalesce(sum(gpus * max_hours), 0) from trades
+                 where class = c.class and at > now() - interval '24 hours'),
+             (select count(*) from host_gpus g join hosts h using (host_id)
+                 where g.class = c.class and g.foreign_processes = 0 and {HOST_LIVE_SQL} and not ({GPU_TAKEN_SQL}))
+         from classes c order by c.class"
+    )))
+    .bind(configured)
+    .fetch_all(pool)
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(|(class, best_bid, best_ask, last_price, volume, free_gpus)| MarketView {
+            class,
+            best_bid: best_bid.map(|p| p.normalize()),
+            best_ask: best_ask.map(|p| p.normalize()),
+            last_price: last_price.map(|p| p.normalize()),
+            volume_24h_gpu_hours: volume.normalize(),
+            free_gpus,
+        })
+        .collect();
+    Ok(MarketList { items })
+}
+
+/// A market's trades, newest first; the cursor is the last trade's sequence number.
+pub(crate) async fn list_trades(
+    pool: &PgPool,
+    class: &str,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<TradePage, ApiError> {
+    let mut rows: Vec<(i64, Uuid, Decimal, i32, Decimal, DateTime<Utc>)> = sqlx::query_as(
+        "select seq, trade_id, price, gpus, max_hours, at from trades
+         where class = $1 and ($2::bigint is null or seq < $2) order by seq desc limit $3",
+    )
+    .bind(class)
+    .bind(before_seq)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.0.to_string())
+    } else {
+        None
+    };
+    let items = rows
+        .into_iter()
+        .map(|(_, trade_id, price, gpus, max_hours, at)| TradeView {
+            trade_id,
+            price: price.normalize(),
+            gpus,
+            max_hours: max_hours.normalize(),
+            at,
+        })
+        .collect();
+    Ok(TradePage { items, next_cursor })
+}
+
+/// OHLC candles of `interval_s` seconds over the market's trades, oldest first (the last
+/// [`CANDLES_MAX`] intervals that had trades). Volume is in GPU-hours.
+pub(crate) async fn candles(pool: &PgPool, class: &str, interval_s: i64) -> Result<CandleList, ApiError> {
+    let rows: Vec<(i64, Decimal, Decimal, Decimal, Decimal, Decimal)> = sqlx::query_as(
+        "select * from (
+             select (floor(extract(epoch from at) / $2) * $2)::bigint as t,
+                 (array_agg(price order by seq))[1], max(price), min(price),
+                 (array_agg(price order by seq desc))[1], sum(gpus * max_hours)
+             from trades where class = $1 and at > now() - make_interval(secs => $2 * $3)
+             group by 1 order by 1 desc limit $3
+         ) c order by t",
+    )
+    .bind(class)
+    .bind(interval_s as f64)
+    .bind(CANDLES_MAX)
+    .fetch_all(pool)
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(|(t, open, high, low, close, volume)| CandleView {
+            t,
+            open: open.normalize(),
+            high: high.normalize(),
+            low: low.normalize(),
+            close: close.normalize(),
+            volume: volume.normalize(),
+        })
+        .collect();
+    Ok(CandleList { items })
+}

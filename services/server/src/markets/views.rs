@@ -1,0 +1,160 @@
+//! What the markets API returns.
+
+use capex_book::UnfilledReason;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One trade of an order.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FillView {
+    pub trade_id: Uuid,
+    pub lease_id: Uuid,
+    #[schema(value_type = String)]
+    pub price: Decimal,
+    pub gpus: i32,
+    pub at: DateTime<Utc>,
+}
+
+/// Why a resting bid has not traded yet.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UnfilledReasonView {
+    pub code: String,
+    pub message: String,
+}
+
+impl UnfilledReasonView {
+    pub(crate) fn from_book(reason: UnfilledReason) -> UnfilledReasonView {
+        let (code, message) = match reason {
+            UnfilledReason::NoAsks => ("no_asks", "no provider offers GPUs in this market".to_string()),
+            UnfilledReason::OnlyOwnAsks => ("only_own_asks", "the only asks are your own".to_string()),
+            UnfilledReason::PriceBelowBestAsk { best_ask } => {
+                ("price_below_best_ask", format!("your price is below the cheapest ask ({best_ask})"))
+            }
+            UnfilledReason::NoHostWithEnoughGpus { largest_free } => (
+                "no_host_with_enough_gpus",
+                format!("no host offers that many GPUs at once (the most is {largest_free})"),
+            ),
+            UnfilledReason::NoAskLongEnough { longest_available_ms } => (
+                "no_ask_long_enough",
+                format!("no ask is available for max_hours (the longest is {:.3} h)", longest_available_ms as f64 / 3.6e6),
+            ),
+            UnfilledReason::NoSingleAskFits => {
+                ("no_single_ask_fits", "asks are cheap, large and long enough, but no single one is all three".into())
+            }
+        };
+        UnfilledReasonView { code: code.to_string(), message }
+    }
+}
+
+/// An order as its owner sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderView {
+    pub order_id: Uuid,
+    pub class: String,
+    /// "bid" or "ask".
+    pub side: String,
+    /// "open", "filled", "cancelled" or "expired".
+    pub status: String,
+    pub gpus: i32,
+    pub gpus_remaining: i32,
+    /// Limit price, credits per GPU-hour.
+    #[schema(value_type = String)]
+    pub price: Decimal,
+    #[schema(value_type = Option<String>)]
+    pub max_hours: Option<Decimal>,
+    pub available_until: Option<DateTime<Utc>>,
+    /// "gtc" or "ioc".
+    pub tif: String,
+    /// Credits held for the bid now (asks: null).
+    #[schema(value_type = Option<String>)]
+    pub escrow: Option<Decimal>,
+    pub host_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub fills: Vec<FillView>,
+    /// For a resting bid, why it has not traded; empty otherwise.
+    pub unfilled_reasons: Vec<UnfilledReasonView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<OrderView>,
+    pub next_cursor: Option<String>,
+}
+
+/// All resting orders of one side at one price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LevelView {
+    #[schema(value_type = String)]
+    pub price: Decimal,
+    pub gpus: u64,
+    pub orders: u32,
+}
+
+/// A market's aggregated book, each side best first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BookView {
+    pub class: String,
+    pub bids: Vec<LevelView>,
+    pub asks: Vec<LevelView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MarketView {
+    pub class: String,
+    #[schema(value_type = Option<String>)]
+    pub best_bid: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub best_ask: Option<Decimal>,
+    #[schema(value_type = Option<String>)]
+    pub last_price: Option<Decimal>,
+    /// GPUs x max_hours traded in the last 24 hours.
+    #[schema(value_type = String)]
+    pub volume_24h_gpu_hours: Decimal,
+    /// Attested idle GPUs of live hosts that no ask offers and no lease uses.
+    pub free_gpus: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MarketList {
+    pub items: Vec<MarketView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TradeView {
+    pub trade_id: Uuid,
+    #[schema(value_type = String)]
+    pub price: Decimal,
+    pub gpus: i32,
+    #[schema(value_type = String)]
+    pub max_hours: Decimal,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TradePage {
+    pub items: Vec<TradeView>,
+    pub next_cursor: Option<String>,
+}
+
+/// One candle: `t` is the start of the interval in unix seconds; volume in GPU-hours.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CandleView {
+    pub t: i64,
+    #[schema(value_type = String)]
+    pub open: Decimal,
+    #[schema(value_type = String)]
+    pub high: Decimal,
+    #[schema(value_type = String)]
+    pub low: Decimal,
+    #[schema(value_type = String)]
+    pub close: Decimal,
+    #[schema(value_type = String)]
+    pub volume: Decimal,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CandleList {
+    pub items: Vec<CandleView>,
+}
