@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use capex_e2e::{Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, ServerProcess, ask_body, bid_body, fresh_database,
-    live_host};
+use capex_e2e::{
+    Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, ServerProcess, ask_body, bid_body, fresh_database, live_host,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
@@ -67,7 +68,7 @@ async fn book_and_acknowledged_orders_survive_kill_9() {
         let acked_live = acked_live.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000_u32 {
-                let body = if (i as usize + c) % 4 == 0 {
+                let body = if (i as usize + c).is_multiple_of(4) {
                     ask_body(host, 1, &format!("4.{}", i % 9), "gtc")
                 } else {
                     bid_body(1, "1", &format!("1.{}", i % 9), "gtc")

@@ -64,8 +64,12 @@ pub struct Config {
 
     /// GPU classes that have a market even before any host registers such a GPU
     /// (comma-separated). A class is also known once some registered GPU has it.
-    #[arg(long, env = "CAPEX_MARKET_CLASSES", value_delimiter = ',',
-        default_value = "H100-80GB,H200-141GB,A100-80GB,A100-40GB,L40S-48GB,RTX4090-24GB")]
+    #[arg(
+        long,
+        env = "CAPEX_MARKET_CLASSES",
+        value_delimiter = ',',
+        default_value = "H100-80GB,H200-141GB,A100-80GB,A100-40GB,L40S-48GB,RTX4090-24GB"
+    )]
     pub market_classes: Vec<String>,
 
     /// Most commands one matcher applies and commits in one Postgres transaction.

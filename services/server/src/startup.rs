@@ -20,9 +20,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::jwt::JwtKeys;
 use crate::config::{Config, JWT_SECRET_BYTES_MIN};
 use crate::error::ApiError;
+use crate::markets::Markets;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::markets::Markets;
 use crate::{auth, markets, operator, pgcluster, telemetry, wallet};
 
 /// Largest request body accepted by default; routes that take bigger bodies say so.
@@ -67,7 +67,8 @@ impl Application {
         let config_arc = Arc::new(config.clone());
         // Rebuilds every book with open orders before the first request is served.
         let markets = Markets::start(pool.clone(), config_arc.clone()).await?;
-        let state = AppState { pool, jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)), config: config_arc, markets };
+        let state =
+            AppState { pool, jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)), config: config_arc, markets };
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;

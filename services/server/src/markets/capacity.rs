@@ -17,7 +17,8 @@ pub(crate) const HOST_LIVE_SQL: &str =
 
 /// The SQL condition for "this GPU (aliased `g`) is taken": offered by an open ask or in a
 /// lease that is not over.
-pub(crate) const GPU_TAKEN_SQL: &str = "exists (select 1 from ask_gpus a where a.gpu_uuid = g.gpu_uuid and a.state = 'bound')
+pub(crate) const GPU_TAKEN_SQL: &str =
+    "exists (select 1 from ask_gpus a where a.gpu_uuid = g.gpu_uuid and a.state = 'bound')
      or exists (select 1 from leases l where l.host_id = g.host_id
                 and l.state in ('pending', 'starting', 'running') and g.gpu_uuid = any(l.gpu_uuids))";
 

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use capex_book::{Ask, Bid, Book, Command, Event, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid,
-    RestingOrder, UnfilledReason, UserId};
+use capex_book::{
+    Ask, Bid, Book, Command, Event, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder,
+    UnfilledReason, UserId,
+};
 use capex_core::Credits;
 use capex_ledger::{TransferSpec, open_escrows, post_transfers};
 use chrono::{DateTime, TimeZone, Utc};
@@ -63,15 +65,26 @@ pub(crate) enum Request {
 
 /// A request of the batch and, once decided, its answer.
 enum Item {
-    Place { req: PlaceRequest, reply: oneshot::Sender<Result<PlaceOutcome, ApiError>>, outcome: Option<PlaceResult> },
-    Cancel { order_id: Uuid, owner: Uuid, reply: oneshot::Sender<Result<(), ApiError>>, outcome: Option<Result<(), ApiError>> },
+    Place {
+        req: PlaceRequest,
+        reply: oneshot::Sender<Result<PlaceOutcome, ApiError>>,
+        outcome: Option<PlaceResult>,
+    },
+    Cancel {
+        order_id: Uuid,
+        owner: Uuid,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+        outcome: Option<Result<(), ApiError>>,
+    },
 }
 
 enum PlaceResult {
     Refused(ApiError),
     Replay,
     /// Given to the book; its GPUs (asks) were chosen in this batch.
-    Applied { gpus_bound: Vec<String> },
+    Applied {
+        gpus_bound: Vec<String>,
+    },
     /// Accepted by the book and written.
     Placed(Box<OrderView>),
 }
@@ -134,7 +147,8 @@ pub(crate) async fn load_book(pool: &PgPool, class: &str) -> Result<Book, ApiErr
 
 pub(crate) fn book_view(class: &str, book: &Book) -> BookView {
     let depth = book.depth(BOOK_LEVELS_MAX);
-    let level = |l: &capex_book::Level| LevelView { price: l.price.to_decimal().normalize(), gpus: l.gpus, orders: l.orders };
+    let level =
+        |l: &capex_book::Level| LevelView { price: l.price.to_decimal().normalize(), gpus: l.gpus, orders: l.orders };
     BookView {
         class: class.to_string(),
         bids: depth.bids.iter().map(level).collect(),
@@ -151,11 +165,9 @@ fn reject_error(reason: RejectReason) -> ApiError {
         RejectReason::BookFull => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "book_full", "this market holds its maximum of orders")
         }
-        RejectReason::AlreadyExpired => ApiError::invalid(
-            "available_until",
-            "invalid_available_until",
-            "available_until must be in the future",
-        ),
+        RejectReason::AlreadyExpired => {
+            ApiError::invalid("available_until", "invalid_available_until", "available_until must be in the future")
+        }
         RejectReason::DurationTooLong => {
             ApiError::invalid("max_hours", "max_hours_too_long", "max_hours is longer than the book allows")
         }
@@ -199,7 +211,12 @@ struct Writes {
 }
 
 impl Matcher {
-    pub(crate) fn new(class: String, pool: PgPool, book: Book, batch_max: usize) -> (Matcher, watch::Receiver<Arc<BookView>>) {
+    pub(crate) fn new(
+        class: String,
+        pool: PgPool,
+        book: Book,
+        batch_max: usize,
+    ) -> (Matcher, watch::Receiver<Arc<BookView>>) {
         let (snapshot, rx) = watch::channel(Arc::new(book_view(&class, &book)));
         (Matcher { class, pool, book, batch_max: batch_max.max(1), snapshot, events: Vec::new() }, rx)
     }
@@ -389,7 +406,8 @@ impl Matcher {
         for event in &self.events {
             match *event {
                 Event::Accepted { order_id } => {
-                    let info = orders.get_mut(&order_id.0).ok_or_else(|| ApiError::internal("accepted unknown order"))?;
+                    let info =
+                        orders.get_mut(&order_id.0).ok_or_else(|| ApiError::internal("accepted unknown order"))?;
                     info.changed = true;
                     if info.side_bid {
                         let escrow = new_escrow
@@ -408,7 +426,9 @@ impl Matcher {
                     } else {
                         let gpus = new_bound.remove(&order_id.0).unwrap_or_default();
                         for gpu in &gpus {
-                            writes.ask_gpus_new.push(json!({"order_id": order_id.0, "gpu_uuid": gpu, "state": "bound"}));
+                            writes
+                                .ask_gpus_new
+                                .push(json!({"order_id": order_id.0, "gpu_uuid": gpu, "state": "bound"}));
                         }
                         bound.insert(order_id.0, gpus);
                     }
@@ -449,7 +469,9 @@ impl Matcher {
                     }
                     let taken: Vec<String> = ask_gpus.drain(..gpus as usize).collect();
                     for gpu in &taken {
-                        writes.ask_gpus_leased.push(json!({"order_id": ask_id.0, "gpu_uuid": gpu, "lease_id": lease_id}));
+                        writes
+                            .ask_gpus_leased
+                            .push(json!({"order_id": ask_id.0, "gpu_uuid": gpu, "lease_id": lease_id}));
                     }
                     writes.trades.push(json!({
                         "trade_id": trade_id, "class": self.class, "bid_id": bid_id.0, "ask_id": ask_id.0,
@@ -793,13 +815,11 @@ impl Matcher {
                 *balance -= bid.escrow.as_decimal();
                 *outcome = Some(PlaceResult::Applied { gpus_bound: Vec::new() });
             } else {
-                *outcome = Some(PlaceResult::Refused(
-                    ApiError::invalid(
-                        "price",
-                        "insufficient_funds",
-                        format!("the bid's escrow of {} credits is more than your available credits", bid.escrow),
-                    ),
-                ));
+                *outcome = Some(PlaceResult::Refused(ApiError::invalid(
+                    "price",
+                    "insufficient_funds",
+                    format!("the bid's escrow of {} credits is more than your available credits", bid.escrow),
+                )));
             }
         }
         Ok(rows.into_iter().map(|(user, account, _)| (user, account)).collect())
@@ -1031,9 +1051,9 @@ impl Matcher {
             max_hours: o.max_hours.map(|h| h.normalize()),
             available_until: o.available_until,
             tif: o.tif.clone(),
-            escrow: o.side_bid.then(|| {
-                if open_bid { held.map(|c| c.as_decimal()).unwrap_or(Decimal::ZERO) } else { Decimal::ZERO }
-            }),
+            escrow: o
+                .side_bid
+                .then(|| if open_bid { held.map(|c| c.as_decimal()).unwrap_or(Decimal::ZERO) } else { Decimal::ZERO }),
             host_id: o.host_id,
             created_at: o.created_at,
             fills: fills.get(&order_id).cloned().unwrap_or_default(),
@@ -1045,4 +1065,3 @@ impl Matcher {
         }
     }
 }
-

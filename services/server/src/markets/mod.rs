@@ -17,9 +17,9 @@ mod store;
 mod views;
 
 pub use registry::Markets;
-pub(crate) use routes::*;
-pub use routes::router;
 pub use request::{JobSpec, OrderRequest, Side, TimeInForce};
+pub use routes::router;
+pub(crate) use routes::*;
 pub use views::{
     BookView, CandleList, CandleView, FillView, LevelView, MarketList, MarketView, OrderPage, OrderView, TradePage,
     TradeView, UnfilledReasonView,

@@ -12,7 +12,8 @@ pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
 /// fit in [`Credits`].
 pub(crate) fn reserve(price: Decimal, gpus: u32, hours: Decimal) -> Option<Credits> {
     let exact = price.checked_mul(Decimal::from(gpus))?.checked_mul(hours)?;
-    Credits::new(exact.round_dp_with_strategy(capex_core::credits::CREDITS_SCALE_MAX, RoundingStrategy::AwayFromZero)).ok()
+    Credits::new(exact.round_dp_with_strategy(capex_core::credits::CREDITS_SCALE_MAX, RoundingStrategy::AwayFromZero))
+        .ok()
 }
 
 #[cfg(test)]

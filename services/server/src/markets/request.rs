@@ -152,8 +152,8 @@ fn parse_gpus(gpus: Option<i64>) -> Result<u32, ApiError> {
 
 fn parse_price(price: Option<&Value>) -> Result<Price, ApiError> {
     let raw = required(price, "price")?;
-    let value = decimal(raw)
-        .ok_or_else(|| ApiError::invalid("price", "invalid_price", "price must be a decimal number"))?;
+    let value =
+        decimal(raw).ok_or_else(|| ApiError::invalid("price", "invalid_price", "price must be a decimal number"))?;
     if value <= Decimal::ZERO {
         return Err(ApiError::invalid("price", "invalid_price", "price must be greater than zero"));
     }
@@ -233,7 +233,11 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
             let job = required(req.job.as_ref(), "job")?;
             check_job(job)?;
             let escrow = reserve(price.to_decimal(), gpus, max_hours).ok_or_else(|| {
-                ApiError::invalid("price", "escrow_too_large", "price x gpus x max_hours is more than an account can hold")
+                ApiError::invalid(
+                    "price",
+                    "escrow_too_large",
+                    "price x gpus x max_hours is more than an account can hold",
+                )
             })?;
             let job = serde_json::to_value(job).map_err(ApiError::internal)?;
             Ok(NewOrder::Bid(NewBid { gpus, price, max_hours, duration_ms, tif, job, escrow }))

@@ -103,8 +103,9 @@ async fn check_host(state: &AppState, user: Uuid, host_id: Uuid, class: &str, gp
         .await?;
     if owner != Some(user) {
         // Someone else's host looks exactly like no host.
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_host", "you have no host with this id")
-            .with_field("host_id"));
+        return Err(
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_host", "you have no host with this id").with_field("host_id")
+        );
     }
     if !capacity::host_is_live(&mut conn, host_id).await? {
         return Err(ApiError::invalid("host_id", "host_not_live", "the host has not reported recently"));

@@ -8,7 +8,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::capacity::{GPU_TAKEN_SQL, HOST_LIVE_SQL};
-use super::views::{CandleList, CandleView, FillView, MarketList, MarketView, OrderPage, OrderView, TradePage, TradeView};
+use super::views::{
+    CandleList, CandleView, FillView, MarketList, MarketView, OrderPage, OrderView, TradePage, TradeView,
+};
 use crate::error::ApiError;
 
 /// Candles returned per request: the most recent ones.
@@ -50,8 +52,22 @@ const ORDER_COLUMNS: &str = "o.seq, o.order_id, o.class, o.side, o.status, o.gpu
      case when o.side = 'bid' then coalesce(a.balance, 0) end, o.host_id, o.created_at";
 
 fn view_of(row: OrderRow) -> OrderView {
-    let (_, order_id, class, side, status, gpus, gpus_remaining, price, max_hours, available_until, tif, escrow, host_id, created_at) =
-        row;
+    let (
+        _,
+        order_id,
+        class,
+        side,
+        status,
+        gpus,
+        gpus_remaining,
+        price,
+        max_hours,
+        available_until,
+        tif,
+        escrow,
+        host_id,
+        created_at,
+    ) = row;
     OrderView {
         order_id,
         class,

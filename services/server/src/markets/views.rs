@@ -38,7 +38,10 @@ impl UnfilledReasonView {
             ),
             UnfilledReason::NoAskLongEnough { longest_available_ms } => (
                 "no_ask_long_enough",
-                format!("no ask is available for max_hours (the longest is {:.3} h)", longest_available_ms as f64 / 3.6e6),
+                format!(
+                    "no ask is available for max_hours (the longest is {:.3} h)",
+                    longest_available_ms as f64 / 3.6e6
+                ),
             ),
             UnfilledReason::NoSingleAskFits => {
                 ("no_single_ask_fits", "asks are cheap, large and long enough, but no single one is all three".into())

@@ -118,16 +118,15 @@ async fn one_ask_is_filled_partly_by_two_bids(pool: sqlx::PgPool) {
     assert_eq!(ask_now["fills"].as_array().unwrap().len(), 2);
 
     // Two leases on distinct GPUs; one GPU still bound to the ask.
-    let gpus: Vec<String> = sqlx::query_scalar("select unnest(gpu_uuids) from leases").fetch_all(&app.pool).await.unwrap();
+    let gpus: Vec<String> =
+        sqlx::query_scalar("select unnest(gpu_uuids) from leases").fetch_all(&app.pool).await.unwrap();
     assert_eq!(gpus.len(), 3);
     let mut distinct = gpus.clone();
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), 3);
-    let still_bound: i64 = sqlx::query_scalar("select count(*) from ask_gpus where state = 'bound'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let still_bound: i64 =
+        sqlx::query_scalar("select count(*) from ask_gpus where state = 'bound'").fetch_one(&app.pool).await.unwrap();
     assert_eq!(still_bound, 1);
     // 1.25 x 1 x 2 + 1.25 x 2 x 1 = 5 in lease escrow; the second bid's excess came back.
     assert_eq!(app.wallet(&buyer).await, ("995".into(), "5".into()));
@@ -152,7 +151,10 @@ async fn price_time_priority_and_small_asks_keep_their_place(pool: sqlx::PgPool)
     let early = app.ask(&providers[0].0, CLASS, providers[0].1, 1, "2").await;
     let late = app.ask(&providers[1].0, CLASS, providers[1].1, 1, "2").await;
     let bid = app.bid(&buyer, CLASS, 1, "1", "5").await;
-    assert_eq!(bid["fills"][0]["trade_id"], app.order(&providers[0].0, &early["order_id"]).await["fills"][0]["trade_id"]);
+    assert_eq!(
+        bid["fills"][0]["trade_id"],
+        app.order(&providers[0].0, &early["order_id"]).await["fills"][0]["trade_id"]
+    );
     assert_eq!(app.order(&providers[1].0, &late["order_id"]).await["status"], "open");
 
     // A better price beats an earlier one: `late` (2) is earlier than `cheap` (1.5).
@@ -220,10 +222,8 @@ async fn ioc_leaves_nothing_resting(pool: sqlx::PgPool) {
     let book = app.get_json(&format!("/api/v1/markets/{CLASS}/book"), &buyer.token).await;
     assert_eq!(book["bids"], json!([]));
     assert_eq!(book["asks"], json!([]));
-    let bound: i64 = sqlx::query_scalar("select count(*) from ask_gpus where state = 'bound'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let bound: i64 =
+        sqlx::query_scalar("select count(*) from ask_gpus where state = 'bound'").fetch_one(&app.pool).await.unwrap();
     assert_eq!(bound, 0);
     // An IOC bid that can trade does.
     app.ask(&provider, CLASS, host, 2, "2").await;
@@ -240,8 +240,12 @@ async fn others_cannot_read_or_cancel_my_orders(pool: sqlx::PgPool) {
     let path = format!("/api/v1/orders/{}", bid["order_id"].as_str().unwrap());
     assert_problem(app.get(&path, Some(&mallory.token)).await, StatusCode::NOT_FOUND, "not_found").await;
     assert_problem(app.delete(&path, &mallory.token).await, StatusCode::NOT_FOUND, "not_found").await;
-    assert_problem(app.get("/api/v1/orders/not-a-uuid", Some(&mallory.token)).await, StatusCode::NOT_FOUND, "not_found")
-        .await;
+    assert_problem(
+        app.get("/api/v1/orders/not-a-uuid", Some(&mallory.token)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     let mine = app.get_json("/api/v1/orders?status=all", &mallory.token).await;
     assert_eq!(mine["items"], json!([]));
     assert_eq!(app.order(&buyer, &bid["order_id"]).await["status"], "open");
@@ -270,29 +274,162 @@ async fn invalid_orders_are_refused_with_their_code_and_nothing_is_written(pool:
     let ask = ask_body(host, 1, "2", "gtc");
     let cases: Vec<(&TestUser, &str, Value, StatusCode, &str, Option<&str>)> = vec![
         (&buyer, "NOPE-1GB", bid.clone(), StatusCode::NOT_FOUND, "unknown_market", Some("class")),
-        (&buyer, CLASS, with(bid.clone(), "gpus", json!(0)), StatusCode::UNPROCESSABLE_ENTITY, "invalid_gpus", Some("gpus")),
-        (&buyer, CLASS, with(bid.clone(), "gpus", json!(-2)), StatusCode::UNPROCESSABLE_ENTITY, "invalid_gpus", Some("gpus")),
-        (&buyer, CLASS, with(bid.clone(), "gpus", json!(65)), StatusCode::UNPROCESSABLE_ENTITY, "invalid_gpus", Some("gpus")),
-        (&buyer, CLASS, with(bid.clone(), "price", json!("0")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_price", Some("price")),
-        (&buyer, CLASS, with(bid.clone(), "price", json!("-1")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_price", Some("price")),
-        (&buyer, CLASS, with(bid.clone(), "price", json!("1.0000001")), StatusCode::UNPROCESSABLE_ENTITY, "price_too_precise", Some("price")),
-        (&buyer, CLASS, with(bid.clone(), "max_hours", json!("0")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_max_hours", Some("max_hours")),
-        (&buyer, CLASS, with(bid.clone(), "max_hours", json!("-1")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_max_hours", Some("max_hours")),
-        (&buyer, CLASS, with(bid.clone(), "max_hours", json!("168.5")), StatusCode::UNPROCESSABLE_ENTITY, "max_hours_too_long", Some("max_hours")),
-        (&buyer, CLASS, with(bid.clone(), "max_hours", json!("1.0001")), StatusCode::UNPROCESSABLE_ENTITY, "max_hours_too_precise", Some("max_hours")),
-        (&buyer, CLASS, with(bid.clone(), "job", json!({"command": []})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_job", Some("job.command")),
-        (&buyer, CLASS, with(bid.clone(), "host_id", json!(host)), StatusCode::UNPROCESSABLE_ENTITY, "field_not_allowed", Some("host_id")),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "gpus", json!(0)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_gpus",
+            Some("gpus"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "gpus", json!(-2)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_gpus",
+            Some("gpus"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "gpus", json!(65)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_gpus",
+            Some("gpus"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "price", json!("0")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_price",
+            Some("price"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "price", json!("-1")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_price",
+            Some("price"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "price", json!("1.0000001")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "price_too_precise",
+            Some("price"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "max_hours", json!("0")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_max_hours",
+            Some("max_hours"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "max_hours", json!("-1")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_max_hours",
+            Some("max_hours"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "max_hours", json!("168.5")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_hours_too_long",
+            Some("max_hours"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "max_hours", json!("1.0001")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_hours_too_precise",
+            Some("max_hours"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "job", json!({"command": []})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_job",
+            Some("job.command"),
+        ),
+        (
+            &buyer,
+            CLASS,
+            with(bid.clone(), "host_id", json!(host)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_allowed",
+            Some("host_id"),
+        ),
         (&poor, CLASS, bid.clone(), StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds", Some("price")),
-        (&provider, CLASS, with(ask.clone(), "host_id", json!(strangers_host)), StatusCode::NOT_FOUND, "unknown_host", Some("host_id")),
-        (&provider, CLASS, with(ask.clone(), "host_id", json!(Uuid::now_v7())), StatusCode::NOT_FOUND, "unknown_host", Some("host_id")),
-        (&provider, CLASS, with(ask.clone(), "host_id", json!(dead_host)), StatusCode::UNPROCESSABLE_ENTITY, "host_not_live", Some("host_id")),
-        (&provider, CLASS, with(ask.clone(), "gpus", json!(3)), StatusCode::UNPROCESSABLE_ENTITY, "not_enough_free_gpus", Some("gpus")),
+        (
+            &provider,
+            CLASS,
+            with(ask.clone(), "host_id", json!(strangers_host)),
+            StatusCode::NOT_FOUND,
+            "unknown_host",
+            Some("host_id"),
+        ),
+        (
+            &provider,
+            CLASS,
+            with(ask.clone(), "host_id", json!(Uuid::now_v7())),
+            StatusCode::NOT_FOUND,
+            "unknown_host",
+            Some("host_id"),
+        ),
+        (
+            &provider,
+            CLASS,
+            with(ask.clone(), "host_id", json!(dead_host)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "host_not_live",
+            Some("host_id"),
+        ),
+        (
+            &provider,
+            CLASS,
+            with(ask.clone(), "gpus", json!(3)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_enough_free_gpus",
+            Some("gpus"),
+        ),
         (&provider, "A100-80GB", ask.clone(), StatusCode::UNPROCESSABLE_ENTITY, "not_enough_free_gpus", Some("gpus")),
-        (&provider, CLASS, with(ask.clone(), "available_until", json!("2020-01-01T00:00:00Z")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_available_until", Some("available_until")),
-        (&provider, CLASS, with(ask.clone(), "job", json!({"command": ["x"]})), StatusCode::UNPROCESSABLE_ENTITY, "field_not_allowed", Some("job")),
+        (
+            &provider,
+            CLASS,
+            with(ask.clone(), "available_until", json!("2020-01-01T00:00:00Z")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_available_until",
+            Some("available_until"),
+        ),
+        (
+            &provider,
+            CLASS,
+            with(ask.clone(), "job", json!({"command": ["x"]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_allowed",
+            Some("job"),
+        ),
         (&buyer, CLASS, ask.clone(), StatusCode::FORBIDDEN, "forbidden", None),
         (&provider, CLASS, bid.clone(), StatusCode::FORBIDDEN, "forbidden", None),
-        (&buyer, CLASS, json!({"side": "bid", "gpus": 1, "price": "1", "job": {"command": ["x"]}}), StatusCode::UNPROCESSABLE_ENTITY, "missing_field", Some("max_hours")),
+        (
+            &buyer,
+            CLASS,
+            json!({"side": "bid", "gpus": 1, "price": "1", "job": {"command": ["x"]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_field",
+            Some("max_hours"),
+        ),
     ];
     for (user, class, body, status, code, field) in cases {
         let res = app.place(user, class, &body).await;
@@ -367,11 +504,13 @@ async fn public_market_data(pool: sqlx::PgPool) {
     assert_eq!(h100["volume_24h_gpu_hours"], "2");
     assert_eq!(h100["free_gpus"], 4);
 
-    let book: Value = app.client.get(app.url(&format!("/api/v1/markets/{CLASS}/book"))).send().await.unwrap().json().await.unwrap();
+    let book: Value =
+        app.client.get(app.url(&format!("/api/v1/markets/{CLASS}/book"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(book["bids"], json!([{"price": "1", "gpus": 3, "orders": 2}]));
     assert_eq!(book["asks"], json!([{"price": "2.5", "gpus": 1, "orders": 1}, {"price": "3", "gpus": 2, "orders": 1}]));
 
-    let trades: Value = app.client.get(app.url(&format!("/api/v1/markets/{CLASS}/trades"))).send().await.unwrap().json().await.unwrap();
+    let trades: Value =
+        app.client.get(app.url(&format!("/api/v1/markets/{CLASS}/trades"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(trades["items"].as_array().unwrap().len(), 1);
     assert_eq!(trades["items"][0]["price"], "2.5");
     assert_eq!(trades["items"][0]["max_hours"], "2");
@@ -408,7 +547,11 @@ async fn asks_expire_and_release_their_gpus(pool: sqlx::PgPool) {
     let Market { app, provider, host, .. } = market(pool, 2).await;
     let until = chrono::Utc::now() + chrono::Duration::milliseconds(600);
     let ask = app
-        .place_ok(&provider, CLASS, &json!({"side": "ask", "host_id": host, "gpus": 2, "price": "1", "available_until": until}))
+        .place_ok(
+            &provider,
+            CLASS,
+            &json!({"side": "ask", "host_id": host, "gpus": 2, "price": "1", "available_until": until}),
+        )
         .await;
     let mut status = String::new();
     for _ in 0..50 {
@@ -419,10 +562,8 @@ async fn asks_expire_and_release_their_gpus(pool: sqlx::PgPool) {
         }
     }
     assert_eq!(status, "expired");
-    let bound: i64 = sqlx::query_scalar("select count(*) from ask_gpus where state = 'bound'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let bound: i64 =
+        sqlx::query_scalar("select count(*) from ask_gpus where state = 'bound'").fetch_one(&app.pool).await.unwrap();
     assert_eq!(bound, 0);
 }
 
@@ -521,12 +662,11 @@ async fn concurrent_clients_keep_the_ledger_and_escrow_consistent(pool: sqlx::Pg
         .iter()
         .flat_map(|side| book[side].as_array().unwrap().iter().map(|l| l["gpus"].as_u64().unwrap()))
         .sum();
-    let gpus_open: i64 = sqlx::query_scalar(
-        "select coalesce(sum(gpus_remaining), 0)::bigint from orders where status = 'open'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let gpus_open: i64 =
+        sqlx::query_scalar("select coalesce(sum(gpus_remaining), 0)::bigint from orders where status = 'open'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(gpus_in_book as i64, gpus_open);
     eprintln!("stress: {placed} orders, {trades} trades in {seconds} s");
 }
