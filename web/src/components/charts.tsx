@@ -16,6 +16,7 @@ import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { toPlotNumber } from '../money';
+import { depthSeries } from '../depth';
 import type { Book, Candle } from '../types';
 
 const TEXT = '#9aa4b2';
@@ -155,38 +156,6 @@ export function TimeSeriesChart(props: { series: TimeSeries[]; height?: number; 
       <div class="chart" ref={el} data-testid={props.testid} />
     </div>
   );
-}
-
-/**
- * Cumulative GPUs on each side by price: bids step down to the left of the spread, asks
- * step up to the right.
- */
-export function depthSeries(book: Book): { x: number[]; bids: (number | null)[]; asks: (number | null)[] } {
-  const bidCum = new Map<number, number>();
-  let sum = 0;
-  for (const level of book.bids) {
-    sum += level.gpus;
-    bidCum.set(toPlotNumber(level.price), sum);
-  }
-  const askCum = new Map<number, number>();
-  sum = 0;
-  for (const level of book.asks) {
-    sum += level.gpus;
-    askCum.set(toPlotNumber(level.price), sum);
-  }
-  const x = [...new Set([...bidCum.keys(), ...askCum.keys()])].filter(Number.isFinite).sort((a, b) => a - b);
-  // Bids: at price p, the GPUs wanted at p or higher; asks: offered at p or lower.
-  const bids = x.map((p) => {
-    let best: number | null = null;
-    for (const [price, cum] of bidCum) if (price >= p) best = Math.max(best ?? 0, cum);
-    return best;
-  });
-  const asks = x.map((p) => {
-    let best: number | null = null;
-    for (const [price, cum] of askCum) if (price <= p) best = Math.max(best ?? 0, cum);
-    return best;
-  });
-  return { x, bids, asks };
 }
 
 export function DepthChart(props: { book: Book; height?: number }) {

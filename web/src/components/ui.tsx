@@ -3,6 +3,7 @@
 import type { ComponentChildren } from 'preact';
 import { useRef, useState } from 'preact/hooks';
 import { ApiError } from '../api';
+import { errorsFromProblem, type FormErrors } from '../forms';
 import { formatCredits, type FormatOptions } from '../money';
 import type { Resource } from '../resource';
 
@@ -136,30 +137,6 @@ export function StatusBadge(props: { status: string; testid?: string }) {
 }
 
 // ---- forms ----
-
-export interface FormErrors {
-  fields: Record<string, string>;
-  top?: string;
-}
-
-/** Whether a problem's `field` (a JSON path like "job.command[0]") belongs to input `name`. */
-export function fieldMatches(field: string, name: string): boolean {
-  return field === name || field.startsWith(`${name}.`) || field.startsWith(`${name}[`);
-}
-
-/** Puts an API error next to the form field it names, or at the top of the form. */
-export function errorsFromProblem(err: unknown, fieldNames: readonly string[]): FormErrors {
-  if (err instanceof ApiError) {
-    const field = err.field;
-    if (field) {
-      const name = fieldNames.find((n) => fieldMatches(field, n));
-      if (name) return { fields: { [name]: err.problem.detail } };
-    }
-    if (err.notAvailable) return { fields: {}, top: 'Not available yet: the server does not offer this yet.' };
-    return { fields: {}, top: err.problem.detail || err.message };
-  }
-  return { fields: {}, top: err instanceof Error ? err.message : String(err) };
-}
 
 export interface FormState {
   errors: FormErrors;

@@ -23,6 +23,7 @@ import {
   formatMicro,
   tryParseMicro,
 } from '../money';
+import { parseEnv } from '../forms';
 import { useResource } from '../resource';
 import { OrderTable, priceKey } from '../components/orders';
 import { href } from '../router';
@@ -261,19 +262,6 @@ function Ladder(props: { book: Book; onPick: (price: string) => void }) {
 }
 
 const BID_FIELDS = ['gpus', 'max_hours', 'price', 'tif', 'job.command', 'job.env'] as const;
-
-/** "KEY=value" lines into an env map; lines without "=" are refused. */
-export function parseEnv(text: string): Record<string, string> | string {
-  const env: Record<string, string> = {};
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (!line || line.startsWith('#')) continue;
-    const eq = line.indexOf('=');
-    if (eq <= 0) return `"${line}" is not KEY=value`;
-    env[line.slice(0, eq).trim()] = line.slice(eq + 1);
-  }
-  return env;
-}
 
 function BidForm(props: { cls: string; pickedPrice: string | null }) {
   const form = useForm(BID_FIELDS);
