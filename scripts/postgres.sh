@@ -5,7 +5,7 @@ set -euo pipefail
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
-pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || psql -h 127.0.0.1 -U postgres -d postgres -qtAc 'select 1' >/dev/null 2>&1; }
 
 if ! pg_ready; then
   if ! command -v pg_ctlcluster >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -22,7 +22,8 @@ if ! pg_ready; then
     fi
     echo "postgres: starting cluster $cluster"
     # shellcheck disable=SC2086
-    pg_ctlcluster --skip-systemctl-redirect $cluster start
+    # "already running" is fine: it may just be too busy to answer pg_isready yet.
+    pg_ctlcluster --skip-systemctl-redirect $cluster start || true
   fi
   for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
 fi

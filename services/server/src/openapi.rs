@@ -12,7 +12,7 @@ use crate::{auth, error, operator, wallet};
         auth::register, auth::login, auth::create_api_key, auth::me,
         wallet::get_wallet, wallet::get_ledger, wallet::create_transfer,
         operator::mint, operator::invariants, operator::users, operator::fees,
-        crate::startup::healthz,
+        crate::startup::healthz, crate::feed::stream,
     ),
     components(schemas(error::Problem)),
     modifiers(&BearerAuth),
@@ -20,6 +20,7 @@ use crate::{auth, error, operator, wallet};
         (name = "auth", description = "Accounts, login tokens, API keys"),
         (name = "wallet", description = "Balances, ledger history, transfers"),
         (name = "operator", description = "Minting, invariants, oversight"),
+        (name = "feed", description = "Live Server-Sent Events"),
         (name = "system", description = "Health"),
     )
 )]

@@ -67,6 +67,7 @@ impl Application {
             pool,
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
             config: Arc::new(config.clone()),
+            feed: crate::feed::Feed::default(),
         };
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(wallet::router())
         .merge(operator::router())
+        .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))
