@@ -1,4 +1,5 @@
-//! Prints the engine's throughput plainly: `cargo run --release --example throughput`.
+//! Prints the engine's throughput plainly:
+//! `cargo run --release -p capex-book --example throughput [-- COMMANDS [RUNS]]`.
 
 use std::time::Instant;
 
@@ -12,14 +13,13 @@ const SEED: u64 = 0x00C0_FFEE;
 const RUNS: usize = 5;
 
 fn main() {
-    let (warm, commands) = workload::workload(SEED, COMMANDS);
-    println!(
-        "{} commands, book warmed to {} resting orders",
-        commands.len(),
-        warm.len()
-    );
-    let mut rates = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("a count"));
+    let count = args.next().unwrap_or(COMMANDS);
+    let runs = args.next().unwrap_or(RUNS).max(1);
+    let (warm, commands) = workload::workload(SEED, count);
+    println!("{} commands, book warmed to {} resting orders", commands.len(), warm.len());
+    let mut rates = Vec::with_capacity(runs);
+    for _ in 0..runs {
         let mut book = warm.clone();
         let started = Instant::now();
         let events = workload::run(&mut book, &commands);
@@ -34,7 +34,7 @@ fn main() {
         rates.push(rate);
     }
     rates.sort_by(f64::total_cmp);
-    println!("median: {:.0} commands/s", rates[RUNS / 2]);
+    println!("median: {:.0} commands/s", rates[runs / 2]);
 
     // What the stream is made of, so the figure can be judged.
     let mut book = warm.clone();

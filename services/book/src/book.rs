@@ -1,14 +1,15 @@
 //! The order book of one market and its matching rules.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::id_hash::IdBuildHasher;
+use crate::side::Side;
 use crate::{
-    Ask, Bid, Command, Event, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid,
-    RestingOrder, Tif, UnfilledReason, UserId,
+    Ask, Bid, Command, Event, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder, Tif,
+    UnfilledReason, UserId,
 };
 
 /// Most GPUs one order may name. Far above any single host; bigger is a typo.
@@ -16,6 +17,9 @@ pub const GPUS_PER_ORDER_MAX: u32 = 1_024;
 
 /// Longest a bid may ask to hold GPUs: 366 days in ms.
 pub const DURATION_MS_MAX: i64 = 366 * 24 * 3_600 * 1_000;
+
+/// Stale expiry entries tolerated beyond twice the resting asks before compacting.
+const EXPIRIES_STALE_MIN: usize = 1_024;
 
 /// Default bound on resting orders per book (see [`Book::with_orders_max`]).
 pub const ORDERS_RESTING_MAX: usize = 1_000_000;
@@ -52,11 +56,21 @@ struct AskSlot {
     available_until_ms: i64,
 }
 
-/// Where a resting order sits.
+/// Where a resting order sits: its key in its side and its slot there.
 #[derive(Clone, Copy, Debug)]
 enum Loc {
-    Bid(BidKey),
-    Ask(AskKey),
+    Bid(BidKey, u32),
+    Ask(AskKey, u32),
+}
+
+/// When an ask expires: ordered by `available_until_ms`, then seq. The id and key find
+/// the ask, and tell whether the entry is stale (the ask is gone or has a new key).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Expiry {
+    until_ms: i64,
+    seq: u64,
+    price: Price,
+    id: u128,
 }
 
 /// One price level of [`Depth`]: all resting orders of one side at one price.
@@ -78,13 +92,7 @@ pub struct Depth {
 /// Whether `ask` can hold all of `bid` at `now_ms`: enough GPUs left on its host, free for
 /// the bid's whole duration, another owner, and prices that cross.
 #[inline]
-fn fits(
-    ask: &AskSlot,
-    ask_price: Price,
-    bid: &BidSlot,
-    bid_price: Price,
-    now_ms: i64,
-) -> bool {
+fn fits(ask: &AskSlot, ask_price: Price, bid: &BidSlot, bid_price: Price, now_ms: i64) -> bool {
     ask.remaining_gpus >= bid.gpus
         && now_ms.saturating_add(bid.duration_ms) <= ask.available_until_ms
         && ask.owner != bid.owner
@@ -102,11 +110,7 @@ fn check_gpus(gpus: u32) -> Result<(), RejectReason> {
 }
 
 fn check_price(price: Price) -> Result<(), RejectReason> {
-    if price.micros() <= 0 {
-        Err(RejectReason::ZeroOrNegativePrice)
-    } else {
-        Ok(())
-    }
+    if price.micros() <= 0 { Err(RejectReason::ZeroOrNegativePrice) } else { Ok(()) }
 }
 
 fn check_duration(duration_ms: i64) -> Result<(), RejectReason> {
@@ -117,6 +121,10 @@ fn check_duration(duration_ms: i64) -> Result<(), RejectReason> {
     } else {
         Ok(())
     }
+}
+
+fn check_available(available_until_ms: i64, now_ms: i64) -> Result<(), RejectReason> {
+    if available_until_ms <= now_ms { Err(RejectReason::AlreadyExpired) } else { Ok(()) }
 }
 
 fn check_amendment(new_price: Option<Price>, new_gpus: Option<u32>) -> Result<(), RejectReason> {
@@ -149,11 +157,7 @@ fn levels(orders: impl Iterator<Item = (Price, u32)>, levels_max: usize) -> Vec<
                 if out.len() == levels_max {
                     break;
                 }
-                out.push(Level {
-                    price,
-                    gpus: u64::from(gpus),
-                    orders: 1,
-                });
+                out.push(Level { price, gpus: u64::from(gpus), orders: 1 });
             }
         }
     }
@@ -167,10 +171,12 @@ fn levels(orders: impl Iterator<Item = (Price, u32)>, levels_max: usize) -> Vec<
 /// the matching rules.
 #[derive(Clone, Debug)]
 pub struct Book {
-    bids: BTreeMap<BidKey, BidSlot>,
-    asks: BTreeMap<AskKey, AskSlot>,
-    /// Resting asks by (available_until_ms, seq), valued by their price to find them.
-    expiries: BTreeMap<(i64, u64), Price>,
+    bids: Side<BidKey, BidSlot>,
+    asks: Side<AskKey, AskSlot>,
+    /// Soonest expiry first. Entries are not removed when an ask trades out or is
+    /// cancelled (that would cost a tree operation on the hot path); `expire` skips entries
+    /// whose ask is gone, and `rest_ask` compacts when stale ones pile up.
+    expiries: BinaryHeap<Reverse<Expiry>>,
     index: HashMap<u128, Loc, IdBuildHasher>,
     /// Time priority: the next order to rest (or lose priority) gets this number.
     next_seq: u64,
@@ -197,9 +203,9 @@ impl Book {
     /// are rejected with [`RejectReason::BookFull`].
     pub fn with_orders_max(orders_max: usize) -> Book {
         Book {
-            bids: BTreeMap::new(),
-            asks: BTreeMap::new(),
-            expiries: BTreeMap::new(),
+            bids: Side::new(),
+            asks: Side::new(),
+            expiries: BinaryHeap::new(),
             index: HashMap::default(),
             next_seq: 0,
             now_ms: i64::MIN,
@@ -218,16 +224,10 @@ impl Book {
         match command {
             Command::PlaceBid { bid, .. } => self.place_bid(bid, now_ms, out),
             Command::PlaceAsk { ask, .. } => self.place_ask(ask, now_ms, out),
-            Command::Cancel {
-                order_id, owner, ..
-            } => self.cancel(order_id, owner, out),
-            Command::Amend {
-                order_id,
-                owner,
-                new_price,
-                new_gpus,
-                ..
-            } => self.amend(order_id, owner, new_price, new_gpus, now_ms, out),
+            Command::Cancel { order_id, owner, .. } => self.cancel(order_id, owner, out),
+            Command::Amend { order_id, owner, new_price, new_gpus, .. } => {
+                self.amend(order_id, owner, new_price, new_gpus, now_ms, out)
+            }
             Command::Tick { .. } => {}
         }
     }
@@ -259,21 +259,13 @@ impl Book {
                 check_gpus(bid.gpus)?;
                 check_price(bid.price)?;
                 check_duration(bid.duration_ms)?;
-                let slot = BidSlot {
-                    id: bid.id,
-                    owner: bid.owner,
-                    gpus: bid.gpus,
-                    duration_ms: bid.duration_ms,
-                };
+                let slot = BidSlot { id: bid.id, owner: bid.owner, gpus: bid.gpus, duration_ms: bid.duration_ms };
                 debug_assert!(
                     self.ask_for(&slot, bid.price, now_ms).is_none(),
                     "restored bid {} could trade with a resting ask",
                     bid.id
                 );
-                let key = BidKey {
-                    price: Reverse(bid.price),
-                    seq: bid.seq,
-                };
+                let key = BidKey { price: Reverse(bid.price), seq: bid.seq };
                 if self.bids.contains_key(&key) {
                     return Err(RejectReason::SequenceTaken);
                 }
@@ -299,22 +291,12 @@ impl Book {
                     available_until_ms: ask.available_until_ms,
                 };
                 debug_assert!(
-                    !self
-                        .bids
-                        .iter()
-                        .any(|(key, bid)| fits(&slot, ask.price, bid, key.price.0, now_ms)),
+                    !self.bids.iter().any(|(key, bid)| fits(&slot, ask.price, bid, key.price.0, now_ms)),
                     "restored ask {} could trade with a resting bid",
                     ask.id
                 );
-                let key = AskKey {
-                    price: ask.price,
-                    seq: ask.seq,
-                };
-                if self.asks.contains_key(&key)
-                    || self
-                        .expiries
-                        .contains_key(&(ask.available_until_ms, ask.seq))
-                {
+                let key = AskKey { price: ask.price, seq: ask.seq };
+                if self.asks.contains_key(&key) {
                     return Err(RejectReason::SequenceTaken);
                 }
                 self.next_seq = self.next_seq.max(ask.seq.saturating_add(1));
@@ -344,30 +326,16 @@ impl Book {
     /// GPUs on one host, a level's total is a guide, not a promise of fillable size.
     pub fn depth(&self, levels_max: usize) -> Depth {
         Depth {
-            bids: levels(
-                self.bids.iter().map(|(key, bid)| (key.price.0, bid.gpus)),
-                levels_max,
-            ),
-            asks: levels(
-                self.asks
-                    .iter()
-                    .map(|(key, ask)| (key.price, ask.remaining_gpus)),
-                levels_max,
-            ),
+            bids: levels(self.bids.iter().map(|(key, bid)| (key.price.0, bid.gpus)), levels_max),
+            asks: levels(self.asks.iter().map(|(key, ask)| (key.price, ask.remaining_gpus)), levels_max),
         }
     }
 
     /// The resting order with this id, if any.
     pub fn order(&self, id: OrderId) -> Option<RestingOrder> {
         match *self.index.get(&key_of(id))? {
-            Loc::Bid(key) => {
-                let bid = self.bids.get(&key).expect("index points at a resting bid");
-                Some(RestingOrder::Bid(Self::bid_view(key, bid)))
-            }
-            Loc::Ask(key) => {
-                let ask = self.asks.get(&key).expect("index points at a resting ask");
-                Some(RestingOrder::Ask(Self::ask_view(key, ask)))
-            }
+            Loc::Bid(key, at) => Some(RestingOrder::Bid(Self::bid_view(key, self.bids.slot(at)))),
+            Loc::Ask(key, at) => Some(RestingOrder::Ask(Self::ask_view(key, self.asks.slot(at)))),
         }
     }
 
@@ -436,22 +404,31 @@ impl Book {
     /// debug checks, not for every command in production.
     pub fn check_invariants(&self) {
         assert_eq!(self.index.len(), self.bids.len() + self.asks.len());
-        assert_eq!(self.expiries.len(), self.asks.len());
-        for (key, bid) in &self.bids {
+        let expiries: std::collections::BTreeSet<Expiry> = self.expiries.iter().map(|e| e.0).collect();
+        self.bids.check();
+        self.asks.check();
+        for (key, bid) in self.bids.iter() {
             assert!(key.seq < self.next_seq);
             assert!(key.price.0.micros() > 0 && bid.gpus > 0 && bid.duration_ms > 0);
-            assert!(matches!(self.index.get(&key_of(bid.id)), Some(Loc::Bid(k)) if k == key));
+            assert!(
+                matches!(self.index.get(&key_of(bid.id)), Some(Loc::Bid(k, at)) if k == key && self.bids.slot(*at).id == bid.id)
+            );
         }
-        for (key, ask) in &self.asks {
+        for (key, ask) in self.asks.iter() {
             assert!(key.seq < self.next_seq);
             assert!(key.price.micros() > 0);
             assert!(ask.remaining_gpus > 0 && ask.remaining_gpus <= ask.gpus);
-            assert!(matches!(self.index.get(&key_of(ask.id)), Some(Loc::Ask(k)) if k == key));
-            assert_eq!(
-                self.expiries.get(&(ask.available_until_ms, key.seq)),
-                Some(&key.price)
+            assert!(
+                matches!(self.index.get(&key_of(ask.id)), Some(Loc::Ask(k, at)) if k == key && self.asks.slot(*at).id == ask.id)
             );
-            for (bid_key, bid) in &self.bids {
+            let id = key_of(ask.id);
+            assert!(expiries.contains(&Expiry {
+                until_ms: ask.available_until_ms,
+                seq: key.seq,
+                price: key.price,
+                id
+            }));
+            for (bid_key, bid) in self.bids.iter() {
                 assert!(
                     !fits(ask, key.price, bid, bid_key.price.0, self.now_ms),
                     "book crossed: bid {} could trade with ask {}",
@@ -508,20 +485,31 @@ impl Book {
     }
 
     fn expire(&mut self, now_ms: i64, out: &mut Vec<Event>) {
-        while let Some((&(until_ms, seq), &price)) = self.expiries.first_key_value() {
-            if until_ms > now_ms {
+        while let Some(&Reverse(expiry)) = self.expiries.peek() {
+            if expiry.until_ms > now_ms {
                 break;
             }
-            self.expiries.pop_first();
-            let ask = self
-                .asks
-                .remove(&AskKey { price, seq })
-                .expect("expiry points at a resting ask");
-            self.index.remove(&key_of(ask.id));
-            out.push(Event::Expired {
-                order_id: ask.id,
-                gpus_released: ask.remaining_gpus,
-            });
+            self.expiries.pop();
+            if !self.expiry_is_live(&expiry) {
+                continue;
+            }
+            let key = AskKey { price: expiry.price, seq: expiry.seq };
+            let ask = self.asks.remove(&key).expect("a live expiry names a resting ask");
+            self.index.remove(&expiry.id);
+            out.push(Event::Expired { order_id: ask.id, gpus_released: ask.remaining_gpus });
+        }
+    }
+
+    /// Whether the ask this entry was pushed for still rests under the same key and end
+    /// time; if not, it traded out, was cancelled, or was amended (and pushed anew).
+    fn expiry_is_live(&self, expiry: &Expiry) -> bool {
+        match self.index.get(&expiry.id) {
+            Some(&Loc::Ask(key, at)) => {
+                key.seq == expiry.seq
+                    && key.price == expiry.price
+                    && self.asks.slot(at).available_until_ms == expiry.until_ms
+            }
+            _ => false,
         }
     }
 
@@ -532,19 +520,11 @@ impl Book {
             .and_then(|()| check_price(bid.price))
             .and_then(|()| check_duration(bid.duration_ms));
         if let Err(reason) = valid {
-            out.push(Event::Rejected {
-                order_id: bid.id,
-                reason,
-            });
+            out.push(Event::Rejected { order_id: bid.id, reason });
             return;
         }
         out.push(Event::Accepted { order_id: bid.id });
-        let slot = BidSlot {
-            id: bid.id,
-            owner: bid.owner,
-            gpus: bid.gpus,
-            duration_ms: bid.duration_ms,
-        };
+        let slot = BidSlot { id: bid.id, owner: bid.owner, gpus: bid.gpus, duration_ms: bid.duration_ms };
         if self.match_bid(&slot, bid.price, now_ms, out) {
             return;
         }
@@ -553,10 +533,7 @@ impl Book {
                 let seq = self.take_seq();
                 self.rest_bid(slot, bid.price, seq);
             }
-            Tif::Ioc => out.push(Event::Cancelled {
-                order_id: bid.id,
-                gpus_released: bid.gpus,
-            }),
+            Tif::Ioc => out.push(Event::Cancelled { order_id: bid.id, gpus_released: bid.gpus }),
         }
     }
 
@@ -565,18 +542,9 @@ impl Book {
             .check_new(ask.id)
             .and_then(|()| check_gpus(ask.gpus))
             .and_then(|()| check_price(ask.price))
-            .and_then(|()| {
-                if ask.available_until_ms <= now_ms {
-                    Err(RejectReason::AlreadyExpired)
-                } else {
-                    Ok(())
-                }
-            });
+            .and_then(|()| check_available(ask.available_until_ms, now_ms));
         if let Err(reason) = valid {
-            out.push(Event::Rejected {
-                order_id: ask.id,
-                reason,
-            });
+            out.push(Event::Rejected { order_id: ask.id, reason });
             return;
         }
         out.push(Event::Accepted { order_id: ask.id });
@@ -597,42 +565,29 @@ impl Book {
                 let seq = self.take_seq();
                 self.rest_ask(slot, ask.price, seq);
             }
-            Tif::Ioc => out.push(Event::Cancelled {
-                order_id: ask.id,
-                gpus_released: slot.remaining_gpus,
-            }),
+            Tif::Ioc => out.push(Event::Cancelled { order_id: ask.id, gpus_released: slot.remaining_gpus }),
         }
     }
 
     /// The best ask (lowest price, then earliest) that can hold all of `bid`. Asks that
     /// cannot are passed over and keep their place.
     fn ask_for(&self, bid: &BidSlot, bid_price: Price, now_ms: i64) -> Option<AskKey> {
-        let cheap_enough = ..=AskKey {
-            price: bid_price,
-            seq: u64::MAX,
-        };
+        // `iter().take_while` rather than `range`: the best asks are first, and a range
+        // would first search the tree for its far end.
         self.asks
-            .range(cheap_enough)
+            .iter()
+            .take_while(|(key, _)| key.price <= bid_price)
             .find(|(key, ask)| fits(ask, key.price, bid, bid_price, now_ms))
             .map(|(key, _)| *key)
     }
 
     /// Trades `bid` (not resting) with the best ask that fits it, if any. Returns whether
     /// it traded.
-    fn match_bid(
-        &mut self,
-        bid: &BidSlot,
-        bid_price: Price,
-        now_ms: i64,
-        out: &mut Vec<Event>,
-    ) -> bool {
+    fn match_bid(&mut self, bid: &BidSlot, bid_price: Price, now_ms: i64, out: &mut Vec<Event>) -> bool {
         let Some(key) = self.ask_for(bid, bid_price, now_ms) else {
             return false;
         };
-        let ask = self
-            .asks
-            .get_mut(&key)
-            .expect("ask found by the scan is resting");
+        let ask = self.asks.get_mut(&key).expect("ask found by the scan is resting");
         // These guard money: never sell GPUs a host does not have, never trade with oneself,
         // never charge a buyer above their limit.
         assert!(ask.remaining_gpus >= bid.gpus, "ask oversold");
@@ -653,7 +608,6 @@ impl Book {
         });
         if ask.remaining_gpus == 0 {
             self.asks.remove(&key);
-            self.expiries.remove(&(ask.available_until_ms, key.seq));
             self.index.remove(&key_of(ask.id));
         }
         true
@@ -664,29 +618,19 @@ impl Book {
     fn match_ask(&mut self, ask: &mut AskSlot, ask_price: Price, now_ms: i64, out: &mut Vec<Event>) {
         let mut filled = std::mem::take(&mut self.scratch);
         filled.clear();
-        let high_enough = ..=BidKey {
-            price: Reverse(ask_price),
-            seq: u64::MAX,
-        };
         let mut remaining_gpus = ask.remaining_gpus;
-        for (key, bid) in self.bids.range(high_enough) {
-            if remaining_gpus == 0 {
+        for (key, bid) in self.bids.iter() {
+            if remaining_gpus == 0 || key.price.0 < ask_price {
                 break;
             }
-            let candidate = AskSlot {
-                remaining_gpus,
-                ..*ask
-            };
+            let candidate = AskSlot { remaining_gpus, ..*ask };
             if fits(&candidate, ask_price, bid, key.price.0, now_ms) {
                 remaining_gpus -= bid.gpus;
                 filled.push(*key);
             }
         }
         for key in &filled {
-            let bid = self
-                .bids
-                .remove(key)
-                .expect("bid found by the scan is resting");
+            let bid = self.bids.remove(key).expect("bid found by the scan is resting");
             self.index.remove(&key_of(bid.id));
             assert!(ask.remaining_gpus >= bid.gpus, "ask oversold");
             assert!(ask.owner != bid.owner, "self-trade");
@@ -708,19 +652,23 @@ impl Book {
     }
 
     fn rest_bid(&mut self, bid: BidSlot, price: Price, seq: u64) {
-        let key = BidKey {
-            price: Reverse(price),
-            seq,
-        };
-        self.index.insert(key_of(bid.id), Loc::Bid(key));
-        self.bids.insert(key, bid);
+        let key = BidKey { price: Reverse(price), seq };
+        let at = self.bids.insert(key, bid);
+        self.index.insert(key_of(bid.id), Loc::Bid(key, at));
     }
 
     fn rest_ask(&mut self, ask: AskSlot, price: Price, seq: u64) {
         let key = AskKey { price, seq };
-        self.index.insert(key_of(ask.id), Loc::Ask(key));
-        self.expiries.insert((ask.available_until_ms, seq), price);
-        self.asks.insert(key, ask);
+        let at = self.asks.insert(key, ask);
+        self.index.insert(key_of(ask.id), Loc::Ask(key, at));
+        if self.expiries.len() >= 2 * self.asks.len() + EXPIRIES_STALE_MIN {
+            // Mostly stale: rebuild from the resting asks, O(n) once per n pushes.
+            let mut expiries = std::mem::take(&mut self.expiries);
+            expiries.retain(|Reverse(expiry)| self.expiry_is_live(expiry));
+            self.expiries = expiries;
+        }
+        let id = key_of(ask.id);
+        self.expiries.push(Reverse(Expiry { until_ms: ask.available_until_ms, seq, price, id }));
     }
 
     fn cancel(&mut self, order_id: OrderId, owner: UserId, out: &mut Vec<Event>) {
@@ -730,8 +678,8 @@ impl Book {
             return;
         };
         let gpus_released = match loc {
-            Loc::Bid(key) => {
-                let bid = self.bids.get(&key).expect("index points at a resting bid");
+            Loc::Bid(key, at) => {
+                let bid = self.bids.slot(at);
                 if bid.owner != owner {
                     out.push(reject(RejectReason::NotOwner));
                     return;
@@ -740,23 +688,19 @@ impl Book {
                 self.bids.remove(&key);
                 gpus
             }
-            Loc::Ask(key) => {
-                let ask = self.asks.get(&key).expect("index points at a resting ask");
+            Loc::Ask(key, at) => {
+                let ask = self.asks.slot(at);
                 if ask.owner != owner {
                     out.push(reject(RejectReason::NotOwner));
                     return;
                 }
-                let (gpus, until_ms) = (ask.remaining_gpus, ask.available_until_ms);
+                let gpus = ask.remaining_gpus;
                 self.asks.remove(&key);
-                self.expiries.remove(&(until_ms, key.seq));
                 gpus
             }
         };
         self.index.remove(&key_of(order_id));
-        out.push(Event::Cancelled {
-            order_id,
-            gpus_released,
-        });
+        out.push(Event::Cancelled { order_id, gpus_released });
     }
 
     fn amend(
@@ -774,8 +718,8 @@ impl Book {
             return;
         };
         match loc {
-            Loc::Bid(key) => {
-                let bid = *self.bids.get(&key).expect("index points at a resting bid");
+            Loc::Bid(key, at) => {
+                let bid = *self.bids.slot(at);
                 if bid.owner != owner {
                     out.push(reject(RejectReason::NotOwner));
                     return;
@@ -789,24 +733,15 @@ impl Book {
                 let keeps_priority = price == key.price.0 && gpus <= bid.gpus;
                 self.bids.remove(&key);
                 self.index.remove(&key_of(order_id));
-                out.push(Event::Amended {
-                    order_id,
-                    price,
-                    gpus,
-                    remaining_gpus: gpus,
-                });
+                out.push(Event::Amended { order_id, price, gpus, remaining_gpus: gpus });
                 let bid = BidSlot { gpus, ..bid };
                 if !self.match_bid(&bid, price, now_ms, out) {
-                    let seq = if keeps_priority {
-                        key.seq
-                    } else {
-                        self.take_seq()
-                    };
+                    let seq = if keeps_priority { key.seq } else { self.take_seq() };
                     self.rest_bid(bid, price, seq);
                 }
             }
-            Loc::Ask(key) => {
-                let ask = *self.asks.get(&key).expect("index points at a resting ask");
+            Loc::Ask(key, at) => {
+                let ask = *self.asks.slot(at);
                 if ask.owner != owner {
                     out.push(reject(RejectReason::NotOwner));
                     return;
@@ -824,26 +759,12 @@ impl Book {
                 }
                 let keeps_priority = price == key.price && gpus <= ask.gpus;
                 self.asks.remove(&key);
-                self.expiries.remove(&(ask.available_until_ms, key.seq));
                 self.index.remove(&key_of(order_id));
-                let mut ask = AskSlot {
-                    gpus,
-                    remaining_gpus: gpus - sold_gpus,
-                    ..ask
-                };
-                out.push(Event::Amended {
-                    order_id,
-                    price,
-                    gpus,
-                    remaining_gpus: ask.remaining_gpus,
-                });
+                let mut ask = AskSlot { gpus, remaining_gpus: gpus - sold_gpus, ..ask };
+                out.push(Event::Amended { order_id, price, gpus, remaining_gpus: ask.remaining_gpus });
                 self.match_ask(&mut ask, price, now_ms, out);
                 if ask.remaining_gpus > 0 {
-                    let seq = if keeps_priority {
-                        key.seq
-                    } else {
-                        self.take_seq()
-                    };
+                    let seq = if keeps_priority { key.seq } else { self.take_seq() };
                     self.rest_ask(ask, price, seq);
                 }
             }

@@ -60,10 +60,7 @@ pub enum Event {
     /// A new order passed validation; trades (and, for IOC, a cancellation) may follow.
     Accepted { order_id: OrderId },
     /// The command changed nothing in the book.
-    Rejected {
-        order_id: OrderId,
-        reason: RejectReason,
-    },
+    Rejected { order_id: OrderId, reason: RejectReason },
     /// `gpus` GPUs of `host` go to the buyer for up to `duration_ms` at `price` per
     /// GPU-hour (always the resting order's price). The bid is now fully filled.
     Trade {
@@ -85,12 +82,7 @@ pub enum Event {
     Expired { order_id: OrderId, gpus_released: u32 },
     /// A resting order now has this price and total size (`gpus`), of which
     /// `remaining_gpus` are unsold. Trades may follow.
-    Amended {
-        order_id: OrderId,
-        price: Price,
-        gpus: u32,
-        remaining_gpus: u32,
-    },
+    Amended { order_id: OrderId, price: Price, gpus: u32, remaining_gpus: u32 },
 }
 
 /// Why a command was refused. Each is a business outcome, not an error of the engine.

@@ -64,11 +64,14 @@
 //! # Cost
 //!
 //! Each side is a `BTreeMap` keyed by (price, sequence number), so the best order is first
-//! and priority is the key order; a hash map from order id to key finds orders to cancel
-//! or amend; a third map by (available_until_ms, seq) finds asks to expire. Matching does
-//! not allocate once its reusable buffer has grown. Placing, cancelling and expiring cost
-//! O(log n); matching scans from the best price and stops at the first fit (bids) or when
-//! the ask is sold out or the prices no longer cross (asks).
+//! and priority is the key order; the tree holds slot numbers into a slab of order data,
+//! so inserts and removes shift 4-byte values rather than whole orders. A hash map from
+//! order id to key and slot finds orders to cancel or amend; a binary heap by
+//! (available_until_ms, seq) finds asks to expire, with stale entries skipped when popped
+//! and compacted away in bulk. Matching does not allocate once its buffers have grown.
+//! Placing, cancelling and expiring cost O(log n); matching walks from the best price and
+//! stops at the first fit (bids) or when the ask is sold out or the prices no longer cross
+//! (asks), so its cost grows with the orders it must pass over.
 
 mod book;
 mod event;
@@ -76,6 +79,7 @@ mod id_hash;
 mod ids;
 mod order;
 mod price;
+mod side;
 
 pub use book::{Book, DURATION_MS_MAX, Depth, GPUS_PER_ORDER_MAX, Level, ORDERS_RESTING_MAX};
 pub use event::{Command, Event, RejectReason, UnfilledReason};

@@ -38,11 +38,7 @@ impl Price {
 
     /// The price of `micros` micro-credits per GPU-hour; refuses negatives.
     pub const fn from_micros(micros: i64) -> Result<Price, PriceError> {
-        if micros < 0 {
-            Err(PriceError::Negative)
-        } else {
-            Ok(Price(micros))
-        }
+        if micros < 0 { Err(PriceError::Negative) } else { Ok(Price(micros)) }
     }
 
     /// Exact conversion from a decimal with at most six decimal places (trailing zeros do
@@ -58,10 +54,7 @@ impl Price {
             return Err(PriceError::TooPrecise);
         }
         let factor = 10_i128.pow(PRICE_SCALE - scale);
-        let micros = value
-            .mantissa()
-            .checked_mul(factor)
-            .ok_or(PriceError::Overflow)?;
+        let micros = value.mantissa().checked_mul(factor).ok_or(PriceError::Overflow)?;
         let micros = i64::try_from(micros).map_err(|_| PriceError::Overflow)?;
         Price::from_micros(micros)
     }
@@ -126,15 +119,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_values() {
-        assert_eq!(
-            Price::from_decimal(dec!(0.0000001)),
-            Err(PriceError::TooPrecise)
-        );
+        assert_eq!(Price::from_decimal(dec!(0.0000001)), Err(PriceError::TooPrecise));
         assert_eq!(Price::from_decimal(dec!(-1)), Err(PriceError::Negative));
-        assert_eq!(
-            Price::from_decimal(dec!(10000000000000)),
-            Err(PriceError::Overflow)
-        );
+        assert_eq!(Price::from_decimal(dec!(10000000000000)), Err(PriceError::Overflow));
         assert_eq!(Price::from_micros(-1), Err(PriceError::Negative));
         assert_eq!(Price::from_decimal(dec!(-0)), Ok(Price::ZERO));
     }

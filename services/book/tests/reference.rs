@@ -7,9 +7,8 @@
 //! trade with each other.
 
 use capex_book::{
-    Ask, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, GPUS_PER_ORDER_MAX, HostId, Level,
-    ORDERS_RESTING_MAX, OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder, Tif,
-    UnfilledReason, UserId,
+    Ask, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, GPUS_PER_ORDER_MAX, HostId, Level, ORDERS_RESTING_MAX,
+    OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason, UserId,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -97,34 +96,20 @@ impl Model {
         self.now_ms = Some(self.now_ms.map_or(at_ms, |now| now.max(at_ms)));
         let now = self.now();
 
-        let mut expired: Vec<RestingAsk> = self
-            .asks
-            .iter()
-            .filter(|a| a.available_until_ms <= now)
-            .copied()
-            .collect();
+        let mut expired: Vec<RestingAsk> = self.asks.iter().filter(|a| a.available_until_ms <= now).copied().collect();
         expired.sort_by_key(|a| (a.available_until_ms, a.seq));
         for a in &expired {
-            out.push(Event::Expired {
-                order_id: a.id,
-                gpus_released: a.remaining_gpus,
-            });
+            out.push(Event::Expired { order_id: a.id, gpus_released: a.remaining_gpus });
         }
         self.asks.retain(|a| a.available_until_ms > now);
 
         match command {
             Command::PlaceBid { bid, .. } => self.place_bid(bid, &mut out),
             Command::PlaceAsk { ask, .. } => self.place_ask(ask, &mut out),
-            Command::Cancel {
-                order_id, owner, ..
-            } => self.cancel(order_id, owner, &mut out),
-            Command::Amend {
-                order_id,
-                owner,
-                new_price,
-                new_gpus,
-                ..
-            } => self.amend(order_id, owner, new_price, new_gpus, &mut out),
+            Command::Cancel { order_id, owner, .. } => self.cancel(order_id, owner, &mut out),
+            Command::Amend { order_id, owner, new_price, new_gpus, .. } => {
+                self.amend(order_id, owner, new_price, new_gpus, &mut out)
+            }
             Command::Tick { .. } => {}
         }
         out
@@ -139,10 +124,7 @@ impl Model {
             None
         });
         if let Some(reason) = reason {
-            out.push(Event::Rejected {
-                order_id: bid.id,
-                reason,
-            });
+            out.push(Event::Rejected { order_id: bid.id, reason });
             return;
         }
         out.push(Event::Accepted { order_id: bid.id });
@@ -160,10 +142,7 @@ impl Model {
                     let seq = self.new_seq();
                     self.bids.push(RestingBid { seq, ..resting });
                 }
-                Tif::Ioc => out.push(Event::Cancelled {
-                    order_id: bid.id,
-                    gpus_released: bid.gpus,
-                }),
+                Tif::Ioc => out.push(Event::Cancelled { order_id: bid.id, gpus_released: bid.gpus }),
             }
         }
     }
@@ -191,18 +170,13 @@ impl Model {
     }
 
     fn place_ask(&mut self, ask: Ask, out: &mut Vec<Event>) {
-        let reason = self.check_new(ask.id, ask.gpus, ask.price).or(
-            if ask.available_until_ms <= self.now() {
-                Some(RejectReason::AlreadyExpired)
-            } else {
-                None
-            },
-        );
+        let reason = self.check_new(ask.id, ask.gpus, ask.price).or(if ask.available_until_ms <= self.now() {
+            Some(RejectReason::AlreadyExpired)
+        } else {
+            None
+        });
         if let Some(reason) = reason {
-            out.push(Event::Rejected {
-                order_id: ask.id,
-                reason,
-            });
+            out.push(Event::Rejected { order_id: ask.id, reason });
             return;
         }
         out.push(Event::Accepted { order_id: ask.id });
@@ -223,10 +197,7 @@ impl Model {
                     let seq = self.new_seq();
                     self.asks.push(RestingAsk { seq, ..resting });
                 }
-                Tif::Ioc => out.push(Event::Cancelled {
-                    order_id: ask.id,
-                    gpus_released: resting.remaining_gpus,
-                }),
+                Tif::Ioc => out.push(Event::Cancelled { order_id: ask.id, gpus_released: resting.remaining_gpus }),
             }
         }
     }
@@ -248,35 +219,20 @@ impl Model {
     fn cancel(&mut self, order_id: OrderId, owner: UserId, out: &mut Vec<Event>) {
         if let Some(i) = self.bids.iter().position(|b| b.id == order_id) {
             if self.bids[i].owner != owner {
-                out.push(Event::Rejected {
-                    order_id,
-                    reason: RejectReason::NotOwner,
-                });
+                out.push(Event::Rejected { order_id, reason: RejectReason::NotOwner });
             } else {
                 let bid = self.bids.remove(i);
-                out.push(Event::Cancelled {
-                    order_id,
-                    gpus_released: bid.gpus,
-                });
+                out.push(Event::Cancelled { order_id, gpus_released: bid.gpus });
             }
         } else if let Some(i) = self.asks.iter().position(|a| a.id == order_id) {
             if self.asks[i].owner != owner {
-                out.push(Event::Rejected {
-                    order_id,
-                    reason: RejectReason::NotOwner,
-                });
+                out.push(Event::Rejected { order_id, reason: RejectReason::NotOwner });
             } else {
                 let ask = self.asks.remove(i);
-                out.push(Event::Cancelled {
-                    order_id,
-                    gpus_released: ask.remaining_gpus,
-                });
+                out.push(Event::Cancelled { order_id, gpus_released: ask.remaining_gpus });
             }
         } else {
-            out.push(Event::Rejected {
-                order_id,
-                reason: RejectReason::UnknownOrder,
-            });
+            out.push(Event::Rejected { order_id, reason: RejectReason::UnknownOrder });
         }
     }
 
@@ -288,23 +244,18 @@ impl Model {
         new_gpus: Option<u32>,
         out: &mut Vec<Event>,
     ) {
-        let order_owner = self
-            .bids
+        let order_owner = self.bids.iter().find(|b| b.id == order_id).map(|b| b.owner).or(self
+            .asks
             .iter()
-            .find(|b| b.id == order_id)
-            .map(|b| b.owner)
-            .or(self.asks.iter().find(|a| a.id == order_id).map(|a| a.owner));
+            .find(|a| a.id == order_id)
+            .map(|a| a.owner));
         let reason = match order_owner {
             None => Some(RejectReason::UnknownOrder),
             Some(o) if o != owner => Some(RejectReason::NotOwner),
             _ if new_price.is_none() && new_gpus.is_none() => Some(RejectReason::NothingToAmend),
-            _ if new_price.is_some_and(|p| p.micros() <= 0) => {
-                Some(RejectReason::ZeroOrNegativePrice)
-            }
+            _ if new_price.is_some_and(|p| p.micros() <= 0) => Some(RejectReason::ZeroOrNegativePrice),
             _ if new_gpus == Some(0) => Some(RejectReason::ZeroGpus),
-            _ if new_gpus.is_some_and(|g| g > GPUS_PER_ORDER_MAX) => {
-                Some(RejectReason::TooManyGpus)
-            }
+            _ if new_gpus.is_some_and(|g| g > GPUS_PER_ORDER_MAX) => Some(RejectReason::TooManyGpus),
             _ => None,
         };
         if let Some(reason) = reason {
@@ -316,62 +267,28 @@ impl Model {
             let price = new_price.unwrap_or(old.price);
             let gpus = new_gpus.unwrap_or(old.gpus);
             self.bids.remove(i);
-            out.push(Event::Amended {
-                order_id,
-                price,
-                gpus,
-                remaining_gpus: gpus,
-            });
-            let bid = RestingBid {
-                price,
-                gpus,
-                ..old
-            };
+            out.push(Event::Amended { order_id, price, gpus, remaining_gpus: gpus });
+            let bid = RestingBid { price, gpus, ..old };
             if !self.take_ask(&bid, out) {
-                let seq = if price != old.price || gpus > old.gpus {
-                    self.new_seq()
-                } else {
-                    old.seq
-                };
+                let seq = if price != old.price || gpus > old.gpus { self.new_seq() } else { old.seq };
                 self.bids.push(RestingBid { seq, ..bid });
             }
         } else {
-            let i = self
-                .asks
-                .iter()
-                .position(|a| a.id == order_id)
-                .expect("found above");
+            let i = self.asks.iter().position(|a| a.id == order_id).expect("found above");
             let old = self.asks[i];
             let sold = old.gpus - old.remaining_gpus;
             let price = new_price.unwrap_or(old.price);
             let gpus = new_gpus.unwrap_or(old.gpus);
             if gpus <= sold {
-                out.push(Event::Rejected {
-                    order_id,
-                    reason: RejectReason::GpusBelowFilled,
-                });
+                out.push(Event::Rejected { order_id, reason: RejectReason::GpusBelowFilled });
                 return;
             }
             self.asks.remove(i);
-            let mut ask = RestingAsk {
-                price,
-                gpus,
-                remaining_gpus: gpus - sold,
-                ..old
-            };
-            out.push(Event::Amended {
-                order_id,
-                price,
-                gpus,
-                remaining_gpus: ask.remaining_gpus,
-            });
+            let mut ask = RestingAsk { price, gpus, remaining_gpus: gpus - sold, ..old };
+            out.push(Event::Amended { order_id, price, gpus, remaining_gpus: ask.remaining_gpus });
             self.fill_bids(&mut ask, out);
             if ask.remaining_gpus > 0 {
-                let seq = if price != old.price || gpus > old.gpus {
-                    self.new_seq()
-                } else {
-                    old.seq
-                };
+                let seq = if price != old.price || gpus > old.gpus { self.new_seq() } else { old.seq };
                 self.asks.push(RestingAsk { seq, ..ask });
             }
         }
@@ -387,11 +304,7 @@ impl Model {
         }
         let best_ask = others.iter().map(|a| a.price).min().expect("not empty");
         let largest_free = others.iter().map(|a| a.remaining_gpus).max().expect("not empty");
-        let latest = others
-            .iter()
-            .map(|a| a.available_until_ms)
-            .max()
-            .expect("not empty");
+        let latest = others.iter().map(|a| a.available_until_ms).max().expect("not empty");
         let mut reasons = Vec::new();
         if bid.price < best_ask {
             reasons.push(UnfilledReason::PriceBelowBestAsk { best_ask });
@@ -400,9 +313,7 @@ impl Model {
             reasons.push(UnfilledReason::NoHostWithEnoughGpus { largest_free });
         }
         if latest < self.now() + bid.duration_ms {
-            reasons.push(UnfilledReason::NoAskLongEnough {
-                longest_available_ms: latest - self.now(),
-            });
+            reasons.push(UnfilledReason::NoAskLongEnough { longest_available_ms: latest - self.now() });
         }
         if reasons.is_empty() {
             reasons.push(UnfilledReason::NoSingleAskFits);
@@ -428,11 +339,7 @@ fn add_to_levels(levels: &mut Vec<Level>, price: Price, gpus: u32) {
             level.gpus += u64::from(gpus);
             level.orders += 1;
         }
-        None => levels.push(Level {
-            price,
-            gpus: u64::from(gpus),
-            orders: 1,
-        }),
+        None => levels.push(Level { price, gpus: u64::from(gpus), orders: 1 }),
     }
 }
 
@@ -443,33 +350,10 @@ fn add_to_levels(levels: &mut Vec<Level>, price: Price, gpus: u32) {
 /// One step of a stream, in small numbers that [`Stream`] turns into a command.
 #[derive(Clone, Debug)]
 enum Op {
-    Bid {
-        owner: u8,
-        gpus: u32,
-        duration: i64,
-        price: i64,
-        ioc: bool,
-        reuse_id: Option<u8>,
-    },
-    Ask {
-        owner: u8,
-        host: u8,
-        gpus: u32,
-        until: i64,
-        price: i64,
-        ioc: bool,
-        reuse_id: Option<u8>,
-    },
-    Cancel {
-        target: u8,
-        wrong_owner: Option<u8>,
-    },
-    Amend {
-        target: u8,
-        wrong_owner: Option<u8>,
-        price: Option<i64>,
-        gpus: Option<u32>,
-    },
+    Bid { owner: u8, gpus: u32, duration: i64, price: i64, ioc: bool, reuse_id: Option<u8> },
+    Ask { owner: u8, host: u8, gpus: u32, until: i64, price: i64, ioc: bool, reuse_id: Option<u8> },
+    Cancel { target: u8, wrong_owner: Option<u8> },
+    Amend { target: u8, wrong_owner: Option<u8>, price: Option<i64>, gpus: Option<u32> },
     Tick,
 }
 
@@ -525,11 +409,7 @@ struct Stream {
 
 impl Stream {
     fn new() -> Self {
-        Stream {
-            at_ms: T0,
-            next_id: 0,
-            placed: Vec::new(),
-        }
+        Stream { at_ms: T0, next_id: 0, placed: Vec::new() }
     }
 
     fn id_for(&mut self, reuse: Option<u8>, owner: UserId) -> OrderId {
@@ -557,14 +437,7 @@ impl Stream {
         self.at_ms += dt * MS_PER_UNIT;
         let at_ms = self.at_ms;
         match *op {
-            Op::Bid {
-                owner,
-                gpus,
-                duration,
-                price,
-                ioc,
-                reuse_id,
-            } => Command::PlaceBid {
+            Op::Bid { owner, gpus, duration, price, ioc, reuse_id } => Command::PlaceBid {
                 at_ms,
                 bid: Bid {
                     id: self.id_for(reuse_id, user(owner)),
@@ -575,15 +448,7 @@ impl Stream {
                     tif: if ioc { Tif::Ioc } else { Tif::Gtc },
                 },
             },
-            Op::Ask {
-                owner,
-                host,
-                gpus,
-                until,
-                price,
-                ioc,
-                reuse_id,
-            } => Command::PlaceAsk {
+            Op::Ask { owner, host, gpus, until, price, ioc, reuse_id } => Command::PlaceAsk {
                 at_ms,
                 ask: Ask {
                     id: self.id_for(reuse_id, user(owner)),
@@ -595,31 +460,13 @@ impl Stream {
                     tif: if ioc { Tif::Ioc } else { Tif::Gtc },
                 },
             },
-            Op::Cancel {
-                target,
-                wrong_owner,
-            } => {
+            Op::Cancel { target, wrong_owner } => {
                 let (order_id, owner) = self.target(target, wrong_owner);
-                Command::Cancel {
-                    at_ms,
-                    order_id,
-                    owner,
-                }
+                Command::Cancel { at_ms, order_id, owner }
             }
-            Op::Amend {
-                target,
-                wrong_owner,
-                price,
-                gpus,
-            } => {
+            Op::Amend { target, wrong_owner, price, gpus } => {
                 let (order_id, owner) = self.target(target, wrong_owner);
-                Command::Amend {
-                    at_ms,
-                    order_id,
-                    owner,
-                    new_price: price.map(micros),
-                    new_gpus: gpus,
-                }
+                Command::Amend { at_ms, order_id, owner, new_price: price.map(micros), new_gpus: gpus }
             }
             Op::Tick => Command::Tick { at_ms },
         }
@@ -633,10 +480,7 @@ fn assert_not_crossed(book: &Book) -> Result<(), TestCaseError> {
     };
     for bid in book.bids() {
         for ask in book.asks() {
-            prop_assert!(
-                !can_hold(&ask, ask.remaining_gpus, &bid, now),
-                "crossed: {bid:?} and {ask:?}"
-            );
+            prop_assert!(!can_hold(&ask, ask.remaining_gpus, &bid, now), "crossed: {bid:?} and {ask:?}");
         }
     }
     Ok(())

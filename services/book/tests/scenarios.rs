@@ -1,9 +1,8 @@
 //! Hand-written scenarios for each matching rule and each rejection.
 
 use capex_book::{
-    Ask, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, GPUS_PER_ORDER_MAX, HostId, Level,
-    OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason,
-    UserId,
+    Ask, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, GPUS_PER_ORDER_MAX, HostId, Level, OrderId, Price,
+    RejectReason, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason, UserId,
 };
 use uuid::Uuid;
 
@@ -33,14 +32,7 @@ const CAROL: u128 = 3; // provider
 const DAN: u128 = 4; // buyer
 
 fn bid(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Bid {
-    Bid {
-        id: order(id),
-        owner: user(owner),
-        gpus,
-        duration_ms: hours * HOUR_MS,
-        price: cents(price),
-        tif: Tif::Gtc,
-    }
+    Bid { id: order(id), owner: user(owner), gpus, duration_ms: hours * HOUR_MS, price: cents(price), tif: Tif::Gtc }
 }
 
 fn ask(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Ask {
@@ -62,10 +54,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Harness {
-            book: Book::new(),
-            now_ms: T0,
-        }
+        Harness { book: Book::new(), now_ms: T0 }
     }
 
     fn apply(&mut self, command: Command) -> Vec<Event> {
@@ -76,25 +65,15 @@ impl Harness {
     }
 
     fn bid(&mut self, bid: Bid) -> Vec<Event> {
-        self.apply(Command::PlaceBid {
-            at_ms: self.now_ms,
-            bid,
-        })
+        self.apply(Command::PlaceBid { at_ms: self.now_ms, bid })
     }
 
     fn ask(&mut self, ask: Ask) -> Vec<Event> {
-        self.apply(Command::PlaceAsk {
-            at_ms: self.now_ms,
-            ask,
-        })
+        self.apply(Command::PlaceAsk { at_ms: self.now_ms, ask })
     }
 
     fn cancel(&mut self, id: u128, owner: u128) -> Vec<Event> {
-        self.apply(Command::Cancel {
-            at_ms: self.now_ms,
-            order_id: order(id),
-            owner: user(owner),
-        })
+        self.apply(Command::Cancel { at_ms: self.now_ms, order_id: order(id), owner: user(owner) })
     }
 
     fn amend(&mut self, id: u128, owner: u128, price: Option<i64>, gpus: Option<u32>) -> Vec<Event> {
@@ -123,16 +102,11 @@ impl Harness {
 }
 
 fn accepted(id: u128) -> Event {
-    Event::Accepted {
-        order_id: order(id),
-    }
+    Event::Accepted { order_id: order(id) }
 }
 
 fn rejected(id: u128, reason: RejectReason) -> Event {
-    Event::Rejected {
-        order_id: order(id),
-        reason,
-    }
+    Event::Rejected { order_id: order(id), reason }
 }
 
 fn trade(bid: &Bid, ask: &Ask, price: i64, at_ms: i64) -> Event {
@@ -190,14 +164,7 @@ fn one_ask_fills_two_bids_and_rests_the_rest() {
     h.bid(b1);
     h.bid(b2);
     let a = ask(10, BOB, 8, 10, 200);
-    assert_eq!(
-        h.ask(a),
-        vec![
-            accepted(10),
-            trade(&b1, &a, 300, T0),
-            trade(&b2, &a, 250, T0)
-        ]
-    );
+    assert_eq!(h.ask(a), vec![accepted(10), trade(&b1, &a, 300, T0), trade(&b2, &a, 250, T0)]);
     assert_eq!(h.resting_ask(10).remaining_gpus, 3);
 
     // Two incoming bids then take from the same ask until it is sold out.
@@ -299,47 +266,22 @@ fn incoming_ask_skips_bids_it_cannot_hold_and_they_keep_priority() {
 #[test]
 fn ioc_never_rests() {
     let mut h = Harness::new();
-    let b = Bid {
-        tif: Tif::Ioc,
-        ..bid(20, ALICE, 2, 2, 200)
-    };
-    assert_eq!(
-        h.bid(b),
-        vec![
-            accepted(20),
-            Event::Cancelled {
-                order_id: b.id,
-                gpus_released: 2
-            }
-        ]
-    );
+    let b = Bid { tif: Tif::Ioc, ..bid(20, ALICE, 2, 2, 200) };
+    assert_eq!(h.bid(b), vec![accepted(20), Event::Cancelled { order_id: b.id, gpus_released: 2 }]);
     assert!(h.book.is_empty());
 
     let resting = bid(21, DAN, 3, 2, 250);
     h.bid(resting);
-    let a = Ask {
-        tif: Tif::Ioc,
-        ..ask(10, BOB, 8, 10, 200)
-    };
+    let a = Ask { tif: Tif::Ioc, ..ask(10, BOB, 8, 10, 200) };
     assert_eq!(
         h.ask(a),
-        vec![
-            accepted(10),
-            trade(&resting, &a, 250, T0),
-            Event::Cancelled {
-                order_id: a.id,
-                gpus_released: 5
-            }
-        ]
+        vec![accepted(10), trade(&resting, &a, 250, T0), Event::Cancelled { order_id: a.id, gpus_released: 5 }]
     );
     assert!(h.book.is_empty());
 
     // A fully filled IOC order has nothing left to cancel.
     h.ask(ask(11, CAROL, 2, 10, 200));
-    let all = Bid {
-        tif: Tif::Ioc,
-        ..bid(22, ALICE, 2, 2, 200)
-    };
+    let all = Bid { tif: Tif::Ioc, ..bid(22, ALICE, 2, 2, 200) };
     assert_eq!(h.bid(all).len(), 2);
     assert!(h.book.is_empty());
 }
@@ -353,20 +295,8 @@ fn cancel_releases_gpus_and_only_the_owner_may() {
     assert_eq!(h.cancel(20, BOB), vec![rejected(20, RejectReason::NotOwner)]);
     assert_eq!(h.cancel(10, ALICE), vec![rejected(10, RejectReason::NotOwner)]);
     assert_eq!(h.book.len(), 2);
-    assert_eq!(
-        h.cancel(10, BOB),
-        vec![Event::Cancelled {
-            order_id: order(10),
-            gpus_released: 5
-        }]
-    );
-    assert_eq!(
-        h.cancel(20, ALICE),
-        vec![Event::Cancelled {
-            order_id: order(20),
-            gpus_released: 2
-        }]
-    );
+    assert_eq!(h.cancel(10, BOB), vec![Event::Cancelled { order_id: order(10), gpus_released: 5 }]);
+    assert_eq!(h.cancel(20, ALICE), vec![Event::Cancelled { order_id: order(20), gpus_released: 2 }]);
     assert_eq!(h.cancel(20, ALICE), vec![rejected(20, RejectReason::UnknownOrder)]);
     assert_eq!(h.cancel(21, DAN), vec![rejected(21, RejectReason::UnknownOrder)]);
     assert!(h.book.is_empty());
@@ -404,10 +334,7 @@ fn asks_expire_before_the_command_runs() {
     h.now_ms = T0 + HOUR_MS;
     assert_eq!(
         h.apply(Command::Tick { at_ms: h.now_ms }),
-        vec![Event::Expired {
-            order_id: order(11),
-            gpus_released: 4
-        }]
+        vec![Event::Expired { order_id: order(11), gpus_released: 4 }]
     );
     // A bid at the moment ask 10 expires cannot take it; it trades with 12.
     h.now_ms = T0 + 2 * HOUR_MS;
@@ -416,10 +343,7 @@ fn asks_expire_before_the_command_runs() {
     assert_eq!(
         events,
         vec![
-            Event::Expired {
-                order_id: order(10),
-                gpus_released: 4
-            },
+            Event::Expired { order_id: order(10), gpus_released: 4 },
             accepted(20),
             trade(&b, &ask(12, CAROL, 4, 5, 300), 300, h.now_ms),
         ]
@@ -429,10 +353,40 @@ fn asks_expire_before_the_command_runs() {
     h.now_ms = T0 + 5 * HOUR_MS;
     assert_eq!(
         h.apply(Command::Tick { at_ms: h.now_ms }),
-        vec![Event::Expired {
-            order_id: order(12),
-            gpus_released: 3
-        }]
+        vec![Event::Expired { order_id: order(12), gpus_released: 3 }]
+    );
+    assert!(h.book.is_empty());
+}
+
+#[test]
+fn expiry_survives_many_asks_leaving_early() {
+    // Asks that trade out or are cancelled leave stale expiry entries behind, which the
+    // book compacts now and then; none of that may lose or reorder a real expiry.
+    let mut h = Harness::new();
+    for (id, hours) in [(1, 3), (2, 2), (3, 3)] {
+        h.ask(ask(id, BOB, 1, hours, 500));
+    }
+    for n in 0..3_000_u128 {
+        h.now_ms += 1;
+        if n % 2 == 0 {
+            h.ask(ask(100 + n, CAROL, 2, 2, 100));
+            assert_eq!(h.cancel(100 + n, CAROL).len(), 1);
+        } else {
+            h.ask(ask(100 + n, CAROL, 1, 2, 100));
+            let b = bid(100_000 + n, ALICE, 1, 1, 100);
+            assert_eq!(trades(&h.bid(b)), vec![(b.id, order(100 + n))]);
+        }
+    }
+    assert_eq!(h.book.len(), 3);
+    let amended = h.amend(3, BOB, None, Some(1)); // keeps priority: pushed again
+    assert_eq!(amended.len(), 1);
+    assert_eq!(
+        h.apply(Command::Tick { at_ms: T0 + 3 * HOUR_MS }),
+        vec![
+            Event::Expired { order_id: order(2), gpus_released: 1 },
+            Event::Expired { order_id: order(1), gpus_released: 1 },
+            Event::Expired { order_id: order(3), gpus_released: 1 },
+        ]
     );
     assert!(h.book.is_empty());
 }
@@ -441,19 +395,12 @@ fn asks_expire_before_the_command_runs() {
 fn clock_never_goes_back() {
     let mut h = Harness::new();
     h.ask(ask(10, BOB, 4, 1, 100));
-    h.apply(Command::Tick {
-        at_ms: T0 + HOUR_MS / 2,
-    });
+    h.apply(Command::Tick { at_ms: T0 + HOUR_MS / 2 });
     // A command stamped earlier runs at the book's clock: this bid no longer fits.
     let b = bid(20, ALICE, 1, 1, 200);
     assert_eq!(h.apply(Command::PlaceBid { at_ms: T0, bid: b }), vec![accepted(20)]);
     assert_eq!(h.book.now_ms(), Some(T0 + HOUR_MS / 2));
-    assert_eq!(
-        h.book.why_unfilled(b.id),
-        vec![UnfilledReason::NoAskLongEnough {
-            longest_available_ms: HOUR_MS / 2
-        }]
-    );
+    assert_eq!(h.book.why_unfilled(b.id), vec![UnfilledReason::NoAskLongEnough { longest_available_ms: HOUR_MS / 2 }]);
 }
 
 #[test]
@@ -463,12 +410,7 @@ fn amend_size_down_keeps_priority_and_up_loses_it() {
     h.ask(ask(11, CAROL, 8, 10, 200));
     assert_eq!(
         h.amend(10, BOB, None, Some(4)),
-        vec![Event::Amended {
-            order_id: order(10),
-            price: cents(200),
-            gpus: 4,
-            remaining_gpus: 4
-        }]
+        vec![Event::Amended { order_id: order(10), price: cents(200), gpus: 4, remaining_gpus: 4 }]
     );
     let ids: Vec<OrderId> = h.book.asks().map(|a| a.id).collect();
     assert_eq!(ids, vec![order(10), order(11)]);
@@ -513,19 +455,11 @@ fn amended_order_can_cross_and_trade() {
     let b = bid(20, ALICE, 2, 2, 150);
     h.bid(b);
     let events = h.amend(20, ALICE, Some(210), None);
-    let raised = Bid {
-        price: cents(210),
-        ..b
-    };
+    let raised = Bid { price: cents(210), ..b };
     assert_eq!(
         events,
         vec![
-            Event::Amended {
-                order_id: b.id,
-                price: cents(210),
-                gpus: 2,
-                remaining_gpus: 2
-            },
+            Event::Amended { order_id: b.id, price: cents(210), gpus: 2, remaining_gpus: 2 },
             trade(&raised, &a, 200, T0)
         ]
     );
@@ -545,12 +479,7 @@ fn amended_order_can_cross_and_trade() {
     assert_eq!(
         events,
         vec![
-            Event::Amended {
-                order_id: a.id,
-                price: cents(100),
-                gpus: 3,
-                remaining_gpus: 3
-            },
+            Event::Amended { order_id: a.id, price: cents(100), gpus: 3, remaining_gpus: 3 },
             trade(&b, &Ask { price: cents(100), ..a }, 150, T0)
         ]
     );
@@ -564,42 +493,16 @@ fn amend_rejections() {
     h.ask(ask(10, BOB, 4, 10, 200));
     h.bid(bid(20, ALICE, 3, 2, 250)); // sells 3 of ask 10
     h.bid(bid(21, ALICE, 3, 2, 100));
-    assert_eq!(
-        h.amend(99, BOB, Some(1), None),
-        vec![rejected(99, RejectReason::UnknownOrder)]
-    );
-    assert_eq!(
-        h.amend(10, ALICE, Some(1), None),
-        vec![rejected(10, RejectReason::NotOwner)]
-    );
-    assert_eq!(
-        h.amend(10, BOB, None, None),
-        vec![rejected(10, RejectReason::NothingToAmend)]
-    );
-    assert_eq!(
-        h.amend(10, BOB, Some(0), None),
-        vec![rejected(10, RejectReason::ZeroOrNegativePrice)]
-    );
-    assert_eq!(
-        h.amend(21, ALICE, None, Some(0)),
-        vec![rejected(21, RejectReason::ZeroGpus)]
-    );
-    assert_eq!(
-        h.amend(21, ALICE, None, Some(GPUS_PER_ORDER_MAX + 1)),
-        vec![rejected(21, RejectReason::TooManyGpus)]
-    );
-    assert_eq!(
-        h.amend(10, BOB, None, Some(3)),
-        vec![rejected(10, RejectReason::GpusBelowFilled)]
-    );
+    assert_eq!(h.amend(99, BOB, Some(1), None), vec![rejected(99, RejectReason::UnknownOrder)]);
+    assert_eq!(h.amend(10, ALICE, Some(1), None), vec![rejected(10, RejectReason::NotOwner)]);
+    assert_eq!(h.amend(10, BOB, None, None), vec![rejected(10, RejectReason::NothingToAmend)]);
+    assert_eq!(h.amend(10, BOB, Some(0), None), vec![rejected(10, RejectReason::ZeroOrNegativePrice)]);
+    assert_eq!(h.amend(21, ALICE, None, Some(0)), vec![rejected(21, RejectReason::ZeroGpus)]);
+    assert_eq!(h.amend(21, ALICE, None, Some(GPUS_PER_ORDER_MAX + 1)), vec![rejected(21, RejectReason::TooManyGpus)]);
+    assert_eq!(h.amend(10, BOB, None, Some(3)), vec![rejected(10, RejectReason::GpusBelowFilled)]);
     assert_eq!(
         h.amend(10, BOB, None, Some(5)),
-        vec![Event::Amended {
-            order_id: order(10),
-            price: cents(200),
-            gpus: 5,
-            remaining_gpus: 2
-        }]
+        vec![Event::Amended { order_id: order(10), price: cents(200), gpus: 5, remaining_gpus: 2 }]
     );
 }
 
@@ -608,30 +511,18 @@ fn placement_rejections() {
     let mut h = Harness::new();
     let cases = [
         (bid(1, ALICE, 0, 1, 100), RejectReason::ZeroGpus),
-        (
-            bid(2, ALICE, GPUS_PER_ORDER_MAX + 1, 1, 100),
-            RejectReason::TooManyGpus,
-        ),
+        (bid(2, ALICE, GPUS_PER_ORDER_MAX + 1, 1, 100), RejectReason::TooManyGpus),
         (bid(3, ALICE, 1, 1, 0), RejectReason::ZeroOrNegativePrice),
         (bid(4, ALICE, 1, 0, 100), RejectReason::NonPositiveDuration),
         (bid(5, ALICE, 1, -1, 100), RejectReason::NonPositiveDuration),
-        (
-            Bid {
-                duration_ms: DURATION_MS_MAX + 1,
-                ..bid(6, ALICE, 1, 1, 100)
-            },
-            RejectReason::DurationTooLong,
-        ),
+        (Bid { duration_ms: DURATION_MS_MAX + 1, ..bid(6, ALICE, 1, 1, 100) }, RejectReason::DurationTooLong),
     ];
     for (b, reason) in cases {
         assert_eq!(h.bid(b), vec![Event::Rejected { order_id: b.id, reason }]);
     }
     let cases = [
         (ask(11, BOB, 0, 1, 100), RejectReason::ZeroGpus),
-        (
-            ask(12, BOB, GPUS_PER_ORDER_MAX + 1, 1, 100),
-            RejectReason::TooManyGpus,
-        ),
+        (ask(12, BOB, GPUS_PER_ORDER_MAX + 1, 1, 100), RejectReason::TooManyGpus),
         (ask(13, BOB, 1, 1, 0), RejectReason::ZeroOrNegativePrice),
         (ask(14, BOB, 1, 0, 100), RejectReason::AlreadyExpired),
     ];
@@ -641,14 +532,8 @@ fn placement_rejections() {
     assert!(h.book.is_empty());
     // Ids must be unique among resting orders, across sides.
     h.bid(bid(20, ALICE, 1, 1, 100));
-    assert_eq!(
-        h.ask(ask(20, BOB, 1, 10, 200)),
-        vec![rejected(20, RejectReason::DuplicateOrderId)]
-    );
-    assert_eq!(
-        h.bid(bid(20, ALICE, 1, 1, 100)),
-        vec![rejected(20, RejectReason::DuplicateOrderId)]
-    );
+    assert_eq!(h.ask(ask(20, BOB, 1, 10, 200)), vec![rejected(20, RejectReason::DuplicateOrderId)]);
+    assert_eq!(h.bid(bid(20, ALICE, 1, 1, 100)), vec![rejected(20, RejectReason::DuplicateOrderId)]);
 }
 
 #[test]
@@ -657,13 +542,7 @@ fn full_book_rejects_new_orders() {
     let mut out = Vec::new();
     for (n, id) in [20, 21, 22].into_iter().enumerate() {
         out.clear();
-        book.apply(
-            Command::PlaceBid {
-                at_ms: T0,
-                bid: bid(id, ALICE, 1, 1, 100 + n as i64),
-            },
-            &mut out,
-        );
+        book.apply(Command::PlaceBid { at_ms: T0, bid: bid(id, ALICE, 1, 1, 100 + n as i64) }, &mut out);
     }
     assert_eq!(out, vec![rejected(22, RejectReason::BookFull)]);
     assert_eq!(book.len(), 2);
@@ -685,23 +564,16 @@ fn why_unfilled_explains_each_reason() {
     assert_eq!(
         h.book.why_unfilled(b.id),
         vec![
-            UnfilledReason::PriceBelowBestAsk {
-                best_ask: cents(150)
-            },
+            UnfilledReason::PriceBelowBestAsk { best_ask: cents(150) },
             UnfilledReason::NoHostWithEnoughGpus { largest_free: 2 },
-            UnfilledReason::NoAskLongEnough {
-                longest_available_ms: 3 * HOUR_MS
-            },
+            UnfilledReason::NoAskLongEnough { longest_available_ms: 3 * HOUR_MS },
         ]
     );
     // Cheap but small and short, or big and long but dear: no single ask fits.
     h.cancel(11, BOB);
     h.ask(ask(12, BOB, 2, 3, 90));
     h.ask(ask(13, CAROL, 8, 10, 150));
-    assert_eq!(
-        h.book.why_unfilled(b.id),
-        vec![UnfilledReason::NoSingleAskFits]
-    );
+    assert_eq!(h.book.why_unfilled(b.id), vec![UnfilledReason::NoSingleAskFits]);
 }
 
 #[test]
@@ -717,28 +589,12 @@ fn depth_aggregates_levels_best_first() {
         h.book.depth(10),
         Depth {
             bids: vec![
-                Level {
-                    price: cents(120),
-                    gpus: 4,
-                    orders: 1
-                },
-                Level {
-                    price: cents(100),
-                    gpus: 3,
-                    orders: 2
-                },
+                Level { price: cents(120), gpus: 4, orders: 1 },
+                Level { price: cents(100), gpus: 3, orders: 2 },
             ],
             asks: vec![
-                Level {
-                    price: cents(190),
-                    gpus: 2,
-                    orders: 1
-                },
-                Level {
-                    price: cents(200),
-                    gpus: 5,
-                    orders: 1
-                },
+                Level { price: cents(190), gpus: 2, orders: 1 },
+                Level { price: cents(200), gpus: 5, orders: 1 },
             ],
         }
     );
@@ -759,12 +615,8 @@ fn restore_rebuilds_priority_without_matching() {
     h.amend(20, ALICE, None, Some(2)); // to the back of its level
 
     let mut rebuilt = Book::new();
-    let orders: Vec<RestingOrder> = h
-        .book
-        .bids()
-        .map(RestingOrder::Bid)
-        .chain(h.book.asks().map(RestingOrder::Ask))
-        .collect();
+    let orders: Vec<RestingOrder> =
+        h.book.bids().map(RestingOrder::Bid).chain(h.book.asks().map(RestingOrder::Ask)).collect();
     // Any call order gives the same book: priority comes from seq.
     for o in orders.iter().rev() {
         rebuilt.restore(*o, T0).expect("valid order");
@@ -787,34 +639,12 @@ fn restore_rebuilds_priority_without_matching() {
     let RestingOrder::Ask(a) = orders[orders.len() - 1] else {
         panic!("last is an ask");
     };
-    let clash = RestingAsk {
-        id: order(50),
-        ..a
-    };
-    assert_eq!(
-        rebuilt.restore(RestingOrder::Ask(clash), T0),
-        Err(RejectReason::SequenceTaken)
-    );
-    let sold_out = RestingAsk {
-        id: order(51),
-        seq: 1_000,
-        remaining_gpus: 0,
-        ..a
-    };
-    assert_eq!(
-        rebuilt.restore(RestingOrder::Ask(sold_out), T0),
-        Err(RejectReason::ZeroGpus)
-    );
-    let oversold = RestingAsk {
-        id: order(52),
-        seq: 1_001,
-        remaining_gpus: a.gpus + 1,
-        ..a
-    };
-    assert_eq!(
-        rebuilt.restore(RestingOrder::Ask(oversold), T0 + HOUR_MS),
-        Err(RejectReason::TooManyGpus)
-    );
+    let clash = RestingAsk { id: order(50), ..a };
+    assert_eq!(rebuilt.restore(RestingOrder::Ask(clash), T0), Err(RejectReason::SequenceTaken));
+    let sold_out = RestingAsk { id: order(51), seq: 1_000, remaining_gpus: 0, ..a };
+    assert_eq!(rebuilt.restore(RestingOrder::Ask(sold_out), T0), Err(RejectReason::ZeroGpus));
+    let oversold = RestingAsk { id: order(52), seq: 1_001, remaining_gpus: a.gpus + 1, ..a };
+    assert_eq!(rebuilt.restore(RestingOrder::Ask(oversold), T0 + HOUR_MS), Err(RejectReason::TooManyGpus));
     assert_eq!(rebuilt.now_ms(), Some(T0), "a refused restore leaves the clock");
     rebuilt.check_invariants();
 }
@@ -861,20 +691,9 @@ fn events_and_commands_serialise() {
         accepted(20),
         rejected(20, RejectReason::NotOwner),
         trade(&b, &a, 100, T0),
-        Event::Cancelled {
-            order_id: order(1),
-            gpus_released: 2,
-        },
-        Event::Expired {
-            order_id: order(1),
-            gpus_released: 2,
-        },
-        Event::Amended {
-            order_id: order(1),
-            price: cents(5),
-            gpus: 2,
-            remaining_gpus: 1,
-        },
+        Event::Cancelled { order_id: order(1), gpus_released: 2 },
+        Event::Expired { order_id: order(1), gpus_released: 2 },
+        Event::Amended { order_id: order(1), price: cents(5), gpus: 2, remaining_gpus: 1 },
     ];
     let json = serde_json::to_string(&events).expect("serialises");
     assert!(json.contains(r#""reason":"not_owner""#), "{json}");

@@ -67,11 +67,7 @@ impl Generator {
     }
 
     fn bid(&mut self, crossing: bool) -> Command {
-        let ticks = if crossing {
-            self.rng.range_i64(0, 30)
-        } else {
-            -self.rng.range_i64(1, 150)
-        };
+        let ticks = if crossing { self.rng.range_i64(0, 30) } else { -self.rng.range_i64(1, 150) };
         let gpus = match self.rng.below(20) {
             0..=9 => 1,
             10..=14 => 2,
@@ -91,19 +87,22 @@ impl Generator {
     }
 
     fn ask(&mut self, crossing: bool) -> Command {
-        let ticks = if crossing {
-            -self.rng.range_i64(0, 30)
-        } else {
-            self.rng.range_i64(1, 150)
-        };
+        let ticks = if crossing { -self.rng.range_i64(0, 30) } else { self.rng.range_i64(1, 150) };
         let host = self.rng.below(HOSTS);
+        // One ask in ten is offered for seconds only, so it expires before the stream's
+        // cancels (an order lives about 8 s of stream time) reach it: expiry is in the load.
+        let available_ms = if self.rng.below(10) == 0 {
+            self.rng.range_i64(2, 20) * 1_000
+        } else {
+            self.rng.range_i64(30, 360) * MINUTE_MS
+        };
         let tif = if crossing && self.rng.below(2) == 0 { Tif::Ioc } else { Tif::Gtc };
         let ask = Ask {
             id: self.new_id(),
             owner: user(host % USERS),
             host: HostId(Uuid::from_u128(0xB000_0000_0000 + u128::from(host))),
             gpus: self.rng.range_i64(1, 8) as u32,
-            available_until_ms: self.now_ms + self.rng.range_i64(30, 360) * MINUTE_MS,
+            available_until_ms: self.now_ms + available_ms,
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
         };
@@ -146,13 +145,9 @@ impl Generator {
             85..=91 => self.bid(true),
             92..=97 => self.ask(true),
             _ => match self.live_order() {
-                Some((order_id, owner)) => Command::Amend {
-                    at_ms: self.now_ms,
-                    order_id,
-                    owner,
-                    new_price: None,
-                    new_gpus: Some(1),
-                },
+                Some((order_id, owner)) => {
+                    Command::Amend { at_ms: self.now_ms, order_id, owner, new_price: None, new_gpus: Some(1) }
+                }
                 None => self.ask(false),
             },
         };
@@ -187,6 +182,8 @@ pub(crate) fn workload(seed: u64, count: usize) -> (Book, Vec<Command>) {
 }
 
 /// Applies every command to `book`, reusing one event buffer; returns the events seen.
+/// Never inlined, so profilers can measure just this.
+#[inline(never)]
 pub(crate) fn run(book: &mut Book, commands: &[Command]) -> usize {
     let mut events = Vec::with_capacity(64);
     let mut seen = 0;
