@@ -105,7 +105,13 @@ export class ApiClient {
       body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
     });
     const text = await res.text();
-    const json = text ? JSON.parse(text) : undefined;
+    /** @type {any} */
+    let json;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = { detail: text.slice(0, 200) };
+    }
     if (!res.ok) throw new ApiError(res.status, json);
     return json;
   }
@@ -312,6 +318,31 @@ export const ui = {
   async placeBid(page, bid) {
     await ui.fillBid(page, bid);
     await ui.byTestId(page, 'bid-submit').click();
+  },
+
+  /** Waits until the live feed (SSE) is connected. @param {Page} page */
+  async waitLive(page, timeout = UI_TIMEOUT_MS) {
+    try {
+      await page.locator('.shell[data-live="open"]').waitFor({ timeout });
+    } catch {
+      const state = await page.locator('.shell').getAttribute('data-live');
+      throw new Error(`the live feed did not connect within ${timeout} ms (state "${state}"): is GET /api/v1/stream served?`);
+    }
+  },
+
+  /**
+   * Waits for a form's outcome: the element `expected` shows, or else an error does (the form's
+   * top error `formError`, or any field error), which fails with the error's own words.
+   * @param {Page} page @param {string} expected @param {string} formError
+   */
+  async outcome(page, expected, formError) {
+    const any = page.locator(
+      `[data-testid="${expected}"], [data-testid="${formError}"], [data-testid^="error-"]`,
+    );
+    await any.first().waitFor();
+    if (await ui.byTestId(page, expected).count()) return ui.byTestId(page, expected);
+    const shown = (await any.first().textContent())?.trim();
+    throw new Error(`expected ${expected}, but the form said: ${shown}`);
   },
 
   /** The text a numeric test id shows, e.g. wallet-available. @param {Page} page @param {string} testid */

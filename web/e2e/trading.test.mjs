@@ -24,7 +24,7 @@ describe('trading', () => {
       await page.locator('[data-testid="bid-escrow"]', { hasText: '0.30' }).waitFor();
       await ui.fillBid(page, { gpus: 2, hours: 3, price, command: 'echo hello from e2e' });
       await ui.byTestId(page, 'bid-submit').click();
-      await ui.byTestId(page, 'bid-placed').waitFor();
+      await ui.outcome(page, 'bid-placed', 'bid-error');
 
       // On the ladder, at its price (live feed or the offline poll brings it).
       const level = ui.byTestId(page, `ladder-bid-${priceKey(price)}`);
@@ -49,6 +49,7 @@ describe('trading', () => {
       await ui.login(page, buyer.email, buyer.password);
       await ui.openMarket(page, cls);
       await ui.placeBid(page, { gpus: 1, hours: 1, price: '1.1234567' });
+      await ui.outcome(page, 'error-price', 'bid-error');
       const error = page.locator('.field:has(#bid-price) [data-testid="error-price"]');
       await error.waitFor();
       assert.ok(((await error.textContent()) ?? '').trim().length > 0, 'the server detail is shown');

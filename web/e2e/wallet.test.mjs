@@ -22,7 +22,7 @@ describe('wallet', () => {
         await form.getByLabel('Amount (credits)').fill('1234.5');
         await form.getByLabel('Memo (optional)').fill('e2e mint');
         await ui.byTestId(page, 'mint-submit').click();
-        await ui.byTestId(page, 'mint-done').waitFor();
+        await ui.outcome(page, 'mint-done', 'mint-error');
         await ui.byTestId(page, `user-row-${buyer.email}`).filter({ hasText: '1,234.50' }).waitFor();
         assert.match(await ui.text(page, 'invariants-status'), /balance/);
       },
@@ -56,6 +56,7 @@ describe('wallet', () => {
       await form.getByLabel('Recipient user id').fill(bob.userId);
       await form.getByLabel('Amount (credits)').fill('0.0000001');
       await ui.byTestId(page, 'transfer-submit').click();
+      await ui.outcome(page, 'error-amount', 'transfer-error');
       await page.locator('.field:has(#transfer-amount) [data-testid="error-amount"]').waitFor();
     });
   });

@@ -32,7 +32,7 @@ export function App() {
   }, [s, page]);
 
   return (
-    <div class="shell">
+    <div class="shell" data-live={live}>
       <Nav page={page} s={s} />
       {live === 'offline' && (
         <div class="offline-banner" role="status" data-testid="offline-banner">
