@@ -16,7 +16,7 @@ import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { toPlotNumber } from '../money';
-import { depthSeries } from '../depth';
+import { depthSeries, pricePrecision } from '../chartdata';
 import type { Book, Candle } from '../types';
 
 const TEXT = '#9aa4b2';
@@ -69,6 +69,8 @@ export function CandleChart(props: { candles: Candle[]; height?: number }) {
     const c = chart.current;
     if (!c) return;
     const sorted = dedupeByTime([...props.candles].sort((a, b) => a.t - b.t), (x) => x.t);
+    const precision = pricePrecision(sorted.flatMap((k) => [k.open, k.high, k.low, k.close]));
+    c.candles.applyOptions({ priceFormat: { type: 'price', precision, minMove: 10 ** -precision } });
     c.candles.setData(
       sorted.map((k) => ({
         time: k.t as UTCTimestamp,
@@ -100,6 +102,8 @@ function dedupeByTime<T>(items: T[], time: (x: T) => number): T[] {
 }
 
 export interface TimeSeries {
+  /** Identifies the line across updates (a GPU UUID). */
+  key: string;
   label: string;
   points: { at: string; value: number }[];
 }
@@ -122,8 +126,8 @@ export function TimeSeriesChart(props: { series: TimeSeries[]; height?: number; 
     if (!c) return;
     const seen = new Set<string>();
     props.series.forEach((s, i) => {
-      seen.add(s.label);
-      let line = lines.current.get(s.label);
+      seen.add(s.key);
+      let line = lines.current.get(s.key);
       if (!line) {
         line = c.addSeries(LineSeries, {
           color: SERIES_COLORS[i % SERIES_COLORS.length],
@@ -131,7 +135,7 @@ export function TimeSeriesChart(props: { series: TimeSeries[]; height?: number; 
           title: s.label,
           priceFormat: { type: 'price', precision: 0, minMove: 1 },
         });
-        lines.current.set(s.label, line);
+        lines.current.set(s.key, line);
       }
       const points = dedupeByTime(
         s.points
@@ -142,10 +146,10 @@ export function TimeSeriesChart(props: { series: TimeSeries[]; height?: number; 
       );
       line.setData(points.map((p) => ({ time: p.time as UTCTimestamp, value: p.value })));
     });
-    for (const [label, line] of lines.current) {
-      if (!seen.has(label)) {
+    for (const [key, line] of lines.current) {
+      if (!seen.has(key)) {
         c.removeSeries(line);
-        lines.current.delete(label);
+        lines.current.delete(key);
       }
     }
     c.timeScale().fitContent();

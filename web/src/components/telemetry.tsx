@@ -19,8 +19,9 @@ export function telemetrySeries(t: Telemetry, key: keyof TelemetrySample, uuids?
   return t.gpus
     .filter((g) => !uuids || uuids.includes(g.uuid))
     .map((g) => ({
+      key: g.uuid,
       label: g.uuid.replace(/^GPU-/, '').slice(0, 8),
-      points: g.samples.map((s) => ({ at: s.at, value: Number(s[key]) })),
+      points: (g.samples ?? []).map((s) => ({ at: s.at, value: Number(s[key]) })),
     }));
 }
 
@@ -47,7 +48,7 @@ export function GpuTelemetry(props: { hostId: string; uuids?: readonly string[];
     <div class="telemetry" data-testid={props.testid ?? 'gpu-telemetry'}>
       <Loadable res={telemetry} what="GPU telemetry">
         {(t) =>
-          t.gpus.every((g) => g.samples.length === 0) ? (
+          t.gpus.every((g) => (g.samples ?? []).length === 0) ? (
             <Empty>No telemetry samples yet.</Empty>
           ) : (
             <div class="chart-grid">

@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { api, asApiError, type ApiError } from '../api';
 import { GpuTelemetry } from '../components/telemetry';
 import {
@@ -168,7 +168,7 @@ function JobDetail(props: { id: string }) {
               </div>
             </div>
             <div class="command">
-              <code>{j.command.join(' ')}</code>
+              <code>{(j.command ?? []).join(' ')}</code>
             </div>
             {isActive(j) && (
               <button
@@ -184,7 +184,7 @@ function JobDetail(props: { id: string }) {
             <ErrorBox error={cancelError} testid="job-cancel-error" />
             <h3>Logs</h3>
             <JobLogs id={j.job_id} active={isActive(j)} />
-            {j.host_id && j.gpu_uuids.length > 0 && (
+            {j.host_id && (j.gpu_uuids ?? []).length > 0 && (
               <>
                 <h3>GPU telemetry</h3>
                 <GpuTelemetry hostId={j.host_id} uuids={j.gpu_uuids} since={j.started_at} testid="job-telemetry" />
@@ -204,7 +204,8 @@ function JobLogs(props: { id: string; active: boolean }) {
   const after = useRef<number | null>(null);
   const inFlight = useRef(false);
   const box = useRef<HTMLPreElement>(null);
-  const pinned = useRef(true);
+  /** Set when new lines arrive while the reader is at the bottom; the next render scrolls. */
+  const pinned = useRef(false);
 
   const fetchMore = async () => {
     if (inFlight.current) return;
@@ -214,6 +215,10 @@ function JobLogs(props: { id: string; active: boolean }) {
       for (let page = 0; page < 10; page++) {
         const res = await api.jobLogs(props.id, after.current);
         if (res.items.length > 0) {
+          // Follow the tail only if the reader is at the bottom now, not scrolled up.
+          // (A scroll to the bottom still waiting for the next render counts as at the bottom.)
+          const el = box.current;
+          pinned.current = pinned.current || !el || el.scrollHeight - el.scrollTop - el.clientHeight < 30;
           setLines((old) => {
             const seen = old.length ? old[old.length - 1].seq : -Infinity;
             const added = res.items.filter((l) => l.seq > seen);
@@ -251,21 +256,19 @@ function JobLogs(props: { id: string; active: boolean }) {
 
   useLive(['job'], () => void fetchMore(), jobFilter(props.id));
 
-  // Keep the view pinned to the bottom unless the user scrolled up.
-  useEffect(() => {
+  // Keep the view at the bottom unless the user scrolled up.
+  useLayoutEffect(() => {
     const el = box.current;
     if (el && pinned.current) el.scrollTop = el.scrollHeight;
+    pinned.current = false;
   }, [lines]);
-  const onScroll = () => {
-    const el = box.current;
-    if (el) pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 30;
-  };
+
 
   if (error?.notAvailable) return <NotAvailable what="Logs" />;
   return (
     <>
       <ErrorBox error={error} />
-      <pre class="logs" ref={box} onScroll={onScroll} data-testid="job-logs">
+      <pre class="logs" ref={box} data-testid="job-logs">
         {lines.length === 0 ? (
           <span class="muted">{props.active ? 'waiting for output…' : 'no output'}</span>
         ) : (

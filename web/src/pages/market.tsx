@@ -218,8 +218,9 @@ function Ladder(props: { book: Book; onPick: (price: string) => void }) {
       </td>
     </tr>
   );
-  const spread =
-    bids[0] && asks[0] ? formatMicro(tryParseMicro(asks[0].price)! - tryParseMicro(bids[0].price)!) : null;
+  const bestBid = tryParseMicro(bids[0]?.price);
+  const bestAsk = tryParseMicro(asks[0]?.price);
+  const spread = bestBid !== null && bestAsk !== null ? formatMicro(bestAsk - bestBid) : null;
   return (
     <table class="grid dense ladder" data-testid="ladder">
       <thead>

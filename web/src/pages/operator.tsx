@@ -41,7 +41,7 @@ export function OperatorPage() {
                     {fmtTime(inv.checked_at)}
                   </div>
                 </div>
-                {inv.violations.length > 0 && (
+                {(inv.violations ?? []).length > 0 && (
                   <table class="grid dense" data-testid="violations">
                     <thead>
                       <tr>

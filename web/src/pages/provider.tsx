@@ -79,7 +79,8 @@ function HostCard(props: { host: Host; selected: boolean; onSelect: () => void }
   const h = props.host;
   const refused = Object.entries(h.reports_refused ?? {}).sort((a, b) => b[1] - a[1]);
   const refusedTotal = refused.reduce((n, [, c]) => n + c, 0);
-  const classes = [...new Set(h.gpus.map((g) => g.class))];
+  const gpus = h.gpus ?? [];
+  const classes = [...new Set(gpus.map((g) => g.class))];
   return (
     <article class={`host-card ${props.selected ? 'selected' : ''}`} data-testid={`host-${h.host_id}`}>
       <header>
@@ -134,7 +135,7 @@ function HostCard(props: { host: Host; selected: boolean; onSelect: () => void }
           </tr>
         </thead>
         <tbody>
-          {h.gpus.map((g) => (
+          {gpus.map((g) => (
             <tr key={g.uuid}>
               <td class="mono">{g.uuid}</td>
               <td>{g.name}</td>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { depthSeries } from './depth';
+import { depthSeries, pricePrecision } from './chartdata';
 
 describe('depthSeries', () => {
   it('accumulates GPUs away from the spread on each side', () => {
@@ -21,5 +21,14 @@ describe('depthSeries', () => {
 
   it('handles an empty book', () => {
     expect(depthSeries({ class: 'x', bids: [], asks: [] })).toEqual({ x: [], bids: [], asks: [] });
+  });
+});
+
+describe('pricePrecision', () => {
+  it('uses the decimals of the most precise price, 2 to 6', () => {
+    expect(pricePrecision(['2', '2.5'])).toBe(2);
+    expect(pricePrecision(['0.012345', '1.1'])).toBe(6);
+    expect(pricePrecision(['1.2340'])).toBe(3);
+    expect(pricePrecision([])).toBe(2);
   });
 });

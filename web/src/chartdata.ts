@@ -1,3 +1,4 @@
+// Turning API data into what the charts plot (numbers, for drawing only).
 import { toPlotNumber } from './money';
 import type { Book } from './types';
 
@@ -31,4 +32,14 @@ export function depthSeries(book: Book): { x: number[]; bids: (number | null)[];
     return best;
   });
   return { x, bids, asks };
+}
+
+/** Decimals the price axis needs: those of the most precise price, 2 to 6. */
+export function pricePrecision(prices: string[]): number {
+  let most = 2;
+  for (const p of prices) {
+    const frac = String(p).split('.')[1]?.replace(/0+$/, '') ?? '';
+    most = Math.max(most, Math.min(frac.length, 6));
+  }
+  return most;
 }
