@@ -228,29 +228,6 @@ export async function withPage(t, fn, suffix = '') {
   }
 }
 
-/**
- * Waits until `fn` returns a truthy value (or throws the last error after `timeoutMs`).
- * @template T
- * @param {() => Promise<T> | T} fn
- * @returns {Promise<T>}
- */
-export async function eventually(fn, timeoutMs = UI_TIMEOUT_MS, intervalMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  /** @type {unknown} */
-  let last;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = new Error('condition still false');
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw last;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
 // ---------------------------------------------------------------- UI gestures
 
 /** @typedef {import('playwright-core').Page} Page */

@@ -206,7 +206,6 @@ export const api = {
 
   orders: (status: 'open' | 'all', cursor?: string | null) =>
     request<Page<Order>>('GET', '/orders', { query: { status, cursor } }),
-  order: (id: string) => request<Order>('GET', `/orders/${enc(id)}`),
   cancelOrder: (id: string) => request<Order | undefined>('DELETE', `/orders/${enc(id)}`),
 
   hosts: () => request<Page<Host>>('GET', '/hosts'),

@@ -124,9 +124,6 @@ export function formatCredits(raw: string | null | undefined, opts: FormatOption
   }
 }
 
-/** Prices are credits per GPU-hour; same rules as credits. */
-export const formatPrice = formatCredits;
-
 /** Micro-units as the plain decimal string the API takes: 300000n -> "0.3". */
 export function microToDecimalString(micro: bigint): string {
   return formatMicro(micro, { minDecimals: 0, grouping: false });

@@ -17,8 +17,6 @@ export interface ResourceOptions {
   /** Live events that make this resource refetch. */
   live?: readonly LiveEvent[];
   liveFilter?: (event: LiveEvent, data: unknown) => boolean;
-  /** Skip fetching (e.g. nothing selected yet). */
-  enabled?: boolean;
 }
 
 export function useResource<T>(
@@ -26,14 +24,12 @@ export function useResource<T>(
   deps: readonly unknown[],
   opts: ResourceOptions = {},
 ): Resource<T> {
-  const enabled = opts.enabled ?? true;
-  const [state, setState] = useState<{ data?: T; error?: ApiError; loading: boolean }>({ loading: enabled });
+  const [state, setState] = useState<{ data?: T; error?: ApiError; loading: boolean }>({ loading: true });
   const seq = useRef(0);
   const fetcherRef = useRef(fetcher);
   fetcherRef.current = fetcher;
 
   const reload = useCallback(() => {
-    if (!enabled) return;
     const mine = ++seq.current;
     setState((s) => ({ ...s, loading: true }));
     fetcherRef.current().then(
@@ -48,14 +44,9 @@ export function useResource<T>(
       },
     );
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [enabled, ...deps]);
+  }, deps);
 
   useEffect(() => {
-    if (!enabled) {
-      seq.current++;
-      setState({ loading: false });
-      return;
-    }
     setState({ loading: true });
     reload();
   }, [reload]);

@@ -25,6 +25,18 @@ function load(): Session | null {
 
 export const session = createStore<Session | null>(typeof sessionStorage === 'undefined' ? null : load());
 
+// Log out when the token expires, rather than failing request after request.
+let expiryTimer: ReturnType<typeof setTimeout> | undefined;
+const TIMER_MS_MAX = 2 ** 31 - 1;
+function watchExpiry(s: Session | null): void {
+  clearTimeout(expiryTimer);
+  if (!s) return;
+  const ms = Date.parse(s.expiresAt) - Date.now();
+  if (Number.isFinite(ms)) expiryTimer = setTimeout(signOut, Math.min(Math.max(ms, 0), TIMER_MS_MAX));
+}
+session.subscribe(watchExpiry);
+watchExpiry(session.get());
+
 export function signIn(login: LoginResponse): void {
   const s: Session = { token: login.token, expiresAt: login.expires_at, user: login.user };
   sessionStorage.setItem(KEY, JSON.stringify(s));

@@ -47,10 +47,12 @@ export function WalletPage() {
             </p>
           )}
         </Panel>
-        <TransferForm onDone={() => {
-          wallet.reload();
-          ledger.reload();
-        }} />
+        <TransferForm
+          onDone={() => {
+            wallet.reload();
+            ledger.reload();
+          }}
+        />
       </div>
       <Panel title="Ledger" testid="ledger-panel">
         <PagedView list={ledger} what="Ledger" testid="ledger" empty="No ledger entries yet.">
