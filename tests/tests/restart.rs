@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use capex_e2e::{
-    Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, ServerProcess, ask_body, bid_body, fresh_database, live_host,
-};
+use capex_e2e::market::{Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, ask_body, bid_body, live_host, server_env};
+use capex_e2e::{ServerProcess, fresh_database_url};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::Mutex;
@@ -21,8 +20,10 @@ async fn book(api: &Api) -> Value {
 
 #[tokio::test]
 async fn book_and_acknowledged_orders_survive_kill_9() {
-    let database_url = fresh_database("capex_e2e").await.unwrap();
-    let server = ServerProcess::start(&database_url).await.unwrap();
+    let database_url = fresh_database_url().unwrap();
+    let env = server_env(&database_url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = ServerProcess::start(&env).await.unwrap();
     let pool = PgPool::connect(&database_url).await.unwrap();
     let api = Api::new(&server.base_url);
     let operator = api.login(OPERATOR_EMAIL, OPERATOR_PASSWORD).await.unwrap();
@@ -54,8 +55,8 @@ async fn book_and_acknowledged_orders_survive_kill_9() {
     let before = book(&api).await;
     assert!(!before["bids"].as_array().unwrap().is_empty() && !before["asks"].as_array().unwrap().is_empty());
 
-    server.kill9().unwrap();
-    let server = ServerProcess::start(&database_url).await.unwrap();
+    server.kill();
+    let mut server = ServerProcess::start(&env).await.unwrap();
     let api = Api::new(&server.base_url);
     assert_eq!(book(&api).await, before, "book after restart");
 
@@ -84,14 +85,14 @@ async fn book_and_acknowledged_orders_survive_kill_9() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.kill9().unwrap();
+    server.kill();
     for task in tasks {
         task.await.unwrap();
     }
     let acked_live = acked_live.lock().await.clone();
     assert!(acked_live.len() > 10, "only {} orders acknowledged before the kill", acked_live.len());
 
-    let server = ServerProcess::start(&database_url).await.unwrap();
+    let server = ServerProcess::start(&env).await.unwrap();
     let api = Api::new(&server.base_url);
     for (user, order_id) in acked.iter().map(|(u, id, _)| (u, id)).chain(acked_live.iter().map(|(u, id)| (u, id))) {
         let (status, view) = api.get(&format!("/api/v1/orders/{order_id}"), Some(user)).await.unwrap();

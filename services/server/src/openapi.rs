@@ -14,7 +14,7 @@ use crate::{auth, error, markets, operator, wallet};
         operator::mint, operator::invariants, operator::users, operator::fees,
         markets::place_order, markets::cancel_order, markets::get_order, markets::list_orders,
         markets::list_markets, markets::get_book, markets::list_trades, markets::list_candles,
-        crate::startup::healthz,
+        crate::startup::healthz, crate::feed::stream,
     ),
     components(schemas(error::Problem)),
     modifiers(&BearerAuth),
@@ -23,6 +23,7 @@ use crate::{auth, error, markets, operator, wallet};
         (name = "wallet", description = "Balances, ledger history, transfers"),
         (name = "operator", description = "Minting, invariants, oversight"),
         (name = "markets", description = "Order books, orders, trades, market data"),
+        (name = "feed", description = "Live Server-Sent Events"),
         (name = "system", description = "Health"),
     )
 )]

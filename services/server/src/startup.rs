@@ -67,8 +67,13 @@ impl Application {
         let config_arc = Arc::new(config.clone());
         // Rebuilds every book with open orders before the first request is served.
         let markets = Markets::start(pool.clone(), config_arc.clone()).await?;
-        let state =
-            AppState { pool, jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)), config: config_arc, markets };
+        let state = AppState {
+            pool,
+            jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
+            config: config_arc,
+            feed: crate::feed::Feed::default(),
+            markets,
+        };
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;
@@ -108,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .merge(wallet::router())
         .merge(operator::router())
         .merge(markets::router())
+        .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))

@@ -4,6 +4,7 @@ use sqlx::PgPool;
 
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::markets::Markets;
 
 /// Everything a handler needs, cheap to clone.
@@ -14,4 +15,5 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Every market's matcher.
     pub markets: Arc<Markets>,
+    pub feed: Feed,
 }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use capex_e2e::{Api, OPERATOR_EMAIL, OPERATOR_PASSWORD, ask_body, bid_body, live_host};
+use capex_e2e::market::{Api, OPERATOR_EMAIL, OPERATOR_PASSWORD, ask_body, bid_body, live_host};
 
 struct Args {
     url: String,
@@ -27,7 +27,7 @@ struct Args {
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         url: "http://127.0.0.1:8080".into(),
-        database_url: capex_e2e::database_url(),
+        database_url: capex_e2e::admin_database_url(),
         clients: 16,
         seconds: 20,
         class: "H100-80GB".into(),

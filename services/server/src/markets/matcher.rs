@@ -112,9 +112,10 @@ fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
 
 /// Rebuilds a market's book from its open orders, in their original time order.
 pub(crate) async fn load_book(pool: &PgPool, class: &str) -> Result<Book, ApiError> {
-    type Row = (Uuid, String, Uuid, i32, i32, Decimal, Option<i64>, Option<Uuid>, Option<DateTime<Utc>>);
+    type Row = (i64, Uuid, String, Uuid, i32, i32, Decimal, Option<i64>, Option<Uuid>, Option<DateTime<Utc>>);
+    // `seq` is the order the matcher gave orders to the book, so it is their time priority.
     let rows: Vec<Row> = sqlx::query_as(
-        "select order_id, side, owner_id, gpus, gpus_remaining, price, duration_ms, host_id, available_until
+        "select seq, order_id, side, owner_id, gpus, gpus_remaining, price, duration_ms, host_id, available_until
          from orders where class = $1 and status = 'open' order by seq",
     )
     .bind(class)
@@ -122,12 +123,20 @@ pub(crate) async fn load_book(pool: &PgPool, class: &str) -> Result<Book, ApiErr
     .await?;
     let mut book = Book::new();
     let at_ms = now_ms();
-    for (order_id, side, owner, gpus, remaining, price, duration_ms, host_id, until) in rows {
+    for (seq, order_id, side, owner, gpus, remaining, price, duration_ms, host_id, until) in rows {
+        let seq = seq as u64;
         let id = OrderId(order_id);
         let owner = UserId(owner);
         let price = price_of(price)?;
         let order = if side == "bid" {
-            RestingOrder::Bid(RestingBid { id, owner, gpus: gpus as u32, duration_ms: duration_ms.unwrap_or(0), price })
+            RestingOrder::Bid(RestingBid {
+                id,
+                owner,
+                gpus: gpus as u32,
+                duration_ms: duration_ms.unwrap_or(0),
+                price,
+                seq,
+            })
         } else {
             RestingOrder::Ask(RestingAsk {
                 id,
@@ -137,6 +146,7 @@ pub(crate) async fn load_book(pool: &PgPool, class: &str) -> Result<Book, ApiErr
                 remaining_gpus: remaining as u32,
                 available_until_ms: until.map(|t| t.timestamp_millis()).unwrap_or(0),
                 price,
+                seq,
             })
         };
         book.restore(order, at_ms)

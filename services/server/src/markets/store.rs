@@ -89,7 +89,8 @@ fn view_of(row: OrderRow) -> OrderView {
 
 /// Trades of these orders, oldest first, by order id.
 async fn fills(pool: &PgPool, order_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<FillView>>, ApiError> {
-    let rows: Vec<(Uuid, Uuid, Uuid, Uuid, Decimal, i32, DateTime<Utc>)> = sqlx::query_as(
+    type FillRow = (Uuid, Uuid, Uuid, Uuid, Decimal, i32, DateTime<Utc>);
+    let rows: Vec<FillRow> = sqlx::query_as(
         "select t.bid_id, t.ask_id, t.trade_id, l.lease_id, t.price, t.gpus, t.at
          from trades t join leases l using (trade_id)
          where t.bid_id = any($1) or t.ask_id = any($1) order by t.seq",

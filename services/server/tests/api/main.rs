@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod auth;
+mod feed;
 mod helpers;
 mod markets;
 mod operator;

@@ -272,7 +272,9 @@ async fn invalid_orders_are_refused_with_their_code_and_nothing_is_written(pool:
     };
     let bid = bid_body(1, "1", "2", "gtc");
     let ask = ask_body(host, 1, "2", "gtc");
-    let cases: Vec<(&TestUser, &str, Value, StatusCode, &str, Option<&str>)> = vec![
+    // (who, class, body, status, code, field)
+    type Case<'a> = (&'a TestUser, &'a str, Value, StatusCode, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (&buyer, "NOPE-1GB", bid.clone(), StatusCode::NOT_FOUND, "unknown_market", Some("class")),
         (
             &buyer,
@@ -611,7 +613,8 @@ async fn concurrent_clients_keep_the_ledger_and_escrow_consistent(pool: sqlx::Pg
                     );
                     continue;
                 }
-                let price = format!("{}.{}", 1 + next(4), next(100));
+                // At most 40 price levels, within the 100 the book view shows.
+                let price = format!("{}.{}", 1 + next(4), next(10));
                 let tif = if next(5) == 0 { "ioc" } else { "gtc" };
                 let body = if roll < 7 {
                     bid_body(1 + next(3) as u32, &format!("{}.{}", next(3), 1 + next(9)), &price, tif)
