@@ -66,12 +66,13 @@ impl Application {
         };
         let config_arc = Arc::new(config.clone());
         // Rebuilds every book with open orders before the first request is served.
-        let markets = Markets::start(pool.clone(), config_arc.clone()).await?;
+        let feed = crate::feed::Feed::default();
+        let markets = Markets::start(pool.clone(), config_arc.clone(), feed.clone()).await?;
         let state = AppState {
             pool,
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
             config: config_arc,
-            feed: crate::feed::Feed::default(),
+            feed,
             markets,
         };
         crate::demo::ensure_configured_operator(&state).await?;

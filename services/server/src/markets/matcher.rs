@@ -35,6 +35,7 @@ use super::money::reserve;
 use super::request::NewOrder;
 use super::views::{BookView, FillView, LevelView, OrderView, UnfilledReasonView};
 use crate::error::ApiError;
+use crate::feed::Feed;
 
 /// Price levels per side kept in the published book snapshot.
 pub(crate) const BOOK_LEVELS_MAX: usize = 100;
@@ -92,6 +93,7 @@ enum PlaceResult {
 pub(crate) struct Matcher {
     class: String,
     pool: PgPool,
+    feed: Feed,
     book: Book,
     batch_max: usize,
     snapshot: watch::Sender<Arc<BookView>>,
@@ -207,6 +209,12 @@ struct OrderInfo {
     closed: bool,
 }
 
+/// What a committed batch tells the live feed.
+struct Published {
+    trades: Vec<Value>,
+    orders: Vec<(Uuid, Value)>,
+}
+
 /// All writes of one batch, gathered while walking the book's events.
 #[derive(Default)]
 struct Writes {
@@ -224,11 +232,12 @@ impl Matcher {
     pub(crate) fn new(
         class: String,
         pool: PgPool,
+        feed: Feed,
         book: Book,
         batch_max: usize,
     ) -> (Matcher, watch::Receiver<Arc<BookView>>) {
         let (snapshot, rx) = watch::channel(Arc::new(book_view(&class, &book)));
-        (Matcher { class, pool, book, batch_max: batch_max.max(1), snapshot, events: Vec::new() }, rx)
+        (Matcher { class, pool, feed, book, batch_max: batch_max.max(1), snapshot, events: Vec::new() }, rx)
     }
 
     /// Serves requests until the channel closes or `shutdown` turns true.
@@ -294,7 +303,7 @@ impl Matcher {
         let started = Instant::now();
         let size = items.len();
         match self.commit_batch(&mut items).await {
-            Ok(()) => {
+            Ok(published) => {
                 metrics::histogram!("capex_matcher_batch_size", "class" => self.class.clone()).record(size as f64);
                 metrics::histogram!("capex_matcher_commit_seconds", "class" => self.class.clone())
                     .record(started.elapsed().as_secs_f64());
@@ -302,6 +311,7 @@ impl Matcher {
                 for item in items {
                     answer(item, None);
                 }
+                self.publish(published);
             }
             Err(err) => {
                 tracing::error!(class = %self.class, error = %err.detail, "matcher batch failed; rebuilding the book");
@@ -332,7 +342,21 @@ impl Matcher {
         self.book.asks().any(|ask| ask.available_until_ms <= now)
     }
 
-    async fn commit_batch(&mut self, items: &mut [Item]) -> Result<(), ApiError> {
+    /// Live-feed events of a committed batch: the book once, each trade, and each changed
+    /// order to its owner (the UI refetches what it shows).
+    fn publish(&self, published: Option<Published>) {
+        let Some(published) = published else { return };
+        self.feed.public("book", json!({"class": self.class}));
+        for trade in published.trades {
+            self.feed.public("trade", trade);
+        }
+        for (owner, order) in published.orders {
+            self.feed.private("order", owner, order);
+        }
+    }
+
+    /// Runs the batch in one transaction; `None` when it changed nothing.
+    async fn commit_batch(&mut self, items: &mut [Item]) -> Result<Option<Published>, ApiError> {
         let at_ms = now_ms().max(self.book.now_ms().unwrap_or(i64::MIN));
         let at = at_of(at_ms);
         let mut tx = self.pool.begin().await?;
@@ -356,7 +380,7 @@ impl Matcher {
         }
         if self.events.is_empty() {
             tx.rollback().await?;
-            return Ok(());
+            return Ok(None);
         }
         for (item, (start, end)) in items.iter_mut().zip(&own_events) {
             decide_from_events(item, &self.events[*start..*end]);
@@ -603,7 +627,20 @@ impl Matcher {
             let side = if info.side_bid { "bid" } else { "ask" };
             metrics::counter!("capex_orders_total", "class" => self.class.clone(), "side" => side).increment(1);
         }
-        Ok(())
+        let trades = writes
+            .trades
+            .iter()
+            .map(|t| {
+                json!({"class": self.class, "trade_id": t["trade_id"], "price": t["price"], "gpus": t["gpus"],
+                       "max_hours": t["max_hours"], "at": t["at"]})
+            })
+            .collect();
+        let orders = orders
+            .iter()
+            .filter(|(_, o)| o.changed)
+            .map(|(id, o)| (o.owner, json!({"class": self.class, "order_id": id, "status": o.status})))
+            .collect();
+        Ok(Some(Published { trades, orders }))
     }
 }
 

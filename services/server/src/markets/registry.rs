@@ -12,6 +12,7 @@ use super::matcher::{Matcher, Request, load_book};
 use super::views::BookView;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::feed::Feed;
 
 #[derive(Clone)]
 pub(crate) struct MatcherHandle {
@@ -49,6 +50,7 @@ pub(crate) async fn reply<T>(rx: oneshot::Receiver<Result<T, ApiError>>) -> Resu
 pub struct Markets {
     pool: PgPool,
     config: Arc<Config>,
+    feed: Feed,
     matchers: Mutex<HashMap<String, MatcherHandle>>,
     shutdown: watch::Sender<bool>,
 }
@@ -56,9 +58,9 @@ pub struct Markets {
 impl Markets {
     /// Starts a matcher, with its book rebuilt from the database, for every market that
     /// has open orders.
-    pub async fn start(pool: PgPool, config: Arc<Config>) -> anyhow::Result<Arc<Markets>> {
+    pub async fn start(pool: PgPool, config: Arc<Config>, feed: Feed) -> anyhow::Result<Arc<Markets>> {
         let (shutdown, _) = watch::channel(false);
-        let markets = Arc::new(Markets { pool, config, matchers: Mutex::new(HashMap::new()), shutdown });
+        let markets = Arc::new(Markets { pool, config, feed, matchers: Mutex::new(HashMap::new()), shutdown });
         let classes: Vec<String> =
             sqlx::query_scalar("select distinct class from orders where status = 'open' order by class")
                 .fetch_all(&markets.pool)
@@ -80,7 +82,7 @@ impl Markets {
         let book = load_book(&self.pool, class).await?;
         tracing::info!(class, orders = book.len(), "matcher starting");
         let (matcher, book_rx) =
-            Matcher::new(class.to_string(), self.pool.clone(), book, self.config.matcher_batch_max);
+            Matcher::new(class.to_string(), self.pool.clone(), self.feed.clone(), book, self.config.matcher_batch_max);
         let (tx, rx) = mpsc::channel(self.config.matcher_queue_max.max(1));
         tokio::spawn(matcher.run(rx, self.shutdown.subscribe(), self.config.matcher_tick_ms));
         let handle = MatcherHandle { requests: tx, book: book_rx };
