@@ -3,11 +3,13 @@
 #
 # Starts a release capex-server on a fresh database, runs capex-loadgen against it, then
 # runs pgbench (TPC-B-like) on another fresh database, and prints both side by side.
-#   CLIENTS (16)  SECONDS (20)  DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres)
+#   CLIENTS (16)  SECONDS (20)  MARKETS (1: one book; N spreads the clients over N markets)
+#   DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres)
 # Target: orders/s >= 2 x pgbench TPS with p99 < 50 ms.
 set -euo pipefail
 
 CLIENTS="${CLIENTS:-16}"
+MARKETS="${MARKETS:-1}"
 SECONDS_RUN="${SECONDS:-20}"
 ADMIN_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 BASE_URL="${ADMIN_URL%/*}"
@@ -42,7 +44,7 @@ for _ in $(seq 1 100); do
 done
 
 LOADGEN="$("$TARGET/release/capex-loadgen" --url "http://127.0.0.1:$PORT" --database-url "$BASE_URL/$APP_DB" \
-    --clients "$CLIENTS" --seconds "$SECONDS_RUN")"
+    --clients "$CLIENTS" --seconds "$SECONDS_RUN" --markets "$MARKETS")"
 echo "$LOADGEN"
 
 pgbench -i -q -s 1 "$BASE_URL/$PGBENCH_DB" >/dev/null 2>&1
@@ -55,7 +57,7 @@ P50="$(echo "$LOADGEN" | sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p')"
 P99="$(echo "$LOADGEN" | sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p')"
 echo
 printf '%-28s %12s %10s %10s\n' "" "per second" "p50 ms" "p99 ms"
-printf '%-28s %12s %10s %10s\n' "capex orders ($CLIENTS clients)" "$ORDERS_S" "$P50" "$P99"
+printf '%-28s %12s %10s %10s\n' "capex orders ($CLIENTS cl, $MARKETS mkt)" "$ORDERS_S" "$P50" "$P99"
 printf '%-28s %12s %10s %10s\n' "pgbench TPC-B ($CLIENTS clients)" "$TPS" "avg $PG_LAT" ""
 awk -v o="$ORDERS_S" -v t="$TPS" -v p="$P99" 'BEGIN {
     r = o / t; printf "ratio orders/s : pgbench TPS = %.2f (target >= 2), p99 %s ms (target < 50): %s\n",

@@ -2,7 +2,9 @@
 //! acknowledged orders per second and the p50/p99 latency of placing one.
 //!
 //! Usage: capex-loadgen --url http://127.0.0.1:8080 --database-url postgres://... \
-//!            [--clients 16] [--seconds 20] [--class H100-80GB]
+//!            [--clients 16] [--seconds 20] [--markets 1]
+//! `--markets N` spreads the clients over N markets (client i trades in market i mod N),
+//! each with its own matcher; 1 puts all the load on one book.
 //! The operator account (CAPEX_OPERATOR_EMAIL/PASSWORD of the server, or --operator-email
 //! and --operator-password) funds the clients; each client gets a fixture host (written to
 //! the database, as host registration is not in this branch yet) for its asks.
@@ -19,7 +21,7 @@ struct Args {
     database_url: String,
     clients: usize,
     seconds: u64,
-    class: String,
+    markets: usize,
     operator_email: String,
     operator_password: String,
 }
@@ -30,7 +32,7 @@ fn parse_args() -> anyhow::Result<Args> {
         database_url: capex_e2e::admin_database_url(),
         clients: 16,
         seconds: 20,
-        class: "H100-80GB".into(),
+        markets: 1,
         operator_email: OPERATOR_EMAIL.into(),
         operator_password: OPERATOR_PASSWORD.into(),
     };
@@ -42,7 +44,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--database-url" => args.database_url = value,
             "--clients" => args.clients = value.parse()?,
             "--seconds" => args.seconds = value.parse()?,
-            "--class" => args.class = value,
+            "--markets" => args.markets = value.parse::<usize>()?.clamp(1, MARKET_CLASSES.len()),
             "--operator-email" => args.operator_email = value,
             "--operator-password" => args.operator_password = value,
             other => anyhow::bail!("unknown flag {other}"),
@@ -50,6 +52,9 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     Ok(args)
 }
+
+/// Markets the load spreads over, in order (all known to a default server configuration).
+const MARKET_CLASSES: [&str; 6] = ["H100-80GB", "H200-141GB", "A100-80GB", "A100-40GB", "L40S-48GB", "RTX4090-24GB"];
 
 /// xorshift: enough randomness for a load mix, no dependency.
 fn next(state: &mut u64, n: u64) -> u64 {
@@ -66,17 +71,17 @@ async fn main() -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(&args.database_url).await?;
     let operator = api.login(&args.operator_email, &args.operator_password).await?;
     let mut clients = Vec::new();
-    for _ in 0..args.clients {
+    for index in 0..args.clients {
+        let class = MARKET_CLASSES[index % args.markets];
         let user = api.funded_user(&operator, "100000000").await?;
-        let host = live_host(&pool, user.user_id, &args.class, 64).await?;
-        clients.push((user, host));
+        let host = live_host(&pool, user.user_id, class, 64).await?;
+        clients.push((user, host, class));
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
-    for (index, (user, host)) in clients.into_iter().enumerate() {
+    for (index, (user, host, class)) in clients.into_iter().enumerate() {
         let api = api.clone();
-        let class = args.class.clone();
         tasks.push(tokio::spawn(async move {
             let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (index as u64 + 1);
             let mut latencies_us: Vec<u64> = Vec::new();
@@ -99,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
                     bid_body(1 + next(&mut state, 2) as u32, "1", &price, "gtc")
                 };
                 let sent = Instant::now();
-                match api.place(&user, &class, &body).await {
+                match api.place(&user, class, &body).await {
                     Ok((201, view)) => {
                         latencies_us.push(sent.elapsed().as_micros() as u64);
                         if view["status"] == "open"
@@ -134,9 +139,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let trades: i64 = sqlx::query_scalar("select count(*) from trades").fetch_one(&pool).await?;
     println!(
-        "loadgen: clients={} seconds={:.1} acknowledged_orders={} orders_per_s={:.0} p50_ms={:.2} p99_ms={:.2} \
+        "loadgen: clients={} markets={} seconds={:.1} acknowledged_orders={} orders_per_s={:.0} p50_ms={:.2} p99_ms={:.2} \
          refused={} cancels={} trades_total={}",
         args.clients,
+        args.markets,
         elapsed_s,
         latencies_us.len(),
         latencies_us.len() as f64 / elapsed_s,

@@ -26,7 +26,8 @@ use capex_ledger::{TransferSpec, open_escrows, post_transfers};
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
@@ -94,6 +95,9 @@ pub(crate) struct Matcher {
     class: String,
     pool: PgPool,
     feed: Feed,
+    /// The matcher's own connection, kept between batches: no pool acquire (and its
+    /// liveness ping) per batch. Dropped after a failed batch; a fresh one is taken next time.
+    conn: Option<PoolConnection<Postgres>>,
     book: Book,
     batch_max: usize,
     snapshot: watch::Sender<Arc<BookView>>,
@@ -209,6 +213,26 @@ struct OrderInfo {
     closed: bool,
 }
 
+/// Records how long each phase of a batch took (`capex_matcher_phase_seconds`), to see
+/// where a batch's time goes: round trips, the book, or the commit's fsync.
+struct PhaseTimer {
+    class: String,
+    last: Instant,
+}
+
+impl PhaseTimer {
+    fn new(class: &str) -> PhaseTimer {
+        PhaseTimer { class: class.to_string(), last: Instant::now() }
+    }
+
+    fn done(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        metrics::histogram!("capex_matcher_phase_seconds", "class" => self.class.clone(), "phase" => phase)
+            .record((now - self.last).as_secs_f64());
+        self.last = now;
+    }
+}
+
 /// What a committed batch tells the live feed.
 struct Published {
     trades: Vec<Value>,
@@ -237,7 +261,7 @@ impl Matcher {
         batch_max: usize,
     ) -> (Matcher, watch::Receiver<Arc<BookView>>) {
         let (snapshot, rx) = watch::channel(Arc::new(book_view(&class, &book)));
-        (Matcher { class, pool, feed, book, batch_max: batch_max.max(1), snapshot, events: Vec::new() }, rx)
+        (Matcher { class, pool, feed, conn: None, book, batch_max: batch_max.max(1), snapshot, events: Vec::new() }, rx)
     }
 
     /// Serves requests until the channel closes or `shutdown` turns true.
@@ -357,14 +381,33 @@ impl Matcher {
 
     /// Runs the batch in one transaction; `None` when it changed nothing.
     async fn commit_batch(&mut self, items: &mut [Item]) -> Result<Option<Published>, ApiError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.pool.acquire().await?,
+        };
+        let result = self.commit_batch_on(&mut conn, items).await;
+        if result.is_ok() {
+            self.conn = Some(conn);
+        }
+        result
+    }
+
+    async fn commit_batch_on(
+        &mut self,
+        conn: &mut PgConnection,
+        items: &mut [Item],
+    ) -> Result<Option<Published>, ApiError> {
         let at_ms = now_ms().max(self.book.now_ms().unwrap_or(i64::MIN));
         let at = at_of(at_ms);
-        let mut tx = self.pool.begin().await?;
+        let mut phase = PhaseTimer::new(&self.class);
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        phase.done("begin");
 
         self.check_idempotency(&mut tx, items).await?;
         let wallets = self.check_funds(&mut tx, items).await?;
         self.check_gpus(&mut tx, items).await?;
 
+        phase.done("checks");
         // From here on the book changes: any failure rebuilds it (see run_batch).
         self.events.clear();
         let mut own_events: Vec<(usize, usize)> = Vec::with_capacity(items.len());
@@ -385,6 +428,7 @@ impl Matcher {
         for (item, (start, end)) in items.iter_mut().zip(&own_events) {
             decide_from_events(item, &self.events[*start..*end]);
         }
+        phase.done("book");
 
         let (mut orders, new_in_order) = self.load_touched_orders(&mut tx, items, at).await?;
         let escrows = load_bid_escrows(&mut tx, &orders).await?;
@@ -416,6 +460,7 @@ impl Matcher {
                 _ => {}
             }
         }
+        phase.done("load");
         let opened = open_escrows(&mut tx, &writes.escrows_to_open).await?;
         for ((_, ref_id), account) in writes.escrows_to_open.iter().zip(opened) {
             new_escrow_ids.insert(*ref_id, account);
@@ -622,7 +667,9 @@ impl Matcher {
             &idempotency_rows,
         )
         .await?;
+        phase.done("write");
         tx.commit().await?;
+        phase.done("commit");
         for (_, info) in orders.iter().filter(|(_, o)| o.is_new && o.changed) {
             let side = if info.side_bid { "bid" } else { "ask" };
             metrics::counter!("capex_orders_total", "class" => self.class.clone(), "side" => side).increment(1);

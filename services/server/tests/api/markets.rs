@@ -248,7 +248,12 @@ async fn others_cannot_read_or_cancel_my_orders(pool: sqlx::PgPool) {
     .await;
     let mine = app.get_json("/api/v1/orders?status=all", &mallory.token).await;
     assert_eq!(mine["items"], json!([]));
-    assert_eq!(app.order(&buyer, &bid["order_id"]).await["status"], "open");
+    let mine = app.order(&buyer, &bid["order_id"]).await;
+    assert_eq!(mine["status"], "open");
+    assert_eq!(
+        mine["unfilled_reasons"],
+        json!([{"code": "no_asks", "message": "no provider offers GPUs in this market"}])
+    );
     assert_problem(app.get(&path, None).await, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
