@@ -582,7 +582,7 @@ const RESERVED_SQL: &str = "select
 
 #[sqlx::test(migrator = "capex_server::MIGRATOR")]
 async fn concurrent_clients_keep_the_ledger_and_escrow_consistent(pool: sqlx::PgPool) {
-    let seconds: u64 = std::env::var("CAPEX_STRESS_S").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let seconds: u64 = std::env::var("CAPEX_STRESS_S").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let app = std::sync::Arc::new(TestApp::spawn(pool).await);
     let op = app.operator().await;
     let mut clients = Vec::new();
