@@ -57,6 +57,11 @@ pub struct Config {
     /// Largest number of Postgres connections the server opens.
     #[arg(long, env = "CAPEX_DB_POOL_MAX", default_value_t = 32)]
     pub db_pool_max: u32,
+
+    /// Clock-skew window in seconds: a report's `sent_at` (and an inventory's
+    /// `created_at`) may differ from the server clock by at most this much.
+    #[arg(long, env = "CAPEX_REPORT_SKEW_S", default_value_t = 120)]
+    pub report_skew_s: u64,
 }
 
 /// Shortest JWT secret accepted: HS256 wants a key at least as long as its hash.
@@ -77,6 +82,7 @@ impl Config {
             web_dir: PathBuf::from("web/dist"),
             log_format: LogFormat::Pretty,
             db_pool_max: 8,
+            report_skew_s: 120,
         }
     }
 }

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{auth, error, operator, wallet};
+use crate::{auth, error, hosts, operator, wallet};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,8 @@ use crate::{auth, error, operator, wallet};
         auth::register, auth::login, auth::create_api_key, auth::me,
         wallet::get_wallet, wallet::get_ledger, wallet::create_transfer,
         operator::mint, operator::invariants, operator::users, operator::fees,
+        hosts::register::register_host, hosts::views::list_hosts, hosts::views::get_host,
+        hosts::reports::post_report, hosts::views::get_telemetry, hosts::capacity::get_capacity,
         crate::startup::healthz,
     ),
     components(schemas(error::Problem)),
@@ -20,6 +22,7 @@ use crate::{auth, error, operator, wallet};
         (name = "auth", description = "Accounts, login tokens, API keys"),
         (name = "wallet", description = "Balances, ledger history, transfers"),
         (name = "operator", description = "Minting, invariants, oversight"),
+        (name = "hosts", description = "Provider hosts, signed reports, telemetry, capacity"),
         (name = "system", description = "Health"),
     )
 )]

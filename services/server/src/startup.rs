@@ -22,7 +22,7 @@ use crate::config::{Config, JWT_SECRET_BYTES_MIN};
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::{auth, operator, pgcluster, telemetry, wallet};
+use crate::{auth, hosts, operator, pgcluster, telemetry, wallet};
 
 /// Largest request body accepted by default; routes that take bigger bodies say so.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -64,9 +64,10 @@ impl Application {
             ),
         };
         let state = AppState {
-            pool,
+            pool: pool.clone(),
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
             config: Arc::new(config.clone()),
+            reports: crate::hosts::ReportIngest::start(pool.clone(), config.report_skew_s),
         };
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(wallet::router())
         .merge(operator::router())
+        .merge(hosts::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))

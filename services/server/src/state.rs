@@ -4,6 +4,7 @@ use sqlx::PgPool;
 
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
+use crate::hosts::ReportIngest;
 
 /// Everything a handler needs, cheap to clone.
 #[derive(Clone)]
@@ -11,4 +12,6 @@ pub struct AppState {
     pub pool: PgPool,
     pub jwt: Arc<JwtKeys>,
     pub config: Arc<Config>,
+    /// Queue into the report ingester (verifies and stores signed reports in batches).
+    pub reports: ReportIngest,
 }

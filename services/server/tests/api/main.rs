@@ -4,6 +4,7 @@
 
 mod auth;
 mod helpers;
+mod hosts;
 mod operator;
 mod problems;
 mod wallet;
