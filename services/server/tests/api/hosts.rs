@@ -161,18 +161,8 @@ async fn registered_host_reports_and_shows_up_in_views_and_capacity(pool: sqlx::
         ]})
     );
 
-    let since = (Utc::now() - Duration::minutes(5)).to_rfc3339();
-    let telemetry: Value = app
-        .client
-        .get(app.url(&format!("/api/v1/hosts/{}/telemetry", host.host_id)))
-        .query(&[("since", since.as_str())])
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let since = (Utc::now() - Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%SZ");
+    let telemetry = app.get_json(&format!("/api/v1/hosts/{}/telemetry?since={since}", host.host_id), &user.token).await;
     let items = telemetry["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     let busy = items.iter().find(|s| s["gpu_uuid"] == host.gpus[1].0.as_str()).unwrap();
@@ -434,5 +424,20 @@ async fn concurrent_reports_from_many_hosts_are_all_accepted_in_order(pool: sqlx
             .await
             .unwrap();
         assert_eq!(last, 24);
+    }
+}
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn host_routes_are_in_the_openapi_document(pool: sqlx::PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let spec: Value = app.get("/api/v1/openapi.json", None).await.json().await.unwrap();
+    for path in [
+        "/api/v1/hosts",
+        "/api/v1/hosts/{host_id}",
+        "/api/v1/hosts/{host_id}/reports",
+        "/api/v1/hosts/{host_id}/telemetry",
+        "/api/v1/capacity",
+    ] {
+        assert!(spec["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
 }
