@@ -45,7 +45,7 @@ pub fn free_port() -> u16 {
 pub async fn fresh_database() -> anyhow::Result<String> {
     let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
     let name = format!("capex_e2e_{}", Uuid::new_v4().simple());
-    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&admin_url).await?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut conn).await?;
     let base = admin_url.rsplit_once('/').map(|(base, _)| base).context("DATABASE_URL has a database part")?;
     Ok(format!("{base}/{name}"))
@@ -65,7 +65,7 @@ impl Server {
             .env("CAPEX_BIND", format!("127.0.0.1:{port}"))
             .env("CAPEX_JWT_SECRET", JWT_SECRET)
             .env("CAPEX_WEB_DIR", "/nonexistent")
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -175,7 +175,19 @@ impl Agent {
         anyhow::ensure!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
         let out = agent_command(
             state_dir,
-            &["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "register", "--exchange", exchange, "--api-key", api_key],
+            &[
+                "--backend",
+                "simulated",
+                "--sim-gpus",
+                gpus,
+                "--interval-s",
+                "1",
+                "register",
+                "--exchange",
+                exchange,
+                "--api-key",
+                api_key,
+            ],
         )
         .await?;
         anyhow::ensure!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
@@ -188,7 +200,7 @@ impl Agent {
             .arg(state_dir)
             .args(["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "--backoff-max-s", "1"])
             .args(["--request-timeout-s", "2", "run", "--exchange", exchange])
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
             .env_remove("CAPEX_AGENT_CONFIG")
             .kill_on_drop(true)
             .spawn()

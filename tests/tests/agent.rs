@@ -109,7 +109,7 @@ async fn spooled_reports_all_arrive_in_order_after_an_outage_and_a_restart() -> 
 
     // Every report the agent made is in the database or (made in the last instant) still
     // spooled; the database holds an unbroken prefix, received in sequence order.
-    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&server.database_url).await?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&server.database_url).await?;
     let rows: Vec<(i64,)> =
         sqlx::query_as("select seq from host_reports order by received_at, seq").fetch_all(&mut conn).await?;
     let delivered: Vec<u64> = rows.iter().map(|r| r.0 as u64).collect();
@@ -148,7 +148,8 @@ async fn init_makes_a_private_key_and_never_overwrites_it() -> anyhow::Result<()
 #[tokio::test]
 async fn probe_prints_the_simulated_gpus_and_nvml_without_a_driver_fails_clearly() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let out = agent_command(dir.path(), &["--backend", "simulated", "--sim-gpus", "H100,RTX4090", "probe", "--json"]).await?;
+    let out =
+        agent_command(dir.path(), &["--backend", "simulated", "--sim-gpus", "H100,RTX4090", "probe", "--json"]).await?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let probe: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(probe["backend"], "simulated");

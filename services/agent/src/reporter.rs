@@ -49,10 +49,8 @@ pub async fn register(config: &AgentConfig, exchange_url: &str, api_key: &str) -
     let envelope = SignedEnvelope::seal_json(INVENTORY_DOMAIN, &key, &payload);
     let exchange = Exchange::new(exchange_url, Duration::from_secs(config.request_timeout_s))?;
     let host = exchange.register(api_key, &envelope).await.context("registering with the exchange")?;
-    let host_id: Uuid = host["host_id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .context("the exchange answered without a host_id")?;
+    let host_id: Uuid =
+        host["host_id"].as_str().and_then(|s| s.parse().ok()).context("the exchange answered without a host_id")?;
     let registration = Registration { host_id, exchange_url: exchange_url.trim_end_matches('/').to_string() };
     let path = config.host_path();
     let tmp = path.with_extension("tmp");
@@ -173,7 +171,9 @@ async fn send_loop(
         };
         let seq = report.seq;
         let envelope = match &signed {
-            Some((s, envelope, at)) if *s == seq && at.elapsed() < Duration::from_secs(RESIGN_AFTER_S) => envelope.clone(),
+            Some((s, envelope, at)) if *s == seq && at.elapsed() < Duration::from_secs(RESIGN_AFTER_S) => {
+                envelope.clone()
+            }
             _ => {
                 report.sent_at = Utc::now();
                 let envelope = SignedEnvelope::seal_json(REPORT_DOMAIN, key, &report);

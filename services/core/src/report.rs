@@ -63,7 +63,8 @@ impl SignedEnvelope {
     /// Decodes both fields; does not verify.
     pub fn decode(&self) -> Result<DecodedEnvelope, EnvelopeError> {
         let payload = BASE64.decode(self.payload.as_bytes()).map_err(|_| EnvelopeError::InvalidBase64("payload"))?;
-        let signature = BASE64.decode(self.signature.as_bytes()).map_err(|_| EnvelopeError::InvalidBase64("signature"))?;
+        let signature =
+            BASE64.decode(self.signature.as_bytes()).map_err(|_| EnvelopeError::InvalidBase64("signature"))?;
         let signature: [u8; ed25519_dalek::SIGNATURE_LENGTH] =
             signature.try_into().map_err(|_| EnvelopeError::SignatureLength)?;
         Ok(DecodedEnvelope { payload, signature: Signature::from_bytes(&signature) })

@@ -151,7 +151,8 @@ async fn main() -> anyhow::Result<()> {
     let strict_rate = verify_sample.len() as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
     for chunk in verify_sample.chunks(512) {
-        let items: Vec<(&VerifyingKey, &[u8], &Signature)> = chunk.iter().map(|(k, p, s)| (k, p.as_slice(), s)).collect();
+        let items: Vec<(&VerifyingKey, &[u8], &Signature)> =
+            chunk.iter().map(|(k, p, s)| (k, p.as_slice(), s)).collect();
         assert!(verify_many_strict(REPORT_DOMAIN, &items).iter().all(|ok| *ok));
     }
     let batch_rate = verify_sample.len() as f64 / started.elapsed().as_secs_f64();
@@ -205,7 +206,10 @@ async fn main() -> anyhow::Result<()> {
     let accepted = statuses.get(&200).copied().unwrap_or(0);
     println!("hosts: {}  reports sent: {total}  concurrency: {}", hosts.len(), args.concurrency);
     println!("statuses: {statuses:?}");
-    println!("ingested: {accepted} accepted in {elapsed:.2} s = {:.0} reports/s (HTTP + verify + Postgres)", accepted as f64 / elapsed);
+    println!(
+        "ingested: {accepted} accepted in {elapsed:.2} s = {:.0} reports/s (HTTP + verify + Postgres)",
+        accepted as f64 / elapsed
+    );
     println!("verify_strict, one core, this run: {strict_rate:.0} signatures/s");
     println!("batch verify (verify_many_strict, 512), one core, this run: {batch_rate:.0} signatures/s");
     anyhow::ensure!(accepted == total, "not every report was accepted");

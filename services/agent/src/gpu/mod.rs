@@ -55,7 +55,11 @@ pub trait GpuProbe: Send {
 
 /// Opens the configured backend. `seed` makes simulated GPU UUIDs unique per host (the
 /// host's public key is used), so two simulated hosts never claim the same GPU.
-pub fn open_probe(kind: BackendKind, simulated_models: &[String], seed: &[u8]) -> Result<Box<dyn GpuProbe>, ProbeError> {
+pub fn open_probe(
+    kind: BackendKind,
+    simulated_models: &[String],
+    seed: &[u8],
+) -> Result<Box<dyn GpuProbe>, ProbeError> {
     match kind {
         BackendKind::Nvml => Ok(Box::new(NvmlProbe::open()?)),
         BackendKind::Simulated => Ok(Box::new(SimulatedGpus::new(simulated_models, seed))),

@@ -35,11 +35,7 @@ impl GpuProbe for NvmlProbe {
     fn inventory(&mut self) -> Result<GpuInventory, ProbeError> {
         let driver_version = self.nvml.sys_driver_version().ok();
         let cuda_version = self.nvml.sys_cuda_driver_version().ok().map(|v| {
-            format!(
-                "{}.{}",
-                nvml_wrapper::cuda_driver_version_major(v),
-                nvml_wrapper::cuda_driver_version_minor(v)
-            )
+            format!("{}.{}", nvml_wrapper::cuda_driver_version_major(v), nvml_wrapper::cuda_driver_version_minor(v))
         });
         let count = self.nvml.device_count().map_err(call("device_count"))?;
         let mut gpus = Vec::with_capacity(count as usize);

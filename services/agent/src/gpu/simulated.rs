@@ -49,11 +49,13 @@ const BUSY_UTILIZATION_PCT: u32 = 97;
 /// An unknown text becomes a 24 GiB card of that name (its class is then a slug).
 fn model(text: &str) -> Model {
     let upper = text.trim().to_ascii_uppercase();
-    MODELS
-        .iter()
-        .find(|m| m.short == upper || m.name.eq_ignore_ascii_case(text.trim()))
-        .copied()
-        .unwrap_or(Model { short: "custom", name: "", memory_mib: 24_576, idle_w: 20, max_w: 300 })
+    MODELS.iter().find(|m| m.short == upper || m.name.eq_ignore_ascii_case(text.trim())).copied().unwrap_or(Model {
+        short: "custom",
+        name: "",
+        memory_mib: 24_576,
+        idle_w: 20,
+        max_w: 300,
+    })
 }
 
 struct SimGpu {
@@ -123,7 +125,8 @@ impl SimulatedControl {
 
 /// A stable, host-unique UUID for simulated GPU `index`.
 fn simulated_uuid(seed: &[u8], index: usize) -> String {
-    let digest = Sha256::new().chain_update(b"capex/simulated-gpu").chain_update(seed).chain_update(index.to_le_bytes());
+    let digest =
+        Sha256::new().chain_update(b"capex/simulated-gpu").chain_update(seed).chain_update(index.to_le_bytes());
     let bytes: [u8; 16] = digest.finalize()[..16].try_into().expect("16 of 32 bytes");
     format!("GPU-{}", Uuid::from_bytes(bytes))
 }
@@ -137,6 +140,14 @@ impl SimulatedGpus {
     pub fn new(models: &[String], seed: &[u8]) -> SimulatedGpus {
         let defaults: Vec<String> = DEFAULT_MODELS.iter().map(|m| m.to_string()).collect();
         let models = if models.is_empty() { &defaults } else { models };
+        // NVML's counter survives agent restarts (it counts since the driver loaded); a
+        // simulated one must too, or a restarted agent would report energy going
+        // backwards. Start at "full power since 1970": no earlier run can have counted
+        // more, whatever it did, and from here the counter grows at the actual power.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let gpus = models
             .iter()
             .enumerate()
@@ -148,7 +159,8 @@ impl SimulatedGpus {
                     memory_mib: m.memory_mib,
                     idle_w: m.idle_w,
                     max_w: m.max_w,
-                    energy_mj: 0,
+                    // W x ms = mJ.
+                    energy_mj: m.max_w * unix_ms,
                     processes: BTreeMap::new(),
                 }
             })
@@ -200,7 +212,11 @@ impl GpuProbe for SimulatedGpus {
                 let processes: Vec<GpuProcess> = gpu
                     .processes
                     .iter()
-                    .map(|(pid, lease_id)| GpuProcess { pid: *pid, used_memory_mib: PROCESS_MEMORY_MIB, lease_id: *lease_id })
+                    .map(|(pid, lease_id)| GpuProcess {
+                        pid: *pid,
+                        used_memory_mib: PROCESS_MEMORY_MIB,
+                        lease_id: *lease_id,
+                    })
                     .collect();
                 GpuSample {
                     uuid: gpu.uuid.clone(),

@@ -97,13 +97,15 @@ mod tests {
             .await
             .unwrap();
         let host_id = Uuid::now_v7();
-        sqlx::query("insert into hosts (host_id, owner_id, name, public_key, report_interval_s) values ($1, $2, 'h', $3, 10)")
-            .bind(host_id)
-            .bind(owner.user_id)
-            .bind(host_id.as_bytes().repeat(2))
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        sqlx::query(
+            "insert into hosts (host_id, owner_id, name, public_key, report_interval_s) values ($1, $2, 'h', $3, 10)",
+        )
+        .bind(host_id)
+        .bind(owner.user_id)
+        .bind(host_id.as_bytes().repeat(2))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
         for (index, class) in [(0, "H100-80GB"), (1, "H100-80GB"), (2, "L4-24GB")] {
             sqlx::query(
                 "insert into host_gpus (gpu_uuid, host_id, gpu_index, name, class, memory_total_mib)

@@ -48,9 +48,13 @@ const TALLY_FLUSH_IDLE_MS: u64 = 1000;
 /// What happened to an accepted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportOutcome {
-    Accepted { seq: u64 },
+    Accepted {
+        seq: u64,
+    },
     /// The same bytes as the last accepted report: nothing changed.
-    Duplicate { seq: u64 },
+    Duplicate {
+        seq: u64,
+    },
 }
 
 type Reply = oneshot::Sender<Result<ReportOutcome, ApiError>>;
@@ -443,7 +447,10 @@ fn judge(
     }
     let ahead_s = (report.sent_at - now).num_seconds();
     if ahead_s > skew_s {
-        return Err((Refusal::SentAtFuture, format!("sent_at is {ahead_s} s ahead of the server clock (window {skew_s} s)")));
+        return Err((
+            Refusal::SentAtFuture,
+            format!("sent_at is {ahead_s} s ahead of the server clock (window {skew_s} s)"),
+        ));
     }
     if -ahead_s > skew_s {
         return Err((Refusal::SentAtStale, format!("sent_at is {} s old (window {skew_s} s)", -ahead_s)));

@@ -57,16 +57,13 @@ pub(crate) async fn post_report(
         refusal.into_error(detail)
     };
     let too_large = || format!("a report body is at most {REPORT_BODY_BYTES_MAX} bytes");
-    let declared_len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared_len =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|len| len > REPORT_BODY_BYTES_MAX as u64) {
         return Err(refuse(Refusal::TooLarge, too_large()));
     }
-    let bytes = axum::body::to_bytes(body, REPORT_BODY_BYTES_MAX)
-        .await
-        .map_err(|_| refuse(Refusal::TooLarge, too_large()))?;
+    let bytes =
+        axum::body::to_bytes(body, REPORT_BODY_BYTES_MAX).await.map_err(|_| refuse(Refusal::TooLarge, too_large()))?;
     let envelope: SignedEnvelope = serde_json::from_slice(&bytes)
         .map_err(|err| refuse(Refusal::InvalidEnvelope, format!("expected {{\"payload\", \"signature\"}}: {err}")))?;
     let decoded = envelope.decode().map_err(|err| match err {

@@ -194,7 +194,8 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
 /// One host's full view, whoever owns it (callers check ownership).
 pub(crate) async fn load_host_view(conn: &mut sqlx::PgConnection, host_id: Uuid) -> Result<Option<HostView>, ApiError> {
     let sql = format!("{} where h.host_id = $1", host_select());
-    let row: Option<HostRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_optional(&mut *conn).await?;
+    let row: Option<HostRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_optional(&mut *conn).await?;
     let Some(row) = row else { return Ok(None) };
     Ok(load_views(conn, vec![row]).await?.pop())
 }
@@ -203,7 +204,8 @@ pub(crate) async fn load_host_view(conn: &mut sqlx::PgConnection, host_id: Uuid)
 /// so nobody learns which host ids exist.
 async fn owned_host(conn: &mut sqlx::PgConnection, auth: &AuthUser, host_id: Uuid) -> Result<HostRow, ApiError> {
     let sql = format!("{} where h.host_id = $1", host_select());
-    let row: Option<HostRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_optional(&mut *conn).await?;
+    let row: Option<HostRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_optional(&mut *conn).await?;
     match row {
         Some(row) if row.owner_id == auth.user_id || auth.has(Role::Operator) => Ok(row),
         _ => Err(ApiError::not_found("host")),
@@ -241,7 +243,9 @@ pub(crate) async fn list_hosts(
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = query.limit.unwrap_or(HOST_PAGE_DEFAULT);
     if !(1..=HOST_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be 1 to 100").with_field("limit"));
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be 1 to 100").with_field("limit")
+        );
     }
     let mut conn = state.pool.acquire().await?;
     let sql = format!(

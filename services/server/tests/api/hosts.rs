@@ -305,18 +305,30 @@ async fn every_report_refusal_has_its_code_and_is_counted(pool: sqlx::PgPool) {
     // sent_at outside the skew window (120 s), both ways.
     let mut future = report(&host, 2, 7_000);
     future.sent_at = Utc::now() + Duration::seconds(600);
-    assert_problem(send(&app, url_id, &seal(&host.key, &future)).await, StatusCode::UNPROCESSABLE_ENTITY, "sent_at_future")
-        .await;
+    assert_problem(
+        send(&app, url_id, &seal(&host.key, &future)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "sent_at_future",
+    )
+    .await;
     let mut stale = report(&host, 2, 7_000);
     stale.sent_at = Utc::now() - Duration::seconds(600);
-    assert_problem(send(&app, url_id, &seal(&host.key, &stale)).await, StatusCode::UNPROCESSABLE_ENTITY, "sent_at_stale")
-        .await;
+    assert_problem(
+        send(&app, url_id, &seal(&host.key, &stale)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "sent_at_stale",
+    )
+    .await;
 
     // A GPU registered to another host.
     let mut foreign = report(&host, 2, 7_000);
     foreign.gpus[1].uuid = other.gpus[0].0.clone();
-    assert_problem(send(&app, url_id, &seal(&host.key, &foreign)).await, StatusCode::UNPROCESSABLE_ENTITY, "foreign_gpu")
-        .await;
+    assert_problem(
+        send(&app, url_id, &seal(&host.key, &foreign)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "foreign_gpu",
+    )
+    .await;
 
     // Energy counter going backwards.
     let backwards = report(&host, 2, 5_999);
@@ -352,7 +364,11 @@ async fn every_report_refusal_has_its_code_and_is_counted(pool: sqlx::PgPool) {
     assert_problem(res, StatusCode::NOT_FOUND, "unknown_host").await;
 
     // A disabled host is refused.
-    sqlx::query("update hosts set status = 'disabled' where host_id = $1").bind(other.host_id).execute(&app.pool).await.unwrap();
+    sqlx::query("update hosts set status = 'disabled' where host_id = $1")
+        .bind(other.host_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let res = send(&app, other.host_id, &seal(&other.key, &report(&other, 0, 1))).await;
     assert_problem(res, StatusCode::FORBIDDEN, "host_inactive").await;
 
