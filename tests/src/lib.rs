@@ -1,102 +1,125 @@
-//! Harness for end-to-end tests: builds the real binaries once, gives each test its own
-//! fresh database on the `DATABASE_URL` server, and starts `capex-server` and
-//! `capex-agent` as processes on free ports.
+//! Harness for end-to-end tests: starts the real binaries as processes against a real
+//! Postgres, each test with its own database and ports.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
-use tokio::process::{Child, Command};
-use uuid::Uuid;
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-pub const JWT_SECRET: &str = "e2e-secret-e2e-secret-e2e-secret-e2e!";
-
-/// The folder that holds the workspace's binaries (target/debug), built once per run.
-pub fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "capex-server", "-p", "capex-agent", "--bins"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the binaries failed");
-        // This test executable lives in target/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
-    })
+/// Where cargo put the workspace's binaries (`target/debug`), found from the test binary
+/// itself (`target/debug/deps/<test>`), so a custom CARGO_TARGET_DIR works too.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").to_path_buf()
 }
 
-pub fn bin(name: &str) -> PathBuf {
-    bin_dir().join(name)
+/// Path of a workspace binary; run `cargo build --workspace --bins` before the tests.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    path
 }
 
-/// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-/// A fresh, empty database; the server migrates it when it starts.
-pub async fn fresh_database() -> anyhow::Result<String> {
-    let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-    let name = format!("capex_e2e_{}", Uuid::new_v4().simple());
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut conn).await?;
-    let base = admin_url.rsplit_once('/').map(|(base, _)| base).context("DATABASE_URL has a database part")?;
+/// The server that `DATABASE_URL` points at (the tests' Postgres).
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty database for one test and returns its URL.
+pub fn fresh_database_url() -> anyhow::Result<String> {
+    let admin = admin_database_url();
+    let name = format!("capex_e2e_{}", uuid::Uuid::now_v7().simple());
+    let status = Command::new("psql")
+        .arg(&admin)
+        .args(["-qtAc", &format!("create database {name}")])
+        .status()
+        .context("running psql")?;
+    if !status.success() {
+        bail!("could not create database {name}");
+    }
+    let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap_or(admin);
     Ok(format!("{base}/{name}"))
 }
 
-/// A running `capex-server`. Killed when dropped.
-pub struct Server {
+/// A running `capex-server`, killed when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    pub base_url: String,
     pub port: u16,
-    pub database_url: String,
-    child: Child,
 }
 
-impl Server {
-    pub async fn start(database_url: &str, port: u16) -> anyhow::Result<Server> {
-        let child = Command::new(bin("capex-server"))
-            .env("DATABASE_URL", database_url)
+pub const JWT_SECRET_FOR_TESTS: &str = "e2e-secret-e2e-secret-e2e-secret-e2e";
+pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl ServerProcess {
+    /// Starts the server on a free port with the given environment; waits for /healthz.
+    pub async fn start(env: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
+        let port = free_port();
+        Self::start_on(port, env).await
+    }
+
+    pub async fn start_on(port: u16, env: &[(&str, &str)]) -> anyhow::Result<ServerProcess> {
+        let mut cmd = Command::new(binary("capex-server"));
+        cmd.env_remove("DATABASE_URL")
             .env("CAPEX_BIND", format!("127.0.0.1:{port}"))
-            .env("CAPEX_JWT_SECRET", JWT_SECRET)
-            .env("CAPEX_WEB_DIR", "/nonexistent")
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting capex-server")?;
-        let server = Server { port, database_url: database_url.to_string(), child };
-        server.wait_healthy().await?;
+            .env("CAPEX_JWT_SECRET", JWT_SECRET_FOR_TESTS)
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null());
+        if std::env::var_os("TEST_LOG").is_none() {
+            cmd.stdout(Stdio::null());
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = cmd.spawn().context("starting capex-server")?;
+        let mut server = ServerProcess { child, base_url: format!("http://127.0.0.1:{port}"), port };
+        server.wait_healthy(SERVER_READY_TIMEOUT).await?;
         Ok(server)
     }
 
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_healthy(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
-        while Instant::now() < deadline {
-            if let Ok(res) = client.get(format!("{}/healthz", self.url())).send().await
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("capex-server exited early with {status}");
+            }
+            if let Ok(res) = client.get(format!("{}/healthz", self.base_url)).send().await
                 && res.status().is_success()
             {
                 return Ok(());
             }
+            if Instant::now() > deadline {
+                bail!("capex-server did not become healthy within {timeout:?}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("capex-server did not become healthy on port {}", self.port)
     }
 
-    /// Stops the server at once (SIGKILL), as a crash or network loss would.
-    pub async fn kill(mut self) -> anyhow::Result<()> {
-        self.child.kill().await?;
-        Ok(())
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -111,17 +134,17 @@ impl ApiUser {
     /// Registers a provider and logs in.
     pub async fn provider(base: &str) -> anyhow::Result<ApiUser> {
         let client = reqwest::Client::new();
-        let email = format!("{}@example.test", Uuid::now_v7().simple());
+        let email = format!("{}@example.test", uuid::Uuid::now_v7().simple());
         let password = "correct horse battery";
         let res = client
             .post(format!("{base}/api/v1/auth/register"))
-            .json(&json!({"email": email, "password": password, "roles": ["provider"]}))
+            .json(&serde_json::json!({"email": email, "password": password, "roles": ["provider"]}))
             .send()
             .await?;
         anyhow::ensure!(res.status().is_success(), "register: {}", res.text().await?);
-        let login: Value = client
+        let login: serde_json::Value = client
             .post(format!("{base}/api/v1/auth/login"))
-            .json(&json!({"email": email, "password": password}))
+            .json(&serde_json::json!({"email": email, "password": password}))
             .send()
             .await?
             .json()
@@ -131,11 +154,11 @@ impl ApiUser {
     }
 
     pub async fn api_key(&self) -> anyhow::Result<String> {
-        let res: Value = self
+        let res: serde_json::Value = self
             .client
             .post(format!("{}/api/v1/auth/api-keys", self.base))
             .bearer_auth(&self.token)
-            .json(&json!({"name": "agent"}))
+            .json(&serde_json::json!({"name": "agent"}))
             .send()
             .await?
             .json()
@@ -143,69 +166,63 @@ impl ApiUser {
         Ok(res["key"].as_str().context("key")?.to_string())
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let res = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?;
         anyhow::ensure!(res.status().is_success(), "GET {path}: {}", res.status());
         Ok(res.json().await?)
     }
 }
 
-/// Runs `capex-agent` to completion with the given arguments.
-pub async fn agent_command(state_dir: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    Ok(Command::new(bin("capex-agent"))
+fn agent_log_filter() -> String {
+    std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into())
+}
+
+/// Runs `capex-agent --state-dir DIR ARGS...` to completion.
+pub async fn agent_command(state_dir: &std::path::Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(tokio::process::Command::new(binary("capex-agent"))
         .arg("--state-dir")
         .arg(state_dir)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", agent_log_filter())
         .env_remove("CAPEX_AGENT_CONFIG")
         .output()
         .await?)
 }
 
-/// A running `capex-agent run`. Killed when dropped.
-pub struct Agent {
-    pub state_dir: PathBuf,
-    child: Child,
+/// A running `capex-agent run` on the simulated backend, 1 s interval. Killed when dropped.
+pub struct AgentProcess {
+    child: tokio::process::Child,
 }
 
-impl Agent {
-    /// `init` + `register` on the simulated backend with these GPU models.
-    pub async fn setup(state_dir: &Path, exchange: &str, api_key: &str, gpus: &str) -> anyhow::Result<String> {
+impl AgentProcess {
+    /// `init` + `register` on the simulated backend with these GPU models; returns the host id.
+    pub async fn setup(
+        state_dir: &std::path::Path,
+        exchange: &str,
+        api_key: &str,
+        gpus: &str,
+    ) -> anyhow::Result<String> {
         let out = agent_command(state_dir, &["init"]).await?;
         anyhow::ensure!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
-        let out = agent_command(
-            state_dir,
-            &[
-                "--backend",
-                "simulated",
-                "--sim-gpus",
-                gpus,
-                "--interval-s",
-                "1",
-                "register",
-                "--exchange",
-                exchange,
-                "--api-key",
-                api_key,
-            ],
-        )
-        .await?;
+        let args = ["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "register"];
+        let out =
+            agent_command(state_dir, &[&args[..], &["--exchange", exchange, "--api-key", api_key]].concat()).await?;
         anyhow::ensure!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
         Ok(String::from_utf8(out.stdout)?.trim().to_string())
     }
 
-    pub fn start(state_dir: &Path, gpus: &str, exchange: &str) -> anyhow::Result<Agent> {
-        let child = Command::new(bin("capex-agent"))
+    pub fn start(state_dir: &std::path::Path, gpus: &str, exchange: &str) -> anyhow::Result<AgentProcess> {
+        let child = tokio::process::Command::new(binary("capex-agent"))
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "--backoff-max-s", "1"])
             .args(["--request-timeout-s", "2", "run", "--exchange", exchange])
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
+            .env("RUST_LOG", agent_log_filter())
             .env_remove("CAPEX_AGENT_CONFIG")
             .kill_on_drop(true)
             .spawn()
             .context("starting capex-agent")?;
-        Ok(Agent { state_dir: state_dir.to_path_buf(), child })
+        Ok(AgentProcess { child })
     }
 
     /// Stops the agent at once (SIGKILL), as a crash or power loss would.
@@ -214,8 +231,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Sequence numbers waiting in the spool.
-    pub fn spooled(state_dir: &Path) -> Vec<u64> {
+    /// Sequence numbers waiting in the spool of the agent at `state_dir`.
+    pub fn spooled(state_dir: &std::path::Path) -> Vec<u64> {
         let mut seqs: Vec<u64> = std::fs::read_dir(state_dir.join("spool"))
             .map(|dir| {
                 dir.filter_map(|e| e.ok())
@@ -227,8 +244,8 @@ impl Agent {
         seqs
     }
 
-    /// The next sequence number the agent will use.
-    pub fn next_seq(state_dir: &Path) -> u64 {
+    /// The next sequence number the agent at `state_dir` will use.
+    pub fn next_seq(state_dir: &std::path::Path) -> u64 {
         std::fs::read_to_string(state_dir.join("seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod feed;
 pub mod hosts;
 pub mod idempotency;
 pub mod openapi;

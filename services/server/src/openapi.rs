@@ -14,7 +14,7 @@ use crate::{auth, error, hosts, operator, wallet};
         operator::mint, operator::invariants, operator::users, operator::fees,
         hosts::register::register_host, hosts::views::list_hosts, hosts::views::get_host,
         hosts::reports::post_report, hosts::views::get_telemetry, hosts::capacity::get_capacity,
-        crate::startup::healthz,
+        crate::startup::healthz, crate::feed::stream,
     ),
     components(schemas(error::Problem)),
     modifiers(&BearerAuth),
@@ -23,6 +23,7 @@ use crate::{auth, error, hosts, operator, wallet};
         (name = "wallet", description = "Balances, ledger history, transfers"),
         (name = "operator", description = "Minting, invariants, oversight"),
         (name = "hosts", description = "Provider hosts, signed reports, telemetry, capacity"),
+        (name = "feed", description = "Live Server-Sent Events"),
         (name = "system", description = "Health"),
     )
 )]

@@ -68,6 +68,7 @@ impl Application {
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
             config: Arc::new(config.clone()),
             reports: crate::hosts::ReportIngest::start(pool.clone(), config.report_skew_s),
+            feed: crate::feed::Feed::default(),
         };
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .merge(wallet::router())
         .merge(operator::router())
         .merge(hosts::router())
+        .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))

@@ -4,6 +4,7 @@ use sqlx::PgPool;
 
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::hosts::ReportIngest;
 
 /// Everything a handler needs, cheap to clone.
@@ -14,4 +15,5 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Queue into the report ingester (verifies and stores signed reports in batches).
     pub reports: ReportIngest,
+    pub feed: Feed,
 }

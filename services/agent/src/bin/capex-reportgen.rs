@@ -35,6 +35,9 @@ struct Args {
     gpus_per_host: usize,
 }
 
+/// One prepared request: the host and the JSON envelope bytes.
+type SignedReport = (Uuid, Vec<u8>);
+
 struct Host {
     host_id: Uuid,
     key: SigningKey,
@@ -103,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let per_host = args.reports / args.hosts;
     let started = Instant::now();
     let now = Utc::now();
-    let mut bodies: Vec<Vec<(Uuid, Vec<u8>)>> = Vec::with_capacity(hosts.len());
+    let mut bodies: Vec<Vec<SignedReport>> = Vec::with_capacity(hosts.len());
     let mut verify_sample: Vec<(VerifyingKey, Vec<u8>, Signature)> = Vec::new();
     for host in &hosts {
         let mut list = Vec::with_capacity(per_host);
@@ -158,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
     let batch_rate = verify_sample.len() as f64 / started.elapsed().as_secs_f64();
 
     // Fire: each client owns some hosts and sends their reports in sequence order.
-    let mut lanes: Vec<Vec<Vec<(Uuid, Vec<u8>)>>> = (0..args.concurrency).map(|_| Vec::new()).collect();
+    let mut lanes: Vec<Vec<Vec<SignedReport>>> = (0..args.concurrency).map(|_| Vec::new()).collect();
     for (i, list) in bodies.into_iter().enumerate() {
         lanes[i % args.concurrency].push(list);
     }
@@ -171,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
             let rounds = lane.iter().map(Vec::len).max().unwrap_or(0);
-            let mut lane: Vec<std::vec::IntoIter<(Uuid, Vec<u8>)>> = lane.into_iter().map(Vec::into_iter).collect();
+            let mut lane: Vec<std::vec::IntoIter<SignedReport>> = lane.into_iter().map(Vec::into_iter).collect();
             for _ in 0..rounds {
                 for reports in lane.iter_mut() {
                     let Some((host_id, body)) = reports.next() else { continue };

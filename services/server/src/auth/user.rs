@@ -103,11 +103,18 @@ pub async fn create_user(
     Ok(user)
 }
 
+#[derive(sqlx::FromRow)]
+struct UserWithHash {
+    #[sqlx(flatten)]
+    user: UserView,
+    password_hash: String,
+}
+
 pub async fn find_user_by_email(conn: &mut PgConnection, email: &str) -> Result<Option<(UserView, String)>, ApiError> {
-    let row: Option<(Uuid, String, Vec<String>, DateTime<Utc>, String)> =
+    let row: Option<UserWithHash> =
         sqlx::query_as("select user_id, email, roles, created_at, password_hash from users where email = $1")
             .bind(email)
             .fetch_optional(&mut *conn)
             .await?;
-    Ok(row.map(|(user_id, email, roles, created_at, hash)| (UserView { user_id, email, roles, created_at }, hash)))
+    Ok(row.map(|r| (r.user, r.password_hash)))
 }

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 pub use capacity::{Capacity, ClassCapacity, LIVENESS_INTERVALS};
 pub use ingest::ReportIngest;
 pub use reports::{REPORT_BODY_BYTES_MAX, ReportReceipt};
-pub use views::{GpuView, HostPage, HostView, ReportCounts, Telemetry};
+pub use views::{GpuView, HostPage, HostView, Telemetry};
 
 pub fn router() -> Router<crate::AppState> {
     Router::new()

@@ -38,7 +38,12 @@ pub struct HostView {
     /// Sequence number of the last accepted report (absent before the first).
     pub last_seq: Option<i64>,
     pub gpus: Vec<GpuView>,
-    pub report_counts: ReportCounts,
+    /// Reports accepted so far.
+    pub reports_accepted: i64,
+    /// Harmless repeats of the last accepted report.
+    pub reports_duplicate: i64,
+    /// Refused reports by code (`invalid_signature`, `replayed_sequence`, ...).
+    pub reports_refused: BTreeMap<String, i64>,
 }
 
 /// One GPU and what the latest valid report said about it.
@@ -53,6 +58,8 @@ pub struct GpuView {
     pub pci_bus_id: Option<String>,
     /// In the latest valid report of a live host.
     pub attested: bool,
+    /// The latest report shows a compute process on it (a lease's or a foreign one).
+    pub busy: bool,
     pub utilization_pct: Option<i32>,
     pub memory_used_mib: Option<i64>,
     pub power_w: Option<f64>,
@@ -62,15 +69,6 @@ pub struct GpuView {
     pub processes: i32,
     pub foreign_processes: i32,
     pub last_seen_at: Option<DateTime<Utc>>,
-}
-
-/// Report health: accepted reports, harmless repeats, and refusals by code.
-#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ReportCounts {
-    pub accepted: i64,
-    pub duplicate: i64,
-    pub refused_total: i64,
-    pub refused: BTreeMap<String, i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -150,6 +148,7 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                     memory_total_mib: g.memory_total_mib,
                     pci_bus_id: g.pci_bus_id.clone(),
                     attested: h.live && g.in_latest,
+                    busy: g.processes > 0,
                     utilization_pct: g.utilization_pct,
                     memory_used_mib: g.memory_used_mib,
                     power_w: g.power_mw.map(|mw| mw as f64 / 1000.0),
@@ -160,14 +159,14 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                     last_seen_at: g.last_seen_at,
                 })
                 .collect();
-            let mut report_counts = ReportCounts::default();
+            let (mut reports_accepted, mut reports_duplicate) = (0, 0);
+            let mut reports_refused = BTreeMap::new();
             for (_, code, n) in counts.iter().filter(|c| c.0 == h.host_id) {
                 match code.as_str() {
-                    "accepted" => report_counts.accepted = *n,
-                    "duplicate" => report_counts.duplicate = *n,
+                    "accepted" => reports_accepted = *n,
+                    "duplicate" => reports_duplicate = *n,
                     _ => {
-                        report_counts.refused_total += n;
-                        report_counts.refused.insert(code.clone(), *n);
+                        reports_refused.insert(code.clone(), *n);
                     }
                 }
             }
@@ -184,7 +183,9 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                 last_report_at: h.last_report_at,
                 last_seq: (h.last_seq >= 0).then_some(h.last_seq),
                 gpus,
-                report_counts,
+                reports_accepted,
+                reports_duplicate,
+                reports_refused,
             }
         })
         .collect();
@@ -302,14 +303,15 @@ pub struct TelemetryPoint {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GpuSeries {
-    pub gpu_uuid: String,
-    pub points: Vec<TelemetryPoint>,
+    pub uuid: String,
+    pub samples: Vec<TelemetryPoint>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Telemetry {
     pub host_id: Uuid,
-    pub items: Vec<GpuSeries>,
+    /// One series per GPU, by UUID.
+    pub gpus: Vec<GpuSeries>,
     /// Pass as `since` to read on when the page was full; absent when all was read.
     pub next_since: Option<DateTime<Utc>>,
 }
@@ -364,6 +366,6 @@ pub(crate) async fn get_telemetry(
             });
         }
     }
-    let items = series.into_iter().map(|(gpu_uuid, points)| GpuSeries { gpu_uuid, points }).collect();
-    Ok(Json(Telemetry { host_id, items, next_since }))
+    let gpus = series.into_iter().map(|(uuid, samples)| GpuSeries { uuid, samples }).collect();
+    Ok(Json(Telemetry { host_id, gpus, next_since }))
 }

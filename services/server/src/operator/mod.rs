@@ -97,7 +97,9 @@ pub async fn mint_credits(
         at: transfer.created_at,
     };
     let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    idempotency::commit(&state.pool, tx, operator, key, hash, StatusCode::CREATED, body).await
+    let response = idempotency::commit(&state.pool, tx, operator, key, hash, StatusCode::CREATED, body.clone()).await?;
+    state.feed.private("wallet", user_id, body);
+    Ok(response)
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

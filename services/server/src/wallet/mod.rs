@@ -225,5 +225,10 @@ pub(crate) async fn create_transfer(
         at: transfer.created_at,
     };
     let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    idempotency::commit(&state.pool, tx, auth.user_id, key.as_ref(), &hash, StatusCode::CREATED, body).await
+    let response =
+        idempotency::commit(&state.pool, tx, auth.user_id, key.as_ref(), &hash, StatusCode::CREATED, body.clone())
+            .await?;
+    state.feed.private("wallet", auth.user_id, body.clone());
+    state.feed.private("wallet", req.to_user, body);
+    Ok(response)
 }

@@ -140,7 +140,8 @@ async fn registered_host_reports_and_shows_up_in_views_and_capacity(pool: sqlx::
     let view = app.get_json(&format!("/api/v1/hosts/{}", host.host_id), &user.token).await;
     assert_eq!(view["live"], true);
     assert_eq!(view["last_seq"], 1);
-    assert_eq!(view["report_counts"]["accepted"], 2);
+    assert_eq!(view["reports_accepted"], 2);
+    assert_eq!(view["gpus"][1]["busy"], false, "the second report shows no process");
     assert_eq!(view["gpus"][0]["attested"], true);
     assert_eq!(view["gpus"][0]["energy_mj"], 2_000);
     assert_eq!(view["gpus"][0]["power_w"], 70.0);
@@ -163,13 +164,13 @@ async fn registered_host_reports_and_shows_up_in_views_and_capacity(pool: sqlx::
 
     let since = (Utc::now() - Duration::minutes(5)).format("%Y-%m-%dT%H:%M:%SZ");
     let telemetry = app.get_json(&format!("/api/v1/hosts/{}/telemetry?since={since}", host.host_id), &user.token).await;
-    let items = telemetry["items"].as_array().unwrap();
-    assert_eq!(items.len(), 3);
-    let busy = items.iter().find(|s| s["gpu_uuid"] == host.gpus[1].0.as_str()).unwrap();
-    assert_eq!(busy["points"].as_array().unwrap().len(), 2);
-    assert_eq!(busy["points"][0]["utilization_pct"], 80);
-    assert_eq!(busy["points"][0]["power_w"], 70.0);
-    assert!(busy["points"][0]["at"].is_string());
+    let series = telemetry["gpus"].as_array().unwrap();
+    assert_eq!(series.len(), 3);
+    let busy = series.iter().find(|s| s["uuid"] == host.gpus[1].0.as_str()).unwrap();
+    assert_eq!(busy["samples"].as_array().unwrap().len(), 2);
+    assert_eq!(busy["samples"][0]["utilization_pct"], 80);
+    assert_eq!(busy["samples"][0]["power_w"], 70.0);
+    assert!(busy["samples"][0]["at"].is_string());
 
     // Nobody else sees the host.
     let stranger = provider(&app).await;
@@ -377,10 +378,10 @@ async fn every_report_refusal_has_its_code_and_is_counted(pool: sqlx::PgPool) {
 
     // Report health per host, by code.
     let view = app.get_json(&format!("/api/v1/hosts/{}", host.host_id), &user.token).await;
-    let counts = &view["report_counts"];
-    assert_eq!(counts["accepted"], 3, "{counts}");
-    assert_eq!(counts["duplicate"], 1, "{counts}");
-    let refused = &counts["refused"];
+    let counts = &view;
+    assert_eq!(view["reports_accepted"], 3);
+    assert_eq!(view["reports_duplicate"], 1);
+    let refused = &view["reports_refused"];
     assert_eq!(refused["invalid_signature"], 3, "{counts}");
     assert_eq!(refused["invalid_payload"], 2, "{counts}");
     for code in [

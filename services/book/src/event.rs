@@ -1,0 +1,141 @@
+//! What goes into the book and what comes out.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Ask, Bid, HostId, OrderId, Price, UserId};
+
+/// One input to [`crate::Book::apply`]. Every command carries the caller's clock.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    PlaceBid {
+        at_ms: i64,
+        bid: Bid,
+    },
+    PlaceAsk {
+        at_ms: i64,
+        ask: Ask,
+    },
+    /// Withdraw a resting order; only its owner may.
+    Cancel {
+        at_ms: i64,
+        order_id: OrderId,
+        owner: UserId,
+    },
+    /// Change a resting order's price and/or size (for an ask, its total size, sold GPUs
+    /// included). A price change or a size increase loses time priority; a size decrease
+    /// keeps it. The amended order is then matched as if it were incoming.
+    Amend {
+        at_ms: i64,
+        order_id: OrderId,
+        owner: UserId,
+        new_price: Option<Price>,
+        new_gpus: Option<u32>,
+    },
+    /// Only lets time pass: expires asks whose `available_until_ms <= at_ms`.
+    Tick {
+        at_ms: i64,
+    },
+}
+
+impl Command {
+    /// The caller's clock for this command, unix ms.
+    pub fn at_ms(&self) -> i64 {
+        match *self {
+            Command::PlaceBid { at_ms, .. }
+            | Command::PlaceAsk { at_ms, .. }
+            | Command::Cancel { at_ms, .. }
+            | Command::Amend { at_ms, .. }
+            | Command::Tick { at_ms } => at_ms,
+        }
+    }
+}
+
+/// One output of [`crate::Book::apply`]. The events of one command are in the order
+/// things happened: expiries first, then acceptance or rejection, trades, and last the
+/// cancellation of an IOC order's leftover.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A new order passed validation; trades (and, for IOC, a cancellation) may follow.
+    Accepted { order_id: OrderId },
+    /// The command changed nothing in the book.
+    Rejected { order_id: OrderId, reason: RejectReason },
+    /// `gpus` GPUs of `host` go to the buyer for up to `duration_ms` at `price` per
+    /// GPU-hour (always the resting order's price). The bid is now fully filled.
+    Trade {
+        bid_id: OrderId,
+        ask_id: OrderId,
+        buyer: UserId,
+        seller: UserId,
+        host: HostId,
+        gpus: u32,
+        price: Price,
+        duration_ms: i64,
+        at_ms: i64,
+    },
+    /// The order left the book (or, for IOC, never entered it) by cancellation;
+    /// `gpus_released` were still unsold (a bid's whole size).
+    Cancelled { order_id: OrderId, gpus_released: u32 },
+    /// An ask reached its `available_until_ms` and left the book with `gpus_released`
+    /// unsold.
+    Expired { order_id: OrderId, gpus_released: u32 },
+    /// A resting order now has this price and total size (`gpus`), of which
+    /// `remaining_gpus` are unsold. Trades may follow.
+    Amended { order_id: OrderId, price: Price, gpus: u32, remaining_gpus: u32 },
+}
+
+/// Why a command was refused. Each is a business outcome, not an error of the engine.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// An order (or amendment) for zero GPUs.
+    ZeroGpus,
+    /// More than [`crate::GPUS_PER_ORDER_MAX`] GPUs.
+    TooManyGpus,
+    /// A price of zero (prices cannot be negative).
+    ZeroOrNegativePrice,
+    /// A bid whose duration is zero or negative.
+    NonPositiveDuration,
+    /// A bid longer than [`crate::DURATION_MS_MAX`].
+    DurationTooLong,
+    /// An ask whose `available_until_ms` is not after the command's time.
+    AlreadyExpired,
+    /// An order with the id of an order already resting in this book.
+    DuplicateOrderId,
+    /// The book already holds its maximum number of resting orders.
+    BookFull,
+    /// Cancel or amend of an order that is not resting (never placed, filled, cancelled
+    /// or expired).
+    UnknownOrder,
+    /// Cancel or amend by someone other than the order's owner.
+    NotOwner,
+    /// An amendment with neither a new price nor a new size.
+    NothingToAmend,
+    /// An ask amended to a size not above the GPUs it has already sold.
+    GpusBelowFilled,
+    /// [`crate::Book::restore`] only: an order with the same side, price and `seq` (or an
+    /// ask with the same `available_until_ms` and `seq`) already rests.
+    SequenceTaken,
+}
+
+/// Why a resting bid has not traded, for the UI. See [`crate::Book::why_unfilled`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum UnfilledReason {
+    /// There are no asks in this market.
+    NoAsks,
+    /// Every ask in this market belongs to the bidder (self-trades are skipped).
+    OnlyOwnAsks,
+    /// The bid's limit is below the cheapest ask of other owners.
+    PriceBelowBestAsk { best_ask: Price },
+    /// No ask of other owners has the bid's GPU count free on one host; the most any
+    /// offers is `largest_free`.
+    NoHostWithEnoughGpus { largest_free: u32 },
+    /// No ask of other owners is available for the bid's whole duration; the longest any
+    /// offers from now is `longest_available_ms`.
+    NoAskLongEnough { longest_available_ms: i64 },
+    /// Asks of other owners are cheap enough, large enough and long enough, but no single
+    /// ask is all three.
+    NoSingleAskFits,
+}

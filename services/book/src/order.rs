@@ -1,0 +1,102 @@
+//! Orders as placed, and orders as they rest in the book.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{HostId, OrderId, Price, UserId};
+
+/// Time in force.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tif {
+    /// Good till cancelled: whatever does not trade at once rests in the book.
+    Gtc,
+    /// Immediate or cancel: whatever does not trade at once is cancelled, never rests.
+    Ioc,
+}
+
+/// A buyer's order: `gpus` GPUs on one host for up to `duration_ms`, at most `price` per
+/// GPU-hour. All or nothing: it trades once, for all its GPUs, with one ask.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Bid {
+    pub id: OrderId,
+    pub owner: UserId,
+    pub gpus: u32,
+    /// The longest the buyer may hold the GPUs (the caller converts hours to ms).
+    pub duration_ms: i64,
+    /// Limit: the most the buyer pays per GPU-hour.
+    pub price: Price,
+    pub tif: Tif,
+}
+
+/// A provider's order: `gpus` GPUs of `host`, free until `available_until_ms`, at least
+/// `price` per GPU-hour. May fill several bids while it has GPUs left.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Ask {
+    pub id: OrderId,
+    pub owner: UserId,
+    pub host: HostId,
+    pub gpus: u32,
+    /// Unix ms after which the GPUs are no longer offered; the ask expires at this instant.
+    pub available_until_ms: i64,
+    /// Limit: the least the provider accepts per GPU-hour.
+    pub price: Price,
+    pub tif: Tif,
+}
+
+/// A bid resting in the book (bids never rest partly filled).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RestingBid {
+    pub id: OrderId,
+    /// Time priority within the book: lower is earlier. Unique within a book; store it to
+    /// give [`crate::Book::restore`] back.
+    pub seq: u64,
+    pub owner: UserId,
+    pub gpus: u32,
+    pub duration_ms: i64,
+    pub price: Price,
+}
+
+/// An ask resting in the book. `remaining_gpus` is in `1..=gpus`; `gpus - remaining_gpus`
+/// have been sold.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RestingAsk {
+    pub id: OrderId,
+    /// Time priority within the book: lower is earlier. Unique within a book; store it to
+    /// give [`crate::Book::restore`] back.
+    pub seq: u64,
+    pub owner: UserId,
+    pub host: HostId,
+    /// The ask's size as placed or last amended.
+    pub gpus: u32,
+    /// GPUs still offered.
+    pub remaining_gpus: u32,
+    pub available_until_ms: i64,
+    pub price: Price,
+}
+
+/// An order resting in the book, as [`crate::Book::order`] reports it and
+/// [`crate::Book::restore`] takes it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "side", rename_all = "snake_case")]
+pub enum RestingOrder {
+    Bid(RestingBid),
+    Ask(RestingAsk),
+}
+
+impl RestingOrder {
+    /// The order's id.
+    pub fn id(&self) -> OrderId {
+        match self {
+            RestingOrder::Bid(bid) => bid.id,
+            RestingOrder::Ask(ask) => ask.id,
+        }
+    }
+
+    /// The order's time priority.
+    pub fn seq(&self) -> u64 {
+        match self {
+            RestingOrder::Bid(bid) => bid.seq,
+            RestingOrder::Ask(ask) => ask.seq,
+        }
+    }
+}

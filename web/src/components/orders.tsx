@@ -1,0 +1,117 @@
+import { Fragment } from 'preact';
+import { useState } from 'preact/hooks';
+import { api } from '../api';
+import { microToDecimalString, tryParseMicro } from '../money';
+import { href } from '../router';
+import type { Order } from '../types';
+import { Amount, ErrorBox, StatusBadge, fmtClock, shortId } from './ui';
+
+/** The canonical text of a price for test ids and comparisons: "1.50" -> "1.5". */
+export function priceKey(price: string): string {
+  const micro = tryParseMicro(price);
+  return micro === null ? price : microToDecimalString(micro);
+}
+
+/** Orders with a cancel button; shared by the market page and My orders. */
+export function OrderTable(props: { orders: Order[]; onChanged: () => void; showReasons?: boolean; showClass?: boolean }) {
+  const [cancelError, setCancelError] = useState<unknown>(null);
+  const [cancelling, setCancelling] = useState<string | null>(null);
+  const cancel = async (id: string) => {
+    setCancelError(null);
+    setCancelling(id);
+    try {
+      await api.cancelOrder(id);
+    } catch (err) {
+      setCancelError(err);
+    } finally {
+      setCancelling(null);
+      props.onChanged();
+    }
+  };
+  return (
+    <>
+      <ErrorBox error={cancelError} testid="cancel-error" />
+      <table class="grid dense" data-testid="orders-table">
+        <thead>
+          <tr>
+            <th>Order</th>
+            {props.showClass && <th>Market</th>}
+            <th>Side</th>
+            <th class="r">Price</th>
+            <th class="r">GPUs left</th>
+            <th class="r">Hours / until</th>
+            <th class="r">Escrow</th>
+            <th>TIF</th>
+            <th>Status</th>
+            <th>Placed</th>
+            <th />
+          </tr>
+        </thead>
+        <tbody>
+          {props.orders.map((o) => {
+            const reasons = o.side === 'bid' && o.status === 'open' ? (o.unfilled_reasons ?? []) : [];
+            return (
+              <Fragment key={o.order_id}>
+                <tr data-testid={`order-row-${o.order_id}`} data-side={o.side} data-price={priceKey(o.price)}>
+                  <td class="mono">{shortId(o.order_id)}</td>
+                  {props.showClass && (
+                    <td>
+                      <a href={href('markets', o.class)}>{o.class}</a>
+                    </td>
+                  )}
+                  <td class={o.side}>{o.side}</td>
+                  <td class="r">
+                    <Amount value={o.price} />
+                  </td>
+                  <td class="r num">
+                    {o.gpus_remaining} / {o.gpus}
+                  </td>
+                  <td class="r num">{o.side === 'bid' ? `${o.max_hours ?? '—'} h` : fmtUntil(o.available_until)}</td>
+                  <td class="r">
+                    <Amount value={o.escrow} />
+                  </td>
+                  <td>{o.tif}</td>
+                  <td>
+                    <StatusBadge status={o.status} testid={`order-status-${o.order_id}`} />
+                  </td>
+                  <td>{fmtClock(o.created_at)}</td>
+                  <td>
+                    {o.status === 'open' && (
+                      <button
+                        type="button"
+                        class="small danger"
+                        disabled={cancelling === o.order_id}
+                        onClick={() => void cancel(o.order_id)}
+                        data-testid={`cancel-order-${o.order_id}`}
+                      >
+                        {cancelling === o.order_id ? 'Cancelling…' : 'Cancel'}
+                      </button>
+                    )}
+                  </td>
+                </tr>
+                {props.showReasons && reasons.length > 0 && (
+                  <tr class="reasons">
+                    <td colSpan={props.showClass ? 11 : 10}>
+                      <span class="muted">Why not filled:</span>
+                      <ul data-testid={`unfilled-reasons-${o.order_id}`}>
+                        {reasons.map((r) => (
+                          <li key={r.code} data-code={r.code}>
+                            <code>{r.code}</code> {r.message}
+                          </li>
+                        ))}
+                      </ul>
+                    </td>
+                  </tr>
+                )}
+              </Fragment>
+            );
+          })}
+        </tbody>
+      </table>
+    </>
+  );
+}
+
+function fmtUntil(iso: string | null | undefined): string {
+  return iso ? `until ${fmtClock(iso)}` : '—';
+}

@@ -1,0 +1,284 @@
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
+import { api, asApiError, type ApiError } from '../api';
+import { GpuTelemetry } from '../components/telemetry';
+import {
+  Amount,
+  Empty,
+  ErrorBox,
+  Loadable,
+  NotAvailable,
+  Panel,
+  StatusBadge,
+  fmtDuration,
+  fmtTime,
+  shortId,
+} from '../components/ui';
+import { useLive } from '../live';
+import { useResource } from '../resource';
+import { href, navigate } from '../router';
+import type { Job, LogLine } from '../types';
+
+/** Lines kept in the log view; older ones scroll off. */
+const LOG_LINES_MAX = 5_000;
+/** How often logs are read while a job runs. */
+const LOG_POLL_MS = 2_000;
+
+export function isActive(job: Job): boolean {
+  return job.state === 'pending' || job.state === 'running';
+}
+
+function jobFilter(id?: string) {
+  return (_e: unknown, data: unknown) => {
+    const j = (data as { job_id?: unknown } | null)?.job_id;
+    return !id || typeof j !== 'string' || j === id;
+  };
+}
+
+export function JobsPage(props: { selected?: string }) {
+  const jobs = useResource(() => api.jobs(), [], { live: ['job', 'wallet'] });
+  return (
+    <div class="page" data-testid="jobs-page">
+      <Panel title="My jobs" testid="jobs-panel">
+        <Loadable res={jobs} what="Jobs">
+          {(page) =>
+            page.items.length === 0 ? (
+              <Empty testid="jobs-empty">No jobs yet. A job starts when one of your bids trades.</Empty>
+            ) : (
+              <table class="grid dense" data-testid="jobs-table">
+                <thead>
+                  <tr>
+                    <th>Job</th>
+                    <th>State</th>
+                    <th>Market</th>
+                    <th>Host</th>
+                    <th class="r">GPUs</th>
+                    <th class="r">Price</th>
+                    <th class="r">Billed</th>
+                    <th class="r">Cost so far</th>
+                    <th class="r">Escrow left</th>
+                    <th>Started</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {page.items.map((j) => (
+                    <tr
+                      key={j.job_id}
+                      class={`clickable ${props.selected === j.job_id ? 'selected' : ''}`}
+                      onClick={() => navigate(href('jobs', j.job_id))}
+                      data-testid={`job-row-${j.job_id}`}
+                    >
+                      <td class="mono">
+                        <a href={href('jobs', j.job_id)}>{shortId(j.job_id)}</a>
+                      </td>
+                      <td>
+                        <StatusBadge status={j.state} />
+                      </td>
+                      <td>{j.class}</td>
+                      <td class="mono">{shortId(j.host_id)}</td>
+                      <td class="r num">{j.gpus}</td>
+                      <td class="r">
+                        <Amount value={j.price} />
+                      </td>
+                      <td class="r num">{fmtDuration(j.billed_seconds)}</td>
+                      <td class="r">
+                        <Amount value={j.cost_so_far} />
+                      </td>
+                      <td class="r">
+                        <Amount value={j.escrow_left} />
+                      </td>
+                      <td>{fmtTime(j.started_at)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )
+          }
+        </Loadable>
+      </Panel>
+      {props.selected && <JobDetail id={props.selected} />}
+    </div>
+  );
+}
+
+function JobDetail(props: { id: string }) {
+  const job = useResource(() => api.job(props.id), [props.id], { live: ['job', 'wallet'], liveFilter: jobFilter(props.id) });
+  const [cancelError, setCancelError] = useState<unknown>(null);
+  const [cancelling, setCancelling] = useState(false);
+  const cancel = async () => {
+    setCancelError(null);
+    setCancelling(true);
+    try {
+      await api.cancelJob(props.id);
+    } catch (err) {
+      setCancelError(err);
+    } finally {
+      setCancelling(false);
+      job.reload();
+    }
+  };
+  return (
+    <Panel title={`Job ${shortId(props.id)}`} testid="job-detail">
+      <Loadable res={job} what="Job">
+        {(j) => (
+          <>
+            <div class="kv-grid">
+              <div>
+                <span>State</span>
+                <StatusBadge status={j.state} testid="job-state" />
+              </div>
+              <div>
+                <span>Host</span>
+                <code>{j.host_id ?? '—'}</code>
+              </div>
+              <div>
+                <span>GPUs</span>
+                <span class="num">
+                  {j.gpus} × {j.class}
+                </span>
+              </div>
+              <div>
+                <span>Price</span>
+                <Amount value={j.price} unit="/ GPU-h" />
+              </div>
+              <div>
+                <span>Billed time</span>
+                <span class="num">{fmtDuration(j.billed_seconds)}</span>
+              </div>
+              <div>
+                <span>Cost so far</span>
+                <Amount value={j.cost_so_far} testid="job-cost" />
+              </div>
+              <div>
+                <span>Escrow left</span>
+                <Amount value={j.escrow_left} testid="job-escrow-left" />
+              </div>
+              <div>
+                <span>Exit code</span>
+                <span class="num" data-testid="job-exit-code">
+                  {j.exit_code ?? '—'}
+                </span>
+              </div>
+              <div>
+                <span>Started</span>
+                {fmtTime(j.started_at)}
+              </div>
+              <div>
+                <span>Ended</span>
+                {fmtTime(j.ended_at)}
+              </div>
+            </div>
+            <div class="command">
+              <code>{(j.command ?? []).join(' ')}</code>
+            </div>
+            {isActive(j) && (
+              <button
+                type="button"
+                class="danger"
+                disabled={cancelling}
+                onClick={() => void cancel()}
+                data-testid="job-cancel"
+              >
+                {cancelling ? 'Cancelling…' : 'Cancel job'}
+              </button>
+            )}
+            <ErrorBox error={cancelError} testid="job-cancel-error" />
+            <h3>Logs</h3>
+            <JobLogs id={j.job_id} active={isActive(j)} />
+            {j.host_id && (j.gpu_uuids ?? []).length > 0 && (
+              <>
+                <h3>GPU telemetry</h3>
+                <GpuTelemetry hostId={j.host_id} uuids={j.gpu_uuids} since={j.started_at} testid="job-telemetry" />
+              </>
+            )}
+          </>
+        )}
+      </Loadable>
+    </Panel>
+  );
+}
+
+/** Follows a job's log: reads new lines after the last sequence number seen. */
+function JobLogs(props: { id: string; active: boolean }) {
+  const [lines, setLines] = useState<LogLine[]>([]);
+  const [error, setError] = useState<ApiError | null>(null);
+  const after = useRef<number | null>(null);
+  const inFlight = useRef(false);
+  const box = useRef<HTMLPreElement>(null);
+  /** Set when new lines arrive while the reader is at the bottom; the next render scrolls. */
+  const pinned = useRef(false);
+
+  const fetchMore = async () => {
+    if (inFlight.current) return;
+    inFlight.current = true;
+    try {
+      // Read until caught up, a bounded number of pages per tick.
+      for (let page = 0; page < 10; page++) {
+        const res = await api.jobLogs(props.id, after.current);
+        if (res.items.length > 0) {
+          // Follow the tail only if the reader is at the bottom now, not scrolled up.
+          // (A scroll to the bottom still waiting for the next render counts as at the bottom.)
+          const el = box.current;
+          pinned.current = pinned.current || !el || el.scrollHeight - el.scrollTop - el.clientHeight < 30;
+          setLines((old) => {
+            const seen = old.length ? old[old.length - 1].seq : -Infinity;
+            const added = res.items.filter((l) => l.seq > seen);
+            const all = old.concat(added);
+            return all.length > LOG_LINES_MAX ? all.slice(all.length - LOG_LINES_MAX) : all;
+          });
+        }
+        const next = res.next_after ?? (res.items.length ? res.items[res.items.length - 1].seq : after.current);
+        if (next === after.current || res.items.length === 0) break;
+        after.current = next;
+      }
+      setError(null);
+    } catch (err) {
+      setError(asApiError(err));
+    } finally {
+      inFlight.current = false;
+    }
+  };
+
+  useEffect(() => {
+    setLines([]);
+    after.current = null;
+    void fetchMore();
+  }, [props.id]);
+
+  useEffect(() => {
+    if (!props.active) {
+      // One last read picks up the final lines after the job ended.
+      void fetchMore();
+      return undefined;
+    }
+    const t = setInterval(() => void fetchMore(), LOG_POLL_MS);
+    return () => clearInterval(t);
+  }, [props.id, props.active]);
+
+  useLive(['job'], () => void fetchMore(), jobFilter(props.id));
+
+  // Keep the view at the bottom unless the user scrolled up.
+  useLayoutEffect(() => {
+    const el = box.current;
+    if (el && pinned.current) el.scrollTop = el.scrollHeight;
+    pinned.current = false;
+  }, [lines]);
+
+
+  if (error?.notAvailable) return <NotAvailable what="Logs" />;
+  return (
+    <>
+      <ErrorBox error={error} />
+      <pre class="logs" ref={box} data-testid="job-logs">
+        {lines.length === 0 ? (
+          <span class="muted">{props.active ? 'waiting for output…' : 'no output'}</span>
+        ) : (
+          lines.map((l) => (
+            <div key={l.seq} class={`log-line ${l.stream}`}>
+              {l.text}
+            </div>
+          ))
+        )}
+      </pre>
+    </>
+  );
+}
