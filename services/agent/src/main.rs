@@ -52,6 +52,19 @@ async fn main() -> anyhow::Result<()> {
             let key = key::create_key(&config.key_path())?;
             println!("{}", encode_public_key(&key.verifying_key()));
             eprintln!("host key written to {} (mode 600)", config.key_path().display());
+            // Probe once so a missing driver shows up now, not at `register`.
+            match open_probe(config.backend, &config.simulated_gpus, key.verifying_key().as_bytes())
+                .and_then(|mut probe| Ok((probe.backend(), probe.inventory()?)))
+            {
+                Ok((backend, inventory)) => {
+                    eprintln!("{backend} backend sees {} GPU(s):", inventory.gpus.len());
+                    for gpu in &inventory.gpus {
+                        let class = GpuClass::from_nvml(&gpu.name, gpu.memory_total_mib);
+                        eprintln!("  {} {} {} ({class})", gpu.index, gpu.uuid, gpu.name);
+                    }
+                }
+                Err(err) => eprintln!("warning: GPU probe failed: {err}"),
+            }
             Ok(())
         }
         Command::Register { exchange, api_key } => {

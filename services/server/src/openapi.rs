@@ -13,7 +13,7 @@ use crate::{auth, error, hosts, operator, wallet};
         wallet::get_wallet, wallet::get_ledger, wallet::create_transfer,
         operator::mint, operator::invariants, operator::users, operator::fees,
         hosts::register::register_host, hosts::views::list_hosts, hosts::views::get_host,
-        hosts::reports::post_report, hosts::views::get_telemetry, hosts::capacity::get_capacity,
+        hosts::reports::post_report, hosts::views::list_reports, hosts::views::get_telemetry, hosts::capacity::get_capacity,
         crate::startup::healthz, crate::feed::stream,
     ),
     components(schemas(error::Problem)),

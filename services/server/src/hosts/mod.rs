@@ -21,7 +21,7 @@ pub fn router() -> Router<crate::AppState> {
     Router::new()
         .route("/api/v1/hosts", post(register::register_host).get(views::list_hosts))
         .route("/api/v1/hosts/{host_id}", get(views::get_host))
-        .route("/api/v1/hosts/{host_id}/reports", post(reports::post_report))
+        .route("/api/v1/hosts/{host_id}/reports", post(reports::post_report).get(views::list_reports))
         .route("/api/v1/hosts/{host_id}/telemetry", get(views::get_telemetry))
         .route("/api/v1/capacity", get(capacity::get_capacity))
 }

@@ -369,3 +369,85 @@ pub(crate) async fn get_telemetry(
     let gpus = series.into_iter().map(|(uuid, samples)| GpuSeries { uuid, samples }).collect();
     Ok(Json(Telemetry { host_id, gpus, next_since }))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ReportListQuery {
+    /// `next_cursor` of the previous page: only reports with a lower sequence number.
+    pub cursor: Option<i64>,
+    /// Reports per page, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// One accepted report as stored: the signed bytes, their signature and the parsed payload.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StoredReport {
+    pub seq: i64,
+    pub sent_at: DateTime<Utc>,
+    pub measured_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// base64 of the exact payload bytes the host signed.
+    pub payload: String,
+    /// base64 of the signature over `capex/report/v1 || payload`; re-verifiable with the host's public key.
+    pub signature: String,
+    /// The payload parsed, for reading.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReportPage {
+    pub items: Vec<StoredReport>,
+    pub next_cursor: Option<i64>,
+}
+
+pub const REPORT_PAGE_MAX: i64 = 200;
+pub const REPORT_PAGE_DEFAULT: i64 = 50;
+
+#[utoipa::path(get, path = "/api/v1/hosts/{host_id}/reports", tag = "hosts", security(("bearer" = [])),
+    params(("host_id" = Uuid, Path), ReportListQuery),
+    responses((status = 200, body = ReportPage), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn list_reports(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    path: Result<Path<Uuid>, PathRejection>,
+    query: Result<Query<ReportListQuery>, QueryRejection>,
+) -> ApiResult<Json<ReportPage>> {
+    let host_id = parse_host_id(path)?;
+    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
+    let limit = query.limit.unwrap_or(REPORT_PAGE_DEFAULT);
+    if !(1..=REPORT_PAGE_MAX).contains(&limit) {
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be 1 to 200").with_field("limit")
+        );
+    }
+    let mut conn = state.pool.acquire().await?;
+    owned_host(&mut conn, &auth, host_id).await?;
+    let mut rows: Vec<(i64, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "select seq, sent_at, measured_at, received_at, payload, signature from host_reports
+         where host_id = $1 and ($2::int8 is null or seq < $2) order by seq desc limit $3",
+    )
+    .bind(host_id)
+    .bind(query.cursor)
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.0)
+    } else {
+        None
+    };
+    let items = rows
+        .into_iter()
+        .map(|(seq, sent_at, measured_at, received_at, payload, signature)| StoredReport {
+            seq,
+            sent_at,
+            measured_at,
+            received_at,
+            report: serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null),
+            payload: BASE64.encode(&payload),
+            signature: BASE64.encode(&signature),
+        })
+        .collect();
+    Ok(Json(ReportPage { items, next_cursor }))
+}

@@ -172,6 +172,20 @@ async fn registered_host_reports_and_shows_up_in_views_and_capacity(pool: sqlx::
     assert_eq!(busy["samples"][0]["power_w"], 70.0);
     assert!(busy["samples"][0]["at"].is_string());
 
+    // The stored history: exact signed bytes, newest first, re-verifiable.
+    let history = app.get_json(&format!("/api/v1/hosts/{}/reports?limit=1", host.host_id), &user.token).await;
+    assert_eq!(history["items"][0]["seq"], 1);
+    assert_eq!(history["next_cursor"], 1);
+    let stored = SignedEnvelope {
+        payload: history["items"][0]["payload"].as_str().unwrap().to_string(),
+        signature: history["items"][0]["signature"].as_str().unwrap().to_string(),
+    };
+    assert!(stored.open(REPORT_DOMAIN, &host.key.verifying_key()).is_ok());
+    let older = app.get_json(&format!("/api/v1/hosts/{}/reports?cursor=1", host.host_id), &user.token).await;
+    assert_eq!(older["items"][0]["seq"], 0);
+    assert_eq!(older["items"][0]["report"]["gpus"][1]["processes"][0]["pid"], 4242);
+    assert_eq!(older["next_cursor"], Value::Null);
+
     // Nobody else sees the host.
     let stranger = provider(&app).await;
     let res = app.get(&format!("/api/v1/hosts/{}", host.host_id), Some(&stranger.token)).await;
