@@ -400,6 +400,16 @@ pub struct ReportPage {
     pub next_cursor: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredReportRow {
+    seq: i64,
+    sent_at: DateTime<Utc>,
+    measured_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
 pub const REPORT_PAGE_MAX: i64 = 200;
 pub const REPORT_PAGE_DEFAULT: i64 = 50;
 
@@ -422,7 +432,7 @@ pub(crate) async fn list_reports(
     }
     let mut conn = state.pool.acquire().await?;
     owned_host(&mut conn, &auth, host_id).await?;
-    let mut rows: Vec<(i64, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    let mut rows: Vec<StoredReportRow> = sqlx::query_as(
         "select seq, sent_at, measured_at, received_at, payload, signature from host_reports
          where host_id = $1 and ($2::int8 is null or seq < $2) order by seq desc limit $3",
     )
@@ -433,20 +443,20 @@ pub(crate) async fn list_reports(
     .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| r.0)
+        rows.last().map(|r| r.seq)
     } else {
         None
     };
     let items = rows
         .into_iter()
-        .map(|(seq, sent_at, measured_at, received_at, payload, signature)| StoredReport {
-            seq,
-            sent_at,
-            measured_at,
-            received_at,
-            report: serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null),
-            payload: BASE64.encode(&payload),
-            signature: BASE64.encode(&signature),
+        .map(|r| StoredReport {
+            seq: r.seq,
+            sent_at: r.sent_at,
+            measured_at: r.measured_at,
+            received_at: r.received_at,
+            report: serde_json::from_slice(&r.payload).unwrap_or(serde_json::Value::Null),
+            payload: BASE64.encode(&r.payload),
+            signature: BASE64.encode(&r.signature),
         })
         .collect();
     Ok(Json(ReportPage { items, next_cursor }))
