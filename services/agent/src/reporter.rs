@@ -97,7 +97,8 @@ pub async fn run_with_probe(
     }
     let exchange = Exchange::new(exchange_url, Duration::from_secs(config.request_timeout_s))?;
     let wake = Arc::new(Notify::new());
-    let sampler = sample_loop(probe.as_mut(), &spool, &wake, host_id, config.interval_s);
+    let energy = crate::energy::EnergyCounters::open(&config.state_dir);
+    let sampler = sample_loop(probe.as_mut(), energy, &spool, &wake, host_id, config.interval_s);
     let sender = send_loop(&spool, &wake, &exchange, &key, host_id, Duration::from_secs(config.backoff_max_s));
     tokio::select! {
         result = sampler => result,
@@ -112,6 +113,7 @@ pub async fn run_with_probe(
 
 async fn sample_loop(
     probe: &mut dyn GpuProbe,
+    mut energy: crate::energy::EnergyCounters,
     spool: &Mutex<Spool>,
     wake: &Notify,
     host_id: Uuid,
@@ -121,13 +123,14 @@ async fn sample_loop(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let gpus = match probe.sample() {
+        let mut gpus = match probe.sample() {
             Ok(gpus) => gpus,
             Err(err) => {
                 tracing::error!(error = %err, "GPU sample failed; no report this interval");
                 continue;
             }
         };
+        energy.apply(&mut gpus).context("saving energy counters")?;
         let measured_at = Utc::now();
         let seq = spool.lock().unwrap_or_else(|p| p.into_inner()).push(|seq| ReportPayload {
             host_id,
