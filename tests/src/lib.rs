@@ -124,3 +124,148 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// An HTTP client for one user.
+pub struct ApiUser {
+    pub token: String,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl ApiUser {
+    /// Registers a provider and logs in.
+    pub async fn provider(base: &str) -> anyhow::Result<ApiUser> {
+        let client = reqwest::Client::new();
+        let email = format!("{}@example.test", uuid::Uuid::now_v7().simple());
+        let password = "correct horse battery";
+        let res = client
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&serde_json::json!({"email": email, "password": password, "roles": ["provider"]}))
+            .send()
+            .await?;
+        anyhow::ensure!(res.status().is_success(), "register: {}", res.text().await?);
+        let login: serde_json::Value = client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = login["token"].as_str().context("token")?.to_string();
+        Ok(ApiUser { token, base: base.to_string(), client })
+    }
+
+    pub async fn api_key(&self) -> anyhow::Result<String> {
+        let res: serde_json::Value = self
+            .client
+            .post(format!("{}/api/v1/auth/api-keys", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"name": "agent"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(res["key"].as_str().context("key")?.to_string())
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let res = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?;
+        anyhow::ensure!(res.status().is_success(), "GET {path}: {}", res.status());
+        Ok(res.json().await?)
+    }
+}
+
+fn agent_log_filter() -> String {
+    std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into())
+}
+
+/// Runs `capex-agent --state-dir DIR ARGS...` to completion.
+pub async fn agent_command(state_dir: &std::path::Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(tokio::process::Command::new(binary("capex-agent"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(args)
+        .env("RUST_LOG", agent_log_filter())
+        .env_remove("CAPEX_AGENT_CONFIG")
+        .output()
+        .await?)
+}
+
+/// A running `capex-agent run` on the simulated backend, 1 s interval. Killed when dropped.
+pub struct AgentProcess {
+    child: tokio::process::Child,
+}
+
+impl AgentProcess {
+    /// `init` + `register` on the simulated backend with these GPU models; returns the host id.
+    pub async fn setup(
+        state_dir: &std::path::Path,
+        exchange: &str,
+        api_key: &str,
+        gpus: &str,
+    ) -> anyhow::Result<String> {
+        let out = agent_command(state_dir, &["init"]).await?;
+        anyhow::ensure!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        let args = ["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "register"];
+        let out =
+            agent_command(state_dir, &[&args[..], &["--exchange", exchange, "--api-key", api_key]].concat()).await?;
+        anyhow::ensure!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    pub fn start(state_dir: &std::path::Path, gpus: &str, exchange: &str) -> anyhow::Result<AgentProcess> {
+        let child = tokio::process::Command::new(binary("capex-agent"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "--backoff-max-s", "1"])
+            .args(["--request-timeout-s", "2", "run", "--exchange", exchange])
+            .env("RUST_LOG", agent_log_filter())
+            .env_remove("CAPEX_AGENT_CONFIG")
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting capex-agent")?;
+        Ok(AgentProcess { child })
+    }
+
+    /// Stops the agent at once (SIGKILL), as a crash or power loss would.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Sequence numbers waiting in the spool of the agent at `state_dir`.
+    pub fn spooled(state_dir: &std::path::Path) -> Vec<u64> {
+        let mut seqs: Vec<u64> = std::fs::read_dir(state_dir.join("spool"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").and_then(|s| s.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    /// The next sequence number the agent at `state_dir` will use.
+    pub fn next_seq(state_dir: &std::path::Path) -> u64 {
+        std::fs::read_to_string(state_dir.join("seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

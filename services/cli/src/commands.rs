@@ -99,6 +99,15 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                 println!("{} ({}) roles: {}", cell(&me["email"]), cell(&me["user_id"]), cell(&me["roles"]));
             }
         }
+        Command::ApiKey { name } => {
+            let key = client(&cli, true)?.post("/api/v1/auth/api-keys", &json!({"name": name}), None).await?;
+            if cli.json {
+                print_json(&key);
+            } else {
+                println!("{}", cell(&key["key"]));
+                eprintln!("API key {} created; it is shown only once", cell(&key["api_key_id"]));
+            }
+        }
         Command::Wallet => {
             let wallet = client(&cli, true)?.get("/api/v1/wallet").await?;
             if cli.json {

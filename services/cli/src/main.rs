@@ -47,6 +47,12 @@ pub(crate) enum Command {
     },
     /// Show who is logged in.
     Whoami,
+    /// Create an API key for scripts and agents (shown once).
+    ApiKey {
+        /// A label to recognise the key by.
+        #[arg(long)]
+        name: String,
+    },
     /// Available and held credits.
     Wallet,
     /// Ledger history of my accounts, newest first.

@@ -83,6 +83,10 @@ pub struct Config {
     /// How often each matcher lets time pass in its book (expiring asks), in ms.
     #[arg(long, env = "CAPEX_MATCHER_TICK_MS", default_value_t = 1000)]
     pub matcher_tick_ms: u64,
+    /// Clock-skew window in seconds: a report's `sent_at` (and an inventory's
+    /// `created_at`) may differ from the server clock by at most this much.
+    #[arg(long, env = "CAPEX_REPORT_SKEW_S", default_value_t = 120)]
+    pub report_skew_s: u64,
 }
 
 /// Shortest JWT secret accepted: HS256 wants a key at least as long as its hash.
@@ -108,6 +112,7 @@ impl Config {
             matcher_batch_max: 512,
             matcher_queue_max: 8192,
             matcher_tick_ms: 200,
+            report_skew_s: 120,
         }
     }
 }

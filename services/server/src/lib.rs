@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod hosts;
 pub mod idempotency;
 pub mod markets;
 pub mod openapi;

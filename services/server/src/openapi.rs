@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{auth, error, markets, operator, wallet};
+use crate::{auth, error, hosts, markets, operator, wallet};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,8 @@ use crate::{auth, error, markets, operator, wallet};
         operator::mint, operator::invariants, operator::users, operator::fees,
         markets::place_order, markets::cancel_order, markets::get_order, markets::list_orders,
         markets::list_markets, markets::get_book, markets::list_trades, markets::list_candles,
+        hosts::register::register_host, hosts::views::list_hosts, hosts::views::get_host,
+        hosts::reports::post_report, hosts::views::list_reports, hosts::views::get_telemetry, hosts::capacity::get_capacity,
         crate::startup::healthz, crate::feed::stream,
     ),
     components(schemas(error::Problem)),
@@ -23,6 +25,7 @@ use crate::{auth, error, markets, operator, wallet};
         (name = "wallet", description = "Balances, ledger history, transfers"),
         (name = "operator", description = "Minting, invariants, oversight"),
         (name = "markets", description = "Order books, orders, trades, market data"),
+        (name = "hosts", description = "Provider hosts, signed reports, telemetry, capacity"),
         (name = "feed", description = "Live Server-Sent Events"),
         (name = "system", description = "Health"),
     )

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::markets::Markets;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::{auth, markets, operator, pgcluster, telemetry, wallet};
+use crate::{auth, hosts, markets, operator, pgcluster, telemetry, wallet};
 
 /// Largest request body accepted by default; routes that take bigger bodies say so.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -69,9 +69,10 @@ impl Application {
         let feed = crate::feed::Feed::default();
         let markets = Markets::start(pool.clone(), config_arc.clone(), feed.clone()).await?;
         let state = AppState {
-            pool,
+            pool: pool.clone(),
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
             config: config_arc,
+            reports: crate::hosts::ReportIngest::start(pool.clone(), config.report_skew_s),
             feed,
             markets,
         };
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .merge(wallet::router())
         .merge(operator::router())
         .merge(markets::router())
+        .merge(hosts::router())
         .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))

@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use crate::auth::jwt::JwtKeys;
 use crate::config::Config;
 use crate::feed::Feed;
+use crate::hosts::ReportIngest;
 use crate::markets::Markets;
 
 /// Everything a handler needs, cheap to clone.
@@ -15,5 +16,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Every market's matcher.
     pub markets: Arc<Markets>,
+    /// Queue into the report ingester (verifies and stores signed reports in batches).
+    pub reports: ReportIngest,
     pub feed: Feed,
 }

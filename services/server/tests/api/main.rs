@@ -5,6 +5,7 @@
 mod auth;
 mod feed;
 mod helpers;
+mod hosts;
 mod markets;
 mod operator;
 mod problems;
