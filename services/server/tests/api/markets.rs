@@ -104,6 +104,36 @@ async fn crossing_bid_and_ask_trade_at_the_resting_price(pool: sqlx::PgPool) {
 }
 
 #[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_failed_batch_changes_neither_the_book_nor_the_database(pool: sqlx::PgPool) {
+    let Market { app, buyer, provider, host } = market(pool, 2).await;
+    app.ask(&provider, CLASS, host, 2, "2").await;
+    let journal = app.journal_rows().await;
+    // Make the batch fail after the book matched: writing the trade raises.
+    sqlx::raw_sql(
+        "create function fail_trade() returns trigger language plpgsql as $$
+         begin raise exception 'injected failure'; end $$;
+         create trigger fail_trade before insert on trades for each row execute function fail_trade();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let res = app.place(&buyer, CLASS, &bid_body(2, "1", "3", "gtc")).await;
+    assert_problem(res, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    let book = app.get_json(&format!("/api/v1/markets/{CLASS}/book"), &buyer.token).await;
+    assert_eq!(book["bids"], json!([]));
+    assert_eq!(book["asks"], json!([{"price": "2", "gpus": 2, "orders": 1}]));
+    assert_eq!(app.journal_rows().await, journal);
+    assert_eq!(app.wallet(&buyer).await, ("1000".into(), "0".into()));
+
+    // The rebuilt book still trades once the database accepts the batch.
+    sqlx::raw_sql("drop trigger fail_trade on trades").execute(&app.pool).await.unwrap();
+    let bid = app.bid(&buyer, CLASS, 2, "1", "3").await;
+    assert_eq!(bid["status"], "filled");
+    assert_eq!(bid["fills"][0]["price"], "2");
+    assert_ledger_ok(&app).await;
+}
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
 async fn one_ask_is_filled_partly_by_two_bids(pool: sqlx::PgPool) {
     let Market { app, buyer, provider, host } = market(pool, 4).await;
     let ask = app.ask(&provider, CLASS, host, 4, "1.25").await;
