@@ -31,9 +31,11 @@ impl Cli<'_> {
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        let mut with_json = args.to_vec();
-        with_json.push("--json");
-        serde_json::from_str(&self.ok(&with_json)).expect("--json prints JSON")
+        // First, so it never lands after a `--` that starts a job's command.
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let out = self.ok(&with_json);
+        serde_json::from_str(&out).unwrap_or_else(|err| panic!("capex {args:?} --json printed {out:?}: {err}"))
     }
 }
 
@@ -118,4 +120,76 @@ async fn cli_register_login_wallet_transfer_ledger_and_errors() {
     let nowhere = Cli { exchange: "http://127.0.0.1:9", config_dir: alice_dir.path() };
     let out = nowhere.run(&["wallet"]);
     assert_eq!(out.status.code(), Some(3));
+}
+
+#[tokio::test]
+async fn cli_trades_asks_bids_orders_book_and_cancel() {
+    let db = fresh_database_url().unwrap();
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", db.as_str()),
+        ("CAPEX_OPERATOR_EMAIL", "ops@example.test"),
+        ("CAPEX_OPERATOR_PASSWORD", "operator-password"),
+    ])
+    .await
+    .unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let buyer = Cli { exchange: &server.base_url, config_dir: dirs[0].path() };
+    let provider = Cli { exchange: &server.base_url, config_dir: dirs[1].path() };
+    let ops = Cli { exchange: &server.base_url, config_dir: dirs[2].path() };
+
+    let buyer_user = buyer.json(&["register", "--email", "buyer@example.test", "--password", "buyer-password"]);
+    provider.json(&["register", "--email", "gpu@example.test", "--password", "gpu-password", "--role", "provider"]);
+    buyer.ok(&["login", "--email", "buyer@example.test", "--password", "buyer-password"]);
+    provider.ok(&["login", "--email", "gpu@example.test", "--password", "gpu-password"]);
+    ops.ok(&["login", "--email", "ops@example.test", "--password", "operator-password"]);
+    ops.json(&["operator", "mint", "--user", buyer_user["user_id"].as_str().unwrap(), "--amount", "1000"]);
+
+    // A real simulated agent, registered with an API key made by the CLI.
+    let api_key = provider.ok(&["api-key", "--name", "test agent"]).trim().to_string();
+    let agent_dir = dirs[3].path();
+    let host_id = capex_e2e::AgentProcess::setup(agent_dir, &server.base_url, &api_key, "H100,H100").await.unwrap();
+    let _agent = capex_e2e::AgentProcess::start(agent_dir, "H100,H100", &server.base_url).unwrap();
+    capex_e2e::eventually(std::time::Duration::from_secs(20), "host live", || async {
+        let hosts = provider.json(&["hosts"]);
+        let live =
+            hosts["items"].as_array().unwrap().iter().any(|h| h["host_id"] == host_id.as_str() && h["live"] == true);
+        Ok(live.then_some(()))
+    })
+    .await
+    .unwrap();
+
+    let until = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let ask =
+        provider.json(&["ask", "H100-80GB", "--host", &host_id, "--gpus", "2", "--until", &until, "--price", "2.5"]);
+    assert_eq!(ask["status"], "open");
+    let book = buyer.json(&["book", "H100-80GB"]);
+    assert_eq!(book["asks"][0]["gpus"], 2);
+    assert!(buyer.ok(&["book", "H100-80GB"]).contains("ask"), "ladder table");
+    let markets = buyer.json(&["markets"]);
+    assert!(markets["items"].as_array().unwrap().iter().any(|m| m["class"] == "H100-80GB"));
+
+    // A bid below the ask rests; cancelling it refunds the escrow exactly.
+    let low =
+        buyer.json(&["bid", "H100-80GB", "--gpus", "1", "--hours", "2", "--price", "1.5", "--", "sh", "-c", "true"]);
+    assert_eq!(low["status"], "open");
+    assert_eq!(buyer.json(&["wallet"])["held"], "3");
+    let open = buyer.json(&["orders"]);
+    assert_eq!(open["items"].as_array().unwrap().len(), 1);
+    let low_id = low["order_id"].as_str().unwrap();
+    let cancelled = buyer.json(&["cancel", low_id]);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(buyer.json(&["wallet"])["available"], "1000");
+
+    // Another user's order cannot be cancelled; its owner can.
+    let foreign = buyer.run(&["cancel", ask["order_id"].as_str().unwrap()]);
+    assert_eq!(foreign.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&foreign.stderr).contains("HTTP 404"));
+    let own = provider.json(&["cancel", ask["order_id"].as_str().unwrap()]);
+    assert_eq!(own["status"], "cancelled");
+
+    // A bid with a bad price is refused with its code and field.
+    let out = buyer.run(&["bid", "H100-80GB", "--gpus", "1", "--hours", "1", "--price", "1.1234567", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("field: price"), "{stderr}");
 }
