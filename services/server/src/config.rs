@@ -54,6 +54,11 @@ pub struct Config {
     #[arg(long, env = "CAPEX_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 
+    /// URL other capex-server processes use to reach this one (market owners receive
+    /// forwarded orders here). Default: http://<bound address>.
+    #[arg(long, env = "CAPEX_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
     /// Largest number of Postgres connections the server opens.
     #[arg(long, env = "CAPEX_DB_POOL_MAX", default_value_t = 32)]
     pub db_pool_max: u32,
@@ -107,6 +112,7 @@ impl Config {
             web_dir: PathBuf::from("web/dist"),
             log_format: LogFormat::Pretty,
             db_pool_max: 8,
+            advertise_url: None,
             max_hours: 168,
             market_classes: vec!["H100-80GB".into(), "A100-80GB".into(), "RTX4090-24GB".into()],
             matcher_batch_max: 512,

@@ -65,9 +65,15 @@ impl Application {
             ),
         };
         let config_arc = Arc::new(config.clone());
-        // Rebuilds every book with open orders before the first request is served.
+        // Bound first: the advertised URL of a market owner needs the real port.
+        let listener = TcpListener::bind(config.bind).await?;
+        let owner_url = config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default()));
+        // Rebuilds every book with open orders (that no other process owns) before the first request is served.
         let feed = crate::feed::Feed::default();
-        let markets = Markets::start(pool.clone(), config_arc.clone(), feed.clone()).await?;
+        let markets = Markets::start(pool.clone(), config_arc.clone(), feed.clone(), owner_url).await?;
         let state = AppState {
             pool: pool.clone(),
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
@@ -75,12 +81,12 @@ impl Application {
             reports: crate::hosts::ReportIngest::start(pool.clone(), config.report_skew_s),
             feed,
             markets,
+            forwarder: reqwest::Client::new(),
         };
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;
         }
-        let listener = TcpListener::bind(config.bind).await?;
         let router = router(state.clone());
         Ok(Application { listener, router, state })
     }
@@ -115,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(wallet::router())
         .merge(operator::router())
         .merge(markets::router())
+        .merge(markets::owned_router(state.clone()))
         .merge(hosts::router())
         .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))

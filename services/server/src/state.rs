@@ -19,4 +19,6 @@ pub struct AppState {
     /// Queue into the report ingester (verifies and stores signed reports in batches).
     pub reports: ReportIngest,
     pub feed: Feed,
+    /// HTTP client for forwarding market requests to the process that owns the market.
+    pub forwarder: reqwest::Client,
 }

@@ -98,6 +98,8 @@ pub(crate) struct Matcher {
     /// The matcher's own connection, kept between batches: no pool acquire (and its
     /// liveness ping) per batch. Dropped after a failed batch; a fresh one is taken next time.
     conn: Option<PoolConnection<Postgres>>,
+    /// The market's owner epoch when this matcher claimed it; checked in every batch.
+    epoch: i64,
     book: Book,
     batch_max: usize,
     snapshot: watch::Sender<Arc<BookView>>,
@@ -259,9 +261,21 @@ impl Matcher {
         feed: Feed,
         book: Book,
         batch_max: usize,
+        epoch: i64,
     ) -> (Matcher, watch::Receiver<Arc<BookView>>) {
         let (snapshot, rx) = watch::channel(Arc::new(book_view(&class, &book)));
-        (Matcher { class, pool, feed, conn: None, book, batch_max: batch_max.max(1), snapshot, events: Vec::new() }, rx)
+        let matcher = Matcher {
+            class,
+            pool,
+            feed,
+            conn: None,
+            book,
+            batch_max: batch_max.max(1),
+            snapshot,
+            events: Vec::new(),
+            epoch,
+        };
+        (matcher, rx)
     }
 
     /// Serves requests until the channel closes or `shutdown` turns true.
@@ -401,6 +415,7 @@ impl Matcher {
         let at = at_of(at_ms);
         let mut phase = PhaseTimer::new(&self.class);
         let mut tx = sqlx::Connection::begin(conn).await?;
+        super::ownership::check_epoch(&mut tx, &self.class, self.epoch).await?;
         phase.done("begin");
 
         self.check_idempotency(&mut tx, items).await?;

@@ -10,6 +10,7 @@ mod capacity;
 mod class;
 mod matcher;
 mod money;
+mod ownership;
 mod registry;
 mod request;
 mod routes;
@@ -18,8 +19,8 @@ mod views;
 
 pub use registry::Markets;
 pub use request::{JobSpec, OrderRequest, Side, TimeInForce};
-pub use routes::router;
 pub(crate) use routes::*;
+pub use routes::{owned_router, router};
 pub use views::{
     BookView, CandleList, CandleView, FillView, LevelView, MarketList, MarketView, OrderPage, OrderView, TradePage,
     TradeView, UnfilledReasonView,

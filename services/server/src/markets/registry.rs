@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::matcher::{Matcher, Request, load_book};
+use super::ownership;
 use super::views::BookView;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -46,9 +47,38 @@ pub(crate) async fn reply<T>(rx: oneshot::Receiver<Result<T, ApiError>>) -> Resu
     rx.await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "market_unavailable", "the matcher stopped"))?
 }
 
+/// Holds the market's lock connection while the matcher runs: stops the matcher when the
+/// process shuts down or the lock connection dies, and releases the lock when it stops.
+async fn keep_claim(
+    mut claim: ownership::Claim,
+    requests: mpsc::Sender<Request>,
+    stop: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use sqlx::Connection;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = requests.closed() => break,
+            _ = tokio::time::sleep(ownership::CLAIM_INTERVAL) => {
+                if claim.conn.ping().await.is_err() {
+                    tracing::error!("market lock connection lost; stopping its matcher");
+                    break;
+                }
+            }
+        }
+    }
+    stop.send_replace(true);
+    // Let the matcher finish its batch before the lock goes.
+    requests.closed().await;
+    let _ = claim.conn.close().await;
+}
+
 /// Every market's matcher. Cheap to share; matchers stop on [`Markets::shutdown`].
 pub struct Markets {
     pool: PgPool,
+    /// Where other processes forward this process's markets' requests.
+    owner_url: String,
     config: Arc<Config>,
     feed: Feed,
     matchers: Mutex<HashMap<String, MatcherHandle>>,
@@ -58,17 +88,56 @@ pub struct Markets {
 impl Markets {
     /// Starts a matcher, with its book rebuilt from the database, for every market that
     /// has open orders.
-    pub async fn start(pool: PgPool, config: Arc<Config>, feed: Feed) -> anyhow::Result<Arc<Markets>> {
+    pub async fn start(
+        pool: PgPool,
+        config: Arc<Config>,
+        feed: Feed,
+        owner_url: String,
+    ) -> anyhow::Result<Arc<Markets>> {
         let (shutdown, _) = watch::channel(false);
-        let markets = Arc::new(Markets { pool, config, feed, matchers: Mutex::new(HashMap::new()), shutdown });
-        let classes: Vec<String> =
-            sqlx::query_scalar("select distinct class from orders where status = 'open' order by class")
-                .fetch_all(&markets.pool)
-                .await?;
-        for class in classes {
-            markets.handle(&class).await.map_err(|err| anyhow::anyhow!("starting market {class}: {}", err.detail))?;
-        }
+        let markets =
+            Arc::new(Markets { pool, owner_url, config, feed, matchers: Mutex::new(HashMap::new()), shutdown });
+        markets.claim_orphans().await.map_err(|err| anyhow::anyhow!("starting markets: {}", err.detail))?;
+        // Takes over the markets of processes that die, for as long as this one runs.
+        let weak = Arc::downgrade(&markets);
+        let mut stop = markets.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(ownership::CLAIM_INTERVAL) => {}
+                }
+                let Some(markets) = weak.upgrade() else { return };
+                if let Err(err) = markets.claim_orphans().await {
+                    tracing::warn!(error = %err.detail, "claiming markets failed");
+                }
+            }
+        });
         Ok(markets)
+    }
+
+    /// Starts a matcher for every market with open orders or a recorded owner that no
+    /// living process holds.
+    async fn claim_orphans(&self) -> Result<(), ApiError> {
+        let classes: Vec<String> = sqlx::query_scalar(
+            "select class from market_owners union select distinct class from orders where status = 'open' order by 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for class in classes {
+            self.ensure_local(&class).await?;
+        }
+        Ok(())
+    }
+
+    /// True when this process runs the market's matcher, starting it if no other process
+    /// owns the market; false when another process does.
+    pub(crate) async fn ensure_local(&self, class: &str) -> Result<bool, ApiError> {
+        match self.handle(class).await {
+            Ok(_) => Ok(true),
+            Err(err) if err.code == "market_owned_elsewhere" => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// The matcher of `class` (which the caller checked is a known class), started if needed.
@@ -79,12 +148,28 @@ impl Markets {
         {
             return Ok(handle.clone());
         }
+        let Some(claim) = ownership::try_claim(&self.pool, class, &self.owner_url).await? else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "market_owned_elsewhere",
+                "another capex-server process matches this market",
+            ));
+        };
+        // Loaded after the claim, so the book includes everything the previous owner committed.
         let book = load_book(&self.pool, class).await?;
-        tracing::info!(class, orders = book.len(), "matcher starting");
-        let (matcher, book_rx) =
-            Matcher::new(class.to_string(), self.pool.clone(), self.feed.clone(), book, self.config.matcher_batch_max);
+        tracing::info!(class, orders = book.len(), epoch = claim.epoch, "matcher starting");
+        let (matcher, book_rx) = Matcher::new(
+            class.to_string(),
+            self.pool.clone(),
+            self.feed.clone(),
+            book,
+            self.config.matcher_batch_max,
+            claim.epoch,
+        );
         let (tx, rx) = mpsc::channel(self.config.matcher_queue_max.max(1));
-        tokio::spawn(matcher.run(rx, self.shutdown.subscribe(), self.config.matcher_tick_ms));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(matcher.run(rx, stop_rx, self.config.matcher_tick_ms));
+        tokio::spawn(keep_claim(claim, tx.clone(), stop_tx, self.shutdown.subscribe()));
         let handle = MatcherHandle { requests: tx, book: book_rx };
         matchers.insert(class.to_string(), handle.clone());
         Ok(handle)

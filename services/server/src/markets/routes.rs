@@ -29,12 +29,18 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/markets", get(list_markets))
-        .route("/api/v1/markets/{class}/orders", post(place_order))
-        .route("/api/v1/markets/{class}/book", get(get_book))
         .route("/api/v1/markets/{class}/trades", get(list_trades))
         .route("/api/v1/markets/{class}/candles", get(list_candles))
         .route("/api/v1/orders", get(list_orders))
+}
+
+/// Routes that need the market's matcher: they run where the market is owned.
+pub fn owned_router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/markets/{class}/orders", post(place_order))
+        .route("/api/v1/markets/{class}/book", get(get_book))
         .route("/api/v1/orders/{id}", get(get_order).delete(cancel_order))
+        .route_layer(axum::middleware::from_fn_with_state(state, super::ownership::route_to_owner))
 }
 
 fn bad_query(err: axum::extract::rejection::QueryRejection) -> ApiError {
