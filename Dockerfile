@@ -17,7 +17,8 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --create-home --home-dir /var/lib/capex capex
+ && useradd --system --create-home --home-dir /var/lib/capex capex \
+ && mkdir -p /var/lib/capex/agent && chown -R capex /var/lib/capex
 COPY --from=rust /src/target/release/capex-server /src/target/release/capex /usr/local/bin/
 COPY --from=rust /src/target/release/capex-agent /usr/local/bin/
 COPY --from=web /src/web/dist /usr/share/capex/web

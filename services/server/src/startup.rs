@@ -28,6 +28,24 @@ use crate::{auth, hosts, markets, operator, pgcluster, telemetry, wallet};
 /// Largest request body accepted by default; routes that take bigger bodies say so.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
 
+/// How often the ledger invariants are checked in the background, so the
+/// `capex_ledger_invariant_ok` gauge stays current without anyone asking.
+pub const INVARIANT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+async fn watch_invariants(pool: PgPool) {
+    let mut every = tokio::time::interval(INVARIANT_CHECK_INTERVAL);
+    loop {
+        every.tick().await;
+        match crate::operator::check_invariants(&pool).await {
+            Ok(report) if !report.ok => {
+                tracing::error!(violations = report.violations.len(), "ledger invariants violated")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err.detail, "ledger invariant check failed"),
+        }
+    }
+}
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -87,6 +105,7 @@ impl Application {
         if config.demo {
             crate::demo::seed(&state).await?;
         }
+        tokio::spawn(watch_invariants(state.pool.clone()));
         let router = router(state.clone());
         Ok(Application { listener, router, state })
     }
