@@ -232,7 +232,7 @@ pub(crate) async fn meter_report(
         let reported = report.leases.iter().find(|l| l.lease_id == lease.lease_id);
         if lease.state == "pending" {
             // The host says it started the job but its acknowledgement has not come.
-            if reported.is_some_and(|l| l.state == "running" || l.state == "exited") {
+            if reported.is_some_and(|l| l.state != "cancelled") {
                 start(conn, &mut lease, now, out).await?;
             }
             continue;
@@ -242,7 +242,7 @@ pub(crate) async fn meter_report(
         bill(conn, &mut lease, now, if shows_gpus { cap_ms } else { 0 }, fee_rate, out).await?;
         if let Some(l) = reported.filter(|l| l.state == "exited") {
             settle(conn, &mut lease, "exited", l.exit_code, out).await?;
-        } else if now >= lease.max_end_at {
+        } else if now >= lease.max_end_at || reported.is_some_and(|l| l.state == "max_duration") {
             settle(conn, &mut lease, "max_duration", None, out).await?;
         }
     }
