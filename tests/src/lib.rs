@@ -220,11 +220,27 @@ impl AgentProcess {
             .args(["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "--backoff-max-s", "1"])
             .args(["--request-timeout-s", "2", "run", "--exchange", exchange])
             .env("RUST_LOG", agent_log_filter())
+            // Tests run jobs as plain processes (the simulated GPUs have no Docker).
+            .env("CAPEX_AGENT_PROCESS_RUNTIME", "true")
+            .env("CAPEX_AGENT_KILL_GRACE_S", "2")
             .env_remove("CAPEX_AGENT_CONFIG")
             .kill_on_drop(true)
             .spawn()
             .context("starting capex-agent")?;
         Ok(AgentProcess { child })
+    }
+
+    /// The agent's process id (for SIGSTOP / SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT", "KILL") to the agent with `kill(1)`.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("agent already exited")?;
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
     }
 
     /// Stops the agent at once (SIGKILL), as a crash or power loss would.

@@ -30,6 +30,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/capex-agent";
 pub const DEFAULT_INTERVAL_S: u32 = 10;
 pub const DEFAULT_REQUEST_TIMEOUT_S: u64 = 10;
 pub const DEFAULT_BACKOFF_MAX_S: u64 = 30;
+pub const DEFAULT_KILL_GRACE_S: u64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +53,8 @@ pub struct FileConfig {
     pub spool_reports_max: Option<usize>,
     pub backoff_max_s: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub process_runtime: Option<bool>,
+    pub kill_grace_s: Option<u64>,
 }
 
 /// Settings given as flags or environment variables (clap reads both; flags win).
@@ -87,6 +90,13 @@ pub struct Overrides {
     /// Log output format.
     #[arg(long, global = true, env = "CAPEX_AGENT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Allow jobs to run as plain processes (CUDA_VISIBLE_DEVICES = the leased GPUs) when
+    /// the bid names no image. Off by default: without it jobs need Docker.
+    #[arg(long, global = true, env = "CAPEX_AGENT_PROCESS_RUNTIME")]
+    pub process_runtime: Option<bool>,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, global = true, env = "CAPEX_AGENT_KILL_GRACE_S")]
+    pub kill_grace_s: Option<u64>,
 }
 
 /// The merged configuration.
@@ -103,6 +113,9 @@ pub struct AgentConfig {
     pub spool_reports_max: usize,
     pub backoff_max_s: u64,
     pub log_format: LogFormat,
+    /// Jobs without an image may run as plain processes.
+    pub process_runtime: bool,
+    pub kill_grace_s: u64,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -141,6 +154,8 @@ impl AgentConfig {
             spool_reports_max: overrides.spool_max.or(file.spool_reports_max).unwrap_or(SPOOL_REPORTS_MAX),
             backoff_max_s: overrides.backoff_max_s.or(file.backoff_max_s).unwrap_or(DEFAULT_BACKOFF_MAX_S).max(1),
             log_format: overrides.log_format.or(file.log_format).unwrap_or(LogFormat::Pretty),
+            process_runtime: overrides.process_runtime.or(file.process_runtime).unwrap_or(false),
+            kill_grace_s: overrides.kill_grace_s.or(file.kill_grace_s).unwrap_or(DEFAULT_KILL_GRACE_S),
         })
     }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod energy;
 pub mod exchange;
 pub mod gpu;
+pub mod jobs;
 pub mod key;
 pub mod reporter;
 pub mod spool;

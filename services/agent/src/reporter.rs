@@ -98,11 +98,21 @@ pub async fn run_with_probe(
     let exchange = Exchange::new(exchange_url, Duration::from_secs(config.request_timeout_s))?;
     let wake = Arc::new(Notify::new());
     let energy = crate::energy::EnergyCounters::open(&config.state_dir);
-    let sampler = sample_loop(probe.as_mut(), energy, &spool, &wake, host_id, config.interval_s);
+    let table = crate::jobs::JobTable::default();
+    let settings = crate::jobs::JobSettings {
+        work_root: config.state_dir.join("jobs"),
+        process_runtime: config.process_runtime,
+        docker_available: crate::jobs::docker_available(),
+        kill_grace: Duration::from_secs(config.kill_grace_s),
+    };
+    let runner =
+        crate::jobs::run(exchange_url, key.clone(), host_id, settings, probe.simulated_control(), table.clone());
+    let sampler = sample_loop(probe.as_mut(), energy, &spool, &wake, host_id, config.interval_s, &table);
     let sender = send_loop(&spool, &wake, &exchange, &key, host_id, Duration::from_secs(config.backoff_max_s));
     tokio::select! {
         result = sampler => result,
         result = sender => result,
+        result = runner => result,
         () = shutdown => {
             let left = spool.lock().unwrap_or_else(|p| p.into_inner()).len();
             tracing::info!(spooled = left, "capex-agent stopping; undelivered reports stay spooled");
@@ -118,6 +128,7 @@ async fn sample_loop(
     wake: &Notify,
     host_id: Uuid,
     interval_s: u32,
+    jobs: &crate::jobs::JobTable,
 ) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(Duration::from_secs(u64::from(interval_s)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -132,6 +143,8 @@ async fn sample_loop(
         };
         energy.apply(&mut gpus).context("saving energy counters")?;
         let measured_at = Utc::now();
+        let leases = jobs.report();
+        let leases = if leases.is_empty() { None } else { Some(leases) };
         let seq = spool.lock().unwrap_or_else(|p| p.into_inner()).push(|seq| ReportPayload {
             host_id,
             seq,
@@ -139,7 +152,7 @@ async fn sample_loop(
             measured_at,
             interval_s,
             gpus,
-            leases: None,
+            leases,
         })?;
         tracing::debug!(seq, "report spooled");
         wake.notify_one();

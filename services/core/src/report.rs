@@ -248,6 +248,36 @@ pub struct InventoryGpu {
     pub pci_bus_id: Option<String>,
 }
 
+/// Domain tag of host-authenticated API requests (assignments, acknowledgements, logs).
+pub const HOST_REQUEST_DOMAIN: &[u8] = b"capex/host-request/v1";
+/// Header with the request's unix time in seconds (checked against the clock-skew window).
+pub const HOST_TIME_HEADER: &str = "x-capex-host-time";
+/// Header with base64 of the host key's signature over [`host_request_message`].
+pub const HOST_SIGNATURE_HEADER: &str = "x-capex-host-signature";
+
+/// What a host-authenticated request's signature covers (after [`HOST_REQUEST_DOMAIN`]):
+/// method, path (without the query), host id, unix time and the exact body bytes, so a
+/// signature cannot be moved to another route, host, time or body.
+pub fn host_request_message(method: &str, path: &str, host_id: Uuid, unix_s: i64, body: &[u8]) -> Vec<u8> {
+    let mut message = format!("{method}\n{path}\n{host_id}\n{unix_s}\n").into_bytes();
+    message.extend_from_slice(body);
+    message
+}
+
+/// Signs a host request; returns the two header values (time, signature).
+pub fn sign_host_request(
+    key: &SigningKey,
+    method: &str,
+    path: &str,
+    host_id: Uuid,
+    unix_s: i64,
+    body: &[u8],
+) -> (String, String) {
+    let message = signed_message(HOST_REQUEST_DOMAIN, &host_request_message(method, path, host_id, unix_s, body));
+    let signature = key.sign(&message);
+    (unix_s.to_string(), BASE64.encode(signature.to_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,14 @@ pub struct Config {
     /// `created_at`) may differ from the server clock by at most this much.
     #[arg(long, env = "CAPEX_REPORT_SKEW_S", default_value_t = 120)]
     pub report_skew_s: u64,
+
+    /// The operator's fee: this fraction of every billed amount goes to the fees account.
+    #[arg(long, env = "CAPEX_FEE_RATE", default_value = "0.02")]
+    pub fee_rate: rust_decimal::Decimal,
+
+    /// How often the sweeper closes leases past their max end or on silent hosts, in ms.
+    #[arg(long, env = "CAPEX_SWEEP_MS", default_value_t = 1000)]
+    pub sweep_ms: u64,
 }
 
 /// Shortest JWT secret accepted: HS256 wants a key at least as long as its hash.
@@ -119,6 +127,8 @@ impl Config {
             matcher_queue_max: 8192,
             matcher_tick_ms: 200,
             report_skew_s: 120,
+            fee_rate: rust_decimal::Decimal::new(2, 2),
+            sweep_ms: 200,
         }
     }
 }

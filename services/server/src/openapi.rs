@@ -16,6 +16,9 @@ use crate::{auth, error, hosts, markets, operator, wallet};
         markets::list_markets, markets::get_book, markets::list_trades, markets::list_candles,
         hosts::register::register_host, hosts::views::list_hosts, hosts::views::get_host,
         hosts::reports::post_report, hosts::views::list_reports, hosts::views::get_telemetry, hosts::capacity::get_capacity,
+        crate::jobs::routes::list_jobs, crate::jobs::routes::get_job, crate::jobs::routes::get_logs,
+        crate::jobs::routes::cancel_job, crate::jobs::host::assignments, crate::jobs::host::ack,
+        crate::jobs::host::upload_logs,
         crate::startup::healthz, crate::feed::stream,
     ),
     components(schemas(error::Problem)),
@@ -26,6 +29,7 @@ use crate::{auth, error, hosts, markets, operator, wallet};
         (name = "operator", description = "Minting, invariants, oversight"),
         (name = "markets", description = "Order books, orders, trades, market data"),
         (name = "hosts", description = "Provider hosts, signed reports, telemetry, capacity"),
+        (name = "jobs", description = "Leases as jobs: state, logs, cancel, metered cost"),
         (name = "feed", description = "Live Server-Sent Events"),
         (name = "system", description = "Health"),
     )

@@ -96,11 +96,19 @@ impl Application {
             pool: pool.clone(),
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
             config: config_arc,
-            reports: crate::hosts::ReportIngest::start(pool.clone(), config.report_skew_s),
+            reports: crate::hosts::ReportIngest::start(
+                pool.clone(),
+                config.report_skew_s,
+                crate::jobs::Metering { fee_rate: config.fee_rate, feed: Some(feed.clone()) },
+            ),
             feed,
             markets,
             forwarder: reqwest::Client::new(),
         };
+        if config.fee_rate < rust_decimal::Decimal::ZERO || config.fee_rate > rust_decimal::Decimal::ONE {
+            anyhow::bail!("CAPEX_FEE_RATE must be between 0 and 1");
+        }
+        crate::jobs::start_sweeper(pool.clone(), state.feed.clone(), Duration::from_millis(config.sweep_ms.max(50)));
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;
@@ -142,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(markets::router())
         .merge(markets::owned_router(state.clone()))
         .merge(hosts::router())
+        .merge(crate::jobs::router())
         .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))

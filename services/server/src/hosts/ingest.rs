@@ -36,6 +36,8 @@ pub const REPORT_BATCH_MAX: usize = 512;
 pub const REPORT_QUEUE_MAX: usize = 8192;
 /// Most GPUs one report (and one host) may carry.
 pub const GPUS_PER_HOST_MAX: usize = 64;
+/// Most leases one report may list.
+pub const LEASES_PER_REPORT_MAX: usize = 256;
 /// Most processes listed per GPU.
 pub const PROCESSES_PER_GPU_MAX: usize = 1024;
 /// Host public keys never change, so the verifier caches them; cleared when this full.
@@ -107,13 +109,14 @@ pub struct ReportIngest {
 }
 
 impl ReportIngest {
-    /// Starts the verifier and writer tasks. `skew_s`: the clock-skew window for `sent_at`.
-    pub fn start(pool: PgPool, skew_s: u64) -> ReportIngest {
+    /// Starts the verifier and writer tasks. `skew_s`: the clock-skew window for `sent_at`;
+    /// `metering`: how accepted reports bill the host's running leases.
+    pub fn start(pool: PgPool, skew_s: u64, metering: crate::jobs::Metering) -> ReportIngest {
         let (jobs, job_rx) = mpsc::channel(REPORT_QUEUE_MAX);
         let (verified, verified_rx) = mpsc::channel(REPORT_BATCH_MAX * 2);
         let tally = Arc::new(RefusalTally::default());
         tokio::spawn(verify_loop(pool.clone(), job_rx, verified, tally.clone()));
-        tokio::spawn(write_loop(pool, verified_rx, tally.clone(), skew_s as i64));
+        tokio::spawn(write_loop(pool, verified_rx, tally.clone(), skew_s as i64, metering));
         ReportIngest { jobs, tally }
     }
 
@@ -259,6 +262,9 @@ fn parse_report(payload: &[u8]) -> Result<ReportPayload, String> {
     if report.gpus.len() > GPUS_PER_HOST_MAX {
         return Err(format!("a report carries at most {GPUS_PER_HOST_MAX} GPUs"));
     }
+    if report.leases.as_ref().is_some_and(|l| l.len() > LEASES_PER_REPORT_MAX) {
+        return Err(format!("a report lists at most {LEASES_PER_REPORT_MAX} leases"));
+    }
     let mut seen = HashSet::new();
     for (i, gpu) in report.gpus.iter().enumerate() {
         if !seen.insert(gpu.uuid.as_str()) {
@@ -278,7 +284,13 @@ fn parse_report(payload: &[u8]) -> Result<ReportPayload, String> {
     Ok(report)
 }
 
-async fn write_loop(pool: PgPool, mut reports: mpsc::Receiver<VerifiedReport>, tally: Arc<RefusalTally>, skew_s: i64) {
+async fn write_loop(
+    pool: PgPool,
+    mut reports: mpsc::Receiver<VerifiedReport>,
+    tally: Arc<RefusalTally>,
+    skew_s: i64,
+    metering: crate::jobs::Metering,
+) {
     let mut batch = Vec::with_capacity(REPORT_BATCH_MAX);
     loop {
         let received = tokio::time::timeout(
@@ -290,7 +302,7 @@ async fn write_loop(pool: PgPool, mut reports: mpsc::Receiver<VerifiedReport>, t
             Ok(0) => break,
             Ok(_) => {
                 let pending = std::mem::take(&mut batch);
-                write_batch(&pool, pending, &tally, skew_s).await;
+                write_batch(&pool, pending, &tally, skew_s, &metering).await;
             }
             Err(_) => flush_tally(&pool, &tally).await,
         }
@@ -326,11 +338,21 @@ struct HostState {
     accepted_interval_s: Option<i32>,
 }
 
-async fn write_batch(pool: &PgPool, reports: Vec<VerifiedReport>, tally: &RefusalTally, skew_s: i64) {
+async fn write_batch(
+    pool: &PgPool,
+    reports: Vec<VerifiedReport>,
+    tally: &RefusalTally,
+    skew_s: i64,
+    metering: &crate::jobs::Metering,
+) {
     let counts = tally.take();
     let started = std::time::Instant::now();
-    match apply_batch(pool, &reports, counts.clone(), skew_s).await {
+    let mut outbox = crate::jobs::settle::Outbox::default();
+    match apply_batch(pool, &reports, counts.clone(), skew_s, metering, &mut outbox).await {
         Ok(verdicts) => {
+            if let Some(feed) = &metering.feed {
+                outbox.publish(feed);
+            }
             let accepted = verdicts.iter().filter(|v| matches!(v, Ok(ReportOutcome::Accepted { .. }))).count();
             metrics::counter!("capex_reports_total", "outcome" => "accepted").increment(accepted as u64);
             metrics::histogram!("capex_report_batch_seconds").record(started.elapsed().as_secs_f64());
@@ -354,6 +376,8 @@ async fn apply_batch(
     reports: &[VerifiedReport],
     mut counts: HashMap<(Uuid, &'static str), i64>,
     skew_s: i64,
+    metering: &crate::jobs::Metering,
+    outbox: &mut crate::jobs::settle::Outbox,
 ) -> Result<Vec<Result<ReportOutcome, ApiError>>, sqlx::Error> {
     let mut host_ids: Vec<Uuid> = reports.iter().map(|r| r.host_id).collect();
     host_ids.sort_unstable();
@@ -412,6 +436,19 @@ async fn apply_batch(
         insert_reports(&mut tx, &accepted).await?;
         update_hosts(&mut tx, &hosts, &accepted).await?;
         update_gpus(&mut tx, &accepted).await?;
+        // Metering in the same transaction: a lease is billed exactly when its report is
+        // stored, and billed_until keeps an interval from being billed twice.
+        for report in &accepted {
+            let metered = crate::jobs::settle::ReportForMetering {
+                host_id: report.host_id,
+                interval_s: report.report.interval_s,
+                gpus: report.report.gpus.iter().map(|g| g.uuid.as_str()).collect(),
+                leases: report.report.leases.as_deref().unwrap_or(&[]),
+            };
+            crate::jobs::settle::meter_report(&mut tx, &metered, now, metering.fee_rate, outbox)
+                .await
+                .map_err(|err| sqlx::Error::Protocol(format!("metering: {}", err.detail)))?;
+        }
     }
     upsert_counts(&mut tx, &counts).await?;
     tx.commit().await?;

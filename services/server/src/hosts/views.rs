@@ -44,6 +44,10 @@ pub struct HostView {
     pub reports_duplicate: i64,
     /// Refused reports by code (`invalid_signature`, `replayed_sequence`, ...).
     pub reports_refused: BTreeMap<String, i64>,
+    /// Reliability: leases that ended normally (exited, cancelled, max duration) and
+    /// leases lost because the host stopped reporting.
+    pub leases_completed: i64,
+    pub leases_lost: i64,
 }
 
 /// One GPU and what the latest valid report said about it.
@@ -85,6 +89,8 @@ struct HostRow {
     live: bool,
     last_report_at: Option<DateTime<Utc>>,
     last_seq: i64,
+    leases_completed: i64,
+    leases_lost: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -110,7 +116,8 @@ struct GpuRow {
 fn host_select() -> String {
     format!(
         "select h.host_id, h.owner_id, h.name, h.status, h.public_key, h.report_interval_s, h.driver_version,
-                h.cuda_version, h.created_at, {LIVE_SQL} as live, h.last_report_at, h.last_seq
+                h.cuda_version, h.created_at, {LIVE_SQL} as live, h.last_report_at, h.last_seq,
+                h.leases_completed, h.leases_lost
          from hosts h"
     )
 }
@@ -186,6 +193,8 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                 reports_accepted,
                 reports_duplicate,
                 reports_refused,
+                leases_completed: h.leases_completed,
+                leases_lost: h.leases_lost,
             }
         })
         .collect();

@@ -239,6 +239,9 @@ impl PhaseTimer {
 struct Published {
     trades: Vec<Value>,
     orders: Vec<(Uuid, Value)>,
+    /// New leases as (buyer, provider, job event): the job event also wakes the host's
+    /// assignments long-poll.
+    jobs: Vec<(Uuid, Uuid, Value)>,
 }
 
 /// All writes of one batch, gathered while walking the book's events.
@@ -390,6 +393,10 @@ impl Matcher {
         }
         for (owner, order) in published.orders {
             self.feed.private("order", owner, order);
+        }
+        for (buyer, provider, job) in published.jobs {
+            self.feed.private("job", provider, job.clone());
+            self.feed.private("job", buyer, job);
         }
     }
 
@@ -702,7 +709,16 @@ impl Matcher {
             .filter(|(_, o)| o.changed)
             .map(|(id, o)| (o.owner, json!({"class": self.class, "order_id": id, "status": o.status})))
             .collect();
-        Ok(Some(Published { trades, orders }))
+        let jobs = writes
+            .leases
+            .iter()
+            .filter_map(|l| {
+                let buyer = l["buyer_id"].as_str()?.parse().ok()?;
+                let provider = l["provider_id"].as_str()?.parse().ok()?;
+                Some((buyer, provider, json!({"job_id": l["lease_id"], "state": "pending", "host_id": l["host_id"]})))
+            })
+            .collect();
+        Ok(Some(Published { trades, orders, jobs }))
     }
 }
 

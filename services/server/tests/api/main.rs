@@ -6,6 +6,7 @@ mod auth;
 mod feed;
 mod helpers;
 mod hosts;
+mod jobs;
 mod markets;
 mod operator;
 mod problems;

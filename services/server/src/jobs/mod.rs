@@ -1,0 +1,79 @@
+//! Leases as jobs (DESIGN section 7): placement on the winning host, the buyer's view of
+//! the job and its logs, metering from signed reports and settlement.
+//!
+//! Placement transport: the agent long-polls `GET /api/v1/hosts/{id}/assignments?wait=`,
+//! authenticated by a signature of the host key over the request (see
+//! [`capex_core::report::host_request_message`]). Long-polling rather than a WebSocket
+//! because the agent already speaks plain signed HTTP to the exchange (reports, spool), it
+//! passes every proxy, a lost connection needs no reconnect state (the next poll returns
+//! the host's full set of active leases, so nothing is missed), and the server wakes the
+//! poll from the live feed's job events the moment a trade or cancel commits, so a new
+//! lease reaches the agent within milliseconds.
+
+pub mod host;
+pub mod metering;
+pub mod routes;
+pub mod settle;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+use crate::feed::Feed;
+
+pub use routes::{JobPage, JobView, LogLine, LogPage};
+
+/// How accepted reports bill leases.
+#[derive(Clone)]
+pub struct Metering {
+    /// The operator's share of each billed amount (`CAPEX_FEE_RATE`).
+    pub fee_rate: Decimal,
+    /// Where job and wallet events go after each committed batch.
+    pub feed: Option<Feed>,
+}
+
+pub fn router() -> Router<crate::AppState> {
+    Router::new()
+        .route("/api/v1/jobs", get(routes::list_jobs))
+        .route("/api/v1/jobs/{id}", get(routes::get_job))
+        .route("/api/v1/jobs/{id}/logs", get(routes::get_logs))
+        .route("/api/v1/jobs/{id}/cancel", post(routes::cancel_job))
+        .route("/api/v1/hosts/{host_id}/assignments", get(host::assignments))
+        .route("/api/v1/hosts/{host_id}/leases/{lease_id}/ack", post(host::ack))
+        .route("/api/v1/hosts/{host_id}/leases/{lease_id}/logs", post(host::upload_logs))
+}
+
+/// The sweeper: closes leases past their max end and those of hosts that went silent.
+/// Runs until the pool closes.
+pub fn start_sweeper(pool: PgPool, feed: Feed, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            let mut outbox = settle::Outbox::default();
+            let swept = async {
+                let mut tx = pool.begin().await?;
+                let closed = settle::sweep(&mut tx, &mut outbox).await?;
+                tx.commit().await?;
+                Ok::<usize, crate::error::ApiError>(closed)
+            }
+            .await;
+            match swept {
+                Ok(closed) => {
+                    if closed > 0 {
+                        tracing::info!(closed, "sweeper closed leases");
+                    }
+                    outbox.publish(&feed);
+                }
+                Err(err) => tracing::warn!(error = %err.detail, "lease sweep failed"),
+            }
+        }
+    })
+}

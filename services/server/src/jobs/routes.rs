@@ -1,0 +1,298 @@
+//! The buyer's (and the provider's) view of jobs: a job is a lease and its job spec.
+//! The buyer sees everything; the provider sees its hosts' jobs without the env values;
+//! anyone else gets 404.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::settle::{self, Outbox};
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::state::AppState;
+
+/// Jobs per page at most.
+pub const JOBS_PAGE_MAX: i64 = 200;
+/// Log lines per page at most.
+pub const LOG_PAGE_MAX: i64 = 1000;
+/// Longest a `follow` request waits for new lines.
+pub const LOG_FOLLOW_S_MAX: u64 = 25;
+const LOG_FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobView {
+    /// The lease id.
+    pub job_id: Uuid,
+    /// pending, running, exited, cancelled, host_lost, max_duration.
+    pub state: String,
+    pub class: String,
+    pub host_id: Uuid,
+    pub gpu_uuids: Vec<String>,
+    pub gpus: i32,
+    /// Trade price, credits per GPU-hour.
+    pub price: Decimal,
+    pub max_hours: Decimal,
+    /// Time billed so far (only intervals an accepted report attested).
+    pub billed_seconds: Decimal,
+    /// Gross billed so far (provider's part plus the fee).
+    pub cost_so_far: Decimal,
+    pub fee_so_far: Decimal,
+    /// What the lease escrow still holds (0 once settled: the rest went back to the buyer).
+    pub escrow_left: Decimal,
+    pub exit_code: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub max_end_at: DateTime<Utc>,
+    pub command: Vec<String>,
+    pub image: Option<String>,
+    /// The job's environment (buyer only; the provider sees the names, values blanked).
+    pub env: BTreeMap<String, String>,
+    /// "buyer" or "provider": how the caller relates to the job.
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobPage {
+    pub items: Vec<JobView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogLine {
+    pub seq: i64,
+    /// stdout, stderr or system.
+    pub stream: String,
+    pub text: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogPage {
+    pub items: Vec<LogLine>,
+    /// Pass as `after` to get the lines after these.
+    pub next_after: i64,
+    /// The job has ended: no more lines will come once these are read.
+    pub ended: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    lease_id: Uuid,
+    state: String,
+    class: String,
+    host_id: Uuid,
+    gpu_uuids: Vec<String>,
+    gpus: i32,
+    price: Decimal,
+    max_hours: Decimal,
+    billed_ms: i64,
+    cost: Decimal,
+    fee: Decimal,
+    escrow_left: Decimal,
+    exit_code: Option<i32>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    max_end_at: DateTime<Utc>,
+    job: Value,
+    buyer_id: Uuid,
+}
+
+const JOB_SELECT: &str = "select l.lease_id, l.state, t.class, l.host_id, l.gpu_uuids, l.gpus, l.price, l.max_hours,
+        l.billed_ms, l.cost, l.fee, coalesce(a.balance, 0) as escrow_left, l.exit_code, l.created_at, l.started_at,
+        l.ended_at, l.max_end_at, l.job, l.buyer_id
+     from leases l join trades t using (trade_id)
+     left join accounts a on a.kind = 'escrow' and a.ref_id = l.lease_id";
+
+fn view_of(row: JobRow, caller: Uuid) -> JobView {
+    let buyer = row.buyer_id == caller;
+    let command = row.job["command"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let env = row.job["env"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (k.clone(), if buyer { v.as_str().unwrap_or_default().to_string() } else { String::new() })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    JobView {
+        job_id: row.lease_id,
+        state: row.state,
+        class: row.class,
+        host_id: row.host_id,
+        gpu_uuids: row.gpu_uuids,
+        gpus: row.gpus,
+        price: row.price.normalize(),
+        max_hours: row.max_hours.normalize(),
+        billed_seconds: (Decimal::from(row.billed_ms) / Decimal::from(1000)).normalize(),
+        cost_so_far: row.cost.normalize(),
+        fee_so_far: row.fee.normalize(),
+        escrow_left: row.escrow_left.normalize(),
+        exit_code: row.exit_code,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        ended_at: row.ended_at,
+        max_end_at: row.max_end_at,
+        command,
+        image: row.job["image"].as_str().map(String::from),
+        env,
+        role: if buyer { "buyer" } else { "provider" }.into(),
+    }
+}
+
+fn parse_job_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("job"))
+}
+
+async fn load(state: &AppState, caller: Uuid, job_id: Uuid) -> Result<JobView, ApiError> {
+    let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{JOB_SELECT} where l.lease_id = $1 and (l.buyer_id = $2 or l.provider_id = $2)"
+    )))
+    .bind(job_id)
+    .bind(caller)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(|| ApiError::not_found("job"))?;
+    Ok(view_of(row, caller))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct ListQuery {
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// The last job id of the previous page.
+    cursor: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = JobPage), (status = 401, body = Problem)))]
+pub(crate) async fn list_jobs(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<JobPage>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, JOBS_PAGE_MAX);
+    let mut rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{JOB_SELECT} where (l.buyer_id = $1 or l.provider_id = $1)
+           and ($2::text is null or l.state = $2) and ($3::uuid is null or l.lease_id < $3)
+         order by l.lease_id desc limit $4"
+    )))
+    .bind(auth.user_id)
+    .bind(&q.state)
+    .bind(q.cursor)
+    .bind(limit + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.lease_id.to_string())
+    } else {
+        None
+    };
+    let items = rows.into_iter().map(|r| view_of(r, auth.user_id)).collect();
+    Ok(Json(JobPage { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "Job (lease) id")),
+    security(("bearer" = [])), responses((status = 200, body = JobView), (status = 404, body = Problem)))]
+pub(crate) async fn get_job(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    Ok(Json(load(&state, auth.user_id, parse_job_id(&id)?).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct LogQuery {
+    /// Lines after this sequence number (default: from the start).
+    after: Option<i64>,
+    /// Wait up to this many seconds (at most 25; `true` = 25) for new lines if there are none.
+    follow: Option<String>,
+    limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", params(("id" = Uuid, Path, description = "Job id"), LogQuery),
+    security(("bearer" = [])), responses((status = 200, body = LogPage), (status = 404, body = Problem)))]
+pub(crate) async fn get_logs(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<LogPage>> {
+    let job_id = parse_job_id(&id)?;
+    let follow_s = match q.follow.as_deref() {
+        None | Some("false") | Some("0") | Some("") => 0,
+        Some("true") => LOG_FOLLOW_S_MAX,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::invalid("follow", "invalid_query", "follow is true, false or a number of seconds")
+        })?,
+    }
+    .min(LOG_FOLLOW_S_MAX);
+    let after = q.after.unwrap_or(-1);
+    let limit = q.limit.unwrap_or(LOG_PAGE_MAX).clamp(1, LOG_PAGE_MAX);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(follow_s);
+    loop {
+        let job = load(&state, auth.user_id, job_id).await?;
+        let ended = !settle::ACTIVE_STATES.contains(&job.state.as_str());
+        let rows: Vec<(i64, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "select seq, stream, text, at from lease_logs where lease_id = $1 and seq > $2 order by seq limit $3",
+        )
+        .bind(job_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&state.pool)
+        .await?;
+        if !rows.is_empty() || ended || tokio::time::Instant::now() >= deadline {
+            let next_after = rows.last().map(|r| r.0).unwrap_or(after);
+            let items = rows.into_iter().map(|(seq, stream, text, at)| LogLine { seq, stream, text, at }).collect();
+            return Ok(Json(LogPage { items, next_after, ended }));
+        }
+        tokio::time::sleep(LOG_FOLLOW_POLL).await;
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = JobView), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "job_ended")))]
+pub(crate) async fn cancel_job(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let job_id = parse_job_id(&id)?;
+    let mut tx = state.pool.begin().await?;
+    let mut lease = settle::lock_lease(&mut tx, job_id)
+        .await?
+        .filter(|l| l.buyer_id == auth.user_id)
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    if !settle::ACTIVE_STATES.contains(&lease.state.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_ended",
+            format!("the job already ended: {}", lease.state),
+        ));
+    }
+    let mut outbox = Outbox::default();
+    // Billing stops here: only what accepted reports attested so far is paid.
+    settle::settle(&mut tx, &mut lease, "cancelled", None, &mut outbox).await?;
+    tx.commit().await?;
+    outbox.publish(&state.feed);
+    Ok(Json(load(&state, auth.user_id, job_id).await?))
+}
