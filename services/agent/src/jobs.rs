@@ -42,19 +42,30 @@ struct Tracked {
     reported: u32,
 }
 
+/// Lease ids of finished jobs remembered so a lease the exchange still lists (its exit
+/// report not yet delivered, e.g. after an outage) is never started twice.
+const FINISHED_REMEMBERED: usize = 4096;
+
+#[derive(Default)]
+struct Jobs {
+    tracked: HashMap<Uuid, Tracked>,
+    finished: std::collections::VecDeque<Uuid>,
+}
+
 /// The jobs this agent runs, shared with the reporter.
 #[derive(Clone, Default)]
-pub struct JobTable(Arc<Mutex<HashMap<Uuid, Tracked>>>);
+pub struct JobTable(Arc<Mutex<Jobs>>);
 
 impl JobTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Tracked>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The `leases` list of the next report; finished jobs are dropped after a few reports.
     pub fn report(&self) -> Vec<LeaseReport> {
-        let mut table = self.lock();
-        let out = table
+        let mut jobs = self.lock();
+        let out = jobs
+            .tracked
             .iter_mut()
             .map(|(id, t)| {
                 if t.state != "running" {
@@ -63,20 +74,28 @@ impl JobTable {
                 LeaseReport { lease_id: *id, state: t.state.into(), pid: t.pid, exit_code: t.exit_code }
             })
             .collect();
-        table.retain(|_, t| t.state == "running" || t.reported < EXITED_REPORTS);
+        jobs.tracked.retain(|_, t| t.state == "running" || t.reported < EXITED_REPORTS);
         out
     }
 
     fn set(&self, id: Uuid, state: &'static str, pid: Option<u32>, exit_code: Option<i32>) {
-        self.lock().insert(id, Tracked { state, pid, exit_code, reported: 0 });
+        let mut jobs = self.lock();
+        jobs.tracked.insert(id, Tracked { state, pid, exit_code, reported: 0 });
+        if state != "running" {
+            if jobs.finished.len() >= FINISHED_REMEMBERED {
+                jobs.finished.pop_front();
+            }
+            jobs.finished.push_back(id);
+        }
     }
 
     fn known(&self, id: &Uuid) -> bool {
-        self.lock().contains_key(id)
+        let jobs = self.lock();
+        jobs.tracked.contains_key(id) || jobs.finished.contains(id)
     }
 
     fn running(&self) -> Vec<Uuid> {
-        self.lock().iter().filter(|(_, t)| t.state == "running").map(|(id, _)| *id).collect()
+        self.lock().tracked.iter().filter(|(_, t)| t.state == "running").map(|(id, _)| *id).collect()
     }
 }
 

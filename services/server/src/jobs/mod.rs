@@ -58,13 +58,7 @@ pub fn start_sweeper(pool: PgPool, feed: Feed, every: Duration) -> tokio::task::
                 break;
             }
             let mut outbox = settle::Outbox::default();
-            let swept = async {
-                let mut tx = pool.begin().await?;
-                let closed = settle::sweep(&mut tx, &mut outbox).await?;
-                tx.commit().await?;
-                Ok::<usize, crate::error::ApiError>(closed)
-            }
-            .await;
+            let swept = settle::sweep(&pool, &mut outbox).await;
             match swept {
                 Ok(closed) => {
                     if closed > 0 {

@@ -278,7 +278,7 @@ pub(crate) async fn cancel_job(
 ) -> ApiResult<Json<JobView>> {
     let job_id = parse_job_id(&id)?;
     let mut tx = state.pool.begin().await?;
-    let mut lease = settle::lock_lease(&mut tx, job_id)
+    let mut lease = settle::lock_host_and_lease(&mut tx, job_id)
         .await?
         .filter(|l| l.buyer_id == auth.user_id)
         .ok_or_else(|| ApiError::not_found("job"))?;

@@ -60,6 +60,22 @@ pub(crate) struct LeaseRow {
 pub(crate) const LEASE_ROW_COLUMNS: &str = "lease_id, host_id, buyer_id, provider_id, gpu_uuids, gpus, price, state, \
      billed_until, billed_ms, cost, fee, max_end_at";
 
+/// The lease, locked after its host's row: the report writer locks hosts before leases
+/// (and settling updates the host's reliability counters), so everyone else takes the
+/// locks in that order too and no two writers wait on each other. `None`: no such lease.
+pub(crate) async fn lock_host_and_lease(
+    conn: &mut PgConnection,
+    lease_id: Uuid,
+) -> Result<Option<LeaseRow>, sqlx::Error> {
+    let host: Option<Uuid> = sqlx::query_scalar("select host_id from leases where lease_id = $1")
+        .bind(lease_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(host_id) = host else { return Ok(None) };
+    sqlx::query("select 1 from hosts where host_id = $1 for update").bind(host_id).execute(&mut *conn).await?;
+    lock_lease(conn, lease_id).await
+}
+
 /// The lease, locked; `None` if there is no such lease.
 pub(crate) async fn lock_lease(conn: &mut PgConnection, lease_id: Uuid) -> Result<Option<LeaseRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -250,8 +266,9 @@ pub(crate) async fn meter_report(
 }
 
 /// Closes leases past their max end and leases of hosts silent for
-/// [`LOST_AFTER_INTERVALS`]; bills nothing (no report, no pay). Returns how many closed.
-pub(crate) async fn sweep(conn: &mut PgConnection, out: &mut Outbox) -> Result<usize, ApiError> {
+/// [`LOST_AFTER_INTERVALS`]; bills nothing (no report, no pay). One transaction per lease,
+/// so the sweeper never holds two hosts' locks at once. Returns how many closed.
+pub(crate) async fn sweep(pool: &sqlx::PgPool, out: &mut Outbox) -> Result<usize, ApiError> {
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
         "select l.lease_id, (h.last_report_at is null
                  or h.last_report_at < now() - make_interval(secs => h.report_interval_s * $1::float8)) as lost
@@ -263,12 +280,30 @@ pub(crate) async fn sweep(conn: &mut PgConnection, out: &mut Outbox) -> Result<u
          order by l.lease_id limit 1000",
     )
     .bind(LOST_AFTER_INTERVALS as f64)
-    .fetch_all(&mut *conn)
+    .fetch_all(pool)
     .await?;
     let mut closed = 0;
     for (lease_id, lost) in rows {
-        let Some(mut lease) = lock_lease(conn, lease_id).await? else { continue };
-        settle(conn, &mut lease, if lost { "host_lost" } else { "max_duration" }, None, out).await?;
+        let mut tx = pool.begin().await?;
+        let Some(mut lease) = lock_host_and_lease(&mut tx, lease_id).await? else { continue };
+        // Decided on a snapshot: check again under the locks (a report may just have come).
+        let still: Option<bool> = sqlx::query_scalar(
+            "select (h.last_report_at is null
+                     or h.last_report_at < now() - make_interval(secs => h.report_interval_s * $2::float8))
+             from hosts h where h.host_id = $1",
+        )
+        .bind(lease.host_id)
+        .bind(LOST_AFTER_INTERVALS as f64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let lost = lost && still.unwrap_or(false);
+        if !lost && lease.max_end_at > Utc::now() {
+            continue;
+        }
+        let mut events = Outbox::default();
+        settle(&mut tx, &mut lease, if lost { "host_lost" } else { "max_duration" }, None, &mut events).await?;
+        tx.commit().await?;
+        out.0.extend(events.0);
         closed += 1;
     }
     Ok(closed)
