@@ -150,3 +150,42 @@ pub fn ask_body(host_id: Uuid, gpus: u32, price: &str, tif: &str) -> Value {
     let until = chrono::Utc::now() + chrono::Duration::hours(24);
     json!({"side": "ask", "host_id": host_id, "gpus": gpus, "price": price, "tif": tif, "available_until": until})
 }
+
+/// Orders acknowledged (201) by the server, with the user who placed each.
+pub type Acked = std::sync::Arc<tokio::sync::Mutex<Vec<(ApiUser, String)>>>;
+
+/// Starts `clients` tasks placing bids and asks in `class` (every fourth an ask on the
+/// client's host) until the server stops answering; records every acknowledged order.
+pub fn spawn_order_load(
+    api: &Api,
+    users: &[(ApiUser, Uuid)],
+    class: &'static str,
+    clients: usize,
+) -> (Vec<tokio::task::JoinHandle<()>>, Acked) {
+    let acked: Acked = Default::default();
+    let tasks = (0..clients)
+        .map(|c| {
+            let api = api.clone();
+            let (user, host) = users[c % users.len()].clone();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                for i in 0..10_000_u32 {
+                    let body = if (i as usize + c).is_multiple_of(4) {
+                        ask_body(host, 1, &format!("4.{}", i % 9), "gtc")
+                    } else {
+                        bid_body(1, "1", &format!("1.{}", i % 9), "gtc")
+                    };
+                    match api.place(&user, class, &body).await {
+                        Ok((201, view)) => {
+                            let id = view["order_id"].as_str().unwrap_or_default().to_string();
+                            acked.lock().await.push((user.clone(), id));
+                        }
+                        Ok(_) => {}
+                        Err(_) => return, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    (tasks, acked)
+}

@@ -1,14 +1,14 @@
 //! Kill -9 the real server and start it again: the book it serves is the same, and no
 //! acknowledged order is lost.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use capex_e2e::market::{Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, ask_body, bid_body, live_host, server_env};
+use capex_e2e::market::{
+    Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, ask_body, bid_body, live_host, server_env, spawn_order_load,
+};
 use capex_e2e::{ServerProcess, fresh_database_url};
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::Mutex;
 
 const CLASS: &str = "H100-80GB";
 
@@ -61,29 +61,7 @@ async fn book_and_acknowledged_orders_survive_kill_9() {
     assert_eq!(book(&api).await, before, "book after restart");
 
     // Phase 2, kill -9 while 8 clients are placing orders.
-    let acked_live: Arc<Mutex<Vec<(ApiUser, String)>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for c in 0..8_usize {
-        let api = api.clone();
-        let (user, host) = users[c % 4].clone();
-        let acked_live = acked_live.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..10_000_u32 {
-                let body = if (i as usize + c).is_multiple_of(4) {
-                    ask_body(host, 1, &format!("4.{}", i % 9), "gtc")
-                } else {
-                    bid_body(1, "1", &format!("1.{}", i % 9), "gtc")
-                };
-                match api.place(&user, CLASS, &body).await {
-                    Ok((201, view)) => {
-                        acked_live.lock().await.push((user.clone(), view["order_id"].as_str().unwrap().to_string()))
-                    }
-                    Ok(_) => {}
-                    Err(_) => return, // the server is gone
-                }
-            }
-        }));
-    }
+    let (tasks, acked_live) = spawn_order_load(&api, &users, CLASS, 8);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill();
     for task in tasks {

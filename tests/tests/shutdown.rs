@@ -1,13 +1,11 @@
 //! SIGTERM while clients place orders: the server drains what is in flight, exits cleanly,
 //! and every order it acknowledged is there after it starts again.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use capex_e2e::market::{Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, ask_body, bid_body, live_host, server_env};
+use capex_e2e::market::{Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, live_host, server_env, spawn_order_load};
 use capex_e2e::{ServerProcess, fresh_database_url};
 use sqlx::PgPool;
-use tokio::sync::Mutex;
 
 const CLASS: &str = "H100-80GB";
 
@@ -27,29 +25,7 @@ async fn sigterm_during_order_load_loses_no_acknowledged_order() {
         users.push((user, host));
     }
 
-    let acked: Arc<Mutex<Vec<(ApiUser, String)>>> = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for c in 0..8_usize {
-        let api = api.clone();
-        let (user, host) = users[c % 4].clone();
-        let acked = acked.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..10_000_u32 {
-                let body = if (i as usize + c).is_multiple_of(4) {
-                    ask_body(host, 1, &format!("4.{}", i % 9), "gtc")
-                } else {
-                    bid_body(1, "1", &format!("1.{}", i % 9), "gtc")
-                };
-                match api.place(&user, CLASS, &body).await {
-                    Ok((201, view)) => {
-                        acked.lock().await.push((user.clone(), view["order_id"].as_str().unwrap().to_string()))
-                    }
-                    Ok(_) => {}
-                    Err(_) => return, // the server has stopped listening
-                }
-            }
-        }));
-    }
+    let (tasks, acked) = spawn_order_load(&api, &users, CLASS, 8);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let status = server.terminate().unwrap();
     assert!(status.success(), "a graceful shutdown exits 0, got {status}");
