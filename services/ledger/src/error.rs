@@ -8,6 +8,8 @@ pub enum LedgerError {
     UnknownAccount(Uuid),
     #[error("a transfer cannot move credits from an account to itself")]
     SameAccount,
+    #[error("a transfer must move a positive amount")]
+    NonPositiveAmount,
     #[error("idempotency key {key} was already used for a different transfer")]
     IdempotencyConflict { key: String },
     #[error(transparent)]

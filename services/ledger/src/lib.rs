@@ -21,7 +21,7 @@ pub use accounts::{
 pub use error::LedgerError;
 pub use history::{HISTORY_PAGE_MAX, HistoryCursor, LedgerLine, history};
 pub use invariants::{InvariantReport, InvariantViolation, check_invariants};
-pub use transfer::{Transfer, TransferSpec, capture, hold, post_transfer, post_transfers, release};
+pub use transfer::{Transfer, TransferSpec, apply_to_balances, capture, hold, post_transfer, post_transfers, release};
 
 /// Migrations of the whole exchange. They live at the workspace root because the
 /// ledger's tables are only part of the schema; every crate that needs a database runs

@@ -52,6 +52,31 @@ impl Transfer {
 const TRANSFER_COLUMNS: &str =
     "entry_id, transfer_id, debit_account, credit_account, amount, kind, memo, idempotency_key, created_at";
 
+/// Applies `specs` in order to balances the caller has read under lock (account id ->
+/// kind and balance), refusing an overdraft of any account but the treasury. Pure: the
+/// caller writes the journal rows and the new balances in its own transaction.
+pub fn apply_to_balances(
+    balances: &mut BTreeMap<Uuid, (AccountKind, Decimal)>,
+    specs: &[&TransferSpec],
+) -> Result<(), LedgerError> {
+    for spec in specs {
+        if spec.from == spec.to {
+            return Err(LedgerError::SameAccount);
+        }
+        let amount = spec.amount.as_decimal();
+        if amount <= Decimal::ZERO {
+            return Err(LedgerError::NonPositiveAmount);
+        }
+        let (from_kind, from_balance) = balances.get_mut(&spec.from).ok_or(LedgerError::UnknownAccount(spec.from))?;
+        *from_balance -= amount;
+        if *from_kind != AccountKind::Treasury && *from_balance < Decimal::ZERO {
+            return Err(LedgerError::InsufficientFunds { account: spec.from });
+        }
+        balances.get_mut(&spec.to).ok_or(LedgerError::UnknownAccount(spec.to))?.1 += amount;
+    }
+    Ok(())
+}
+
 /// Posts one transfer inside the caller's transaction.
 pub async fn post_transfer(conn: &mut PgConnection, spec: TransferSpec) -> Result<Transfer, LedgerError> {
     let mut posted = post_transfers(conn, std::slice::from_ref(&spec)).await?;
@@ -116,16 +141,8 @@ pub async fn post_transfers(conn: &mut PgConnection, specs: &[TransferSpec]) -> 
         balances.insert(id, (kind, balance));
     }
 
-    for (_, spec) in &pending {
-        let amount = spec.amount.as_decimal();
-        assert!(amount > Decimal::ZERO, "a transfer moves a positive amount");
-        let (from_kind, from_balance) = balances.get_mut(&spec.from).expect("locked above");
-        *from_balance -= amount;
-        if *from_kind != AccountKind::Treasury && *from_balance < Decimal::ZERO {
-            return Err(LedgerError::InsufficientFunds { account: spec.from });
-        }
-        balances.get_mut(&spec.to).expect("locked above").1 += amount;
-    }
+    let pending_specs: Vec<&TransferSpec> = pending.iter().map(|(_, spec)| *spec).collect();
+    apply_to_balances(&mut balances, &pending_specs)?;
 
     let transfer_ids: Vec<Uuid> = pending.iter().map(|_| Uuid::now_v7()).collect();
     let froms: Vec<Uuid> = pending.iter().map(|(_, s)| s.from).collect();

@@ -112,6 +112,9 @@ impl From<LedgerError> for ApiError {
                 "this Idempotency-Key was already used for a different request",
             ),
             LedgerError::SameAccount => ApiError::invalid("to_user", "same_account", "cannot transfer to yourself"),
+            LedgerError::NonPositiveAmount => {
+                ApiError::invalid("amount", "invalid_amount", "the amount must be greater than zero")
+            }
             LedgerError::UnknownAccount(id) => ApiError::internal(format!("unknown ledger account {id}")),
             LedgerError::Database(db) => ApiError::internal(db),
         }

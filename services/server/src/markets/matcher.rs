@@ -3,27 +3,25 @@
 //! Requests arrive on a bounded mpsc channel. The matcher takes the first waiting request
 //! and up to `batch_max - 1` more that are already queued, then in ONE Postgres
 //! transaction: checks what the book cannot know (wallet balances for bids' escrow, free
-//! attested GPUs for asks), applies the commands to the book, and writes every effect
-//! (orders, escrow holds and releases, trades, leases and their escrows, bound GPUs,
-//! idempotency records). Only after the commit does any request get its answer. If any
-//! step after the book changed fails, the book is rebuilt from the database, so it never
-//! keeps effects that are not durable.
+//! attested GPUs for asks, Idempotency-Keys), applies the commands to the book, and writes
+//! every effect (orders, escrow holds and releases, trades, leases and their escrows, bound
+//! GPUs, idempotency records). Only after the commit does any request get its answer. If
+//! any step after the book changed fails, the book and the matcher's copy of the open
+//! orders ([`Resting`]) are reloaded from the database, so neither keeps effects that are
+//! not durable.
 //!
-//! Cost per batch: a fixed ~10 statements plus one per ask placed (its free-GPU check),
-//! and one fsync, whatever the batch size.
+//! Cost per batch, whatever its size: four round trips (begin, one statement of checks
+//! ([`checks`]), one statement of writes ([`writes`]), commit) and one fsync.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use capex_book::{
-    Ask, Bid, Book, Command, Event, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder,
-    UnfilledReason, UserId,
-};
+use capex_book::{Ask, Bid, Book, Command, Event, HostId, OrderId, RejectReason, UnfilledReason, UserId};
 use capex_core::Credits;
-use capex_ledger::{TransferSpec, open_escrows, post_transfers};
-use chrono::{DateTime, TimeZone, Utc};
+use capex_ledger::{AccountKind, TransferSpec, apply_to_balances};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::pool::PoolConnection;
@@ -31,10 +29,14 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::capacity;
+use super::checks::{self, CheckInput, Checked, KeyClaim};
 use super::money::reserve;
 use super::request::NewOrder;
+use super::resting::{OrderInfo, Resting, at_of, load_market};
 use super::views::{BookView, FillView, LevelView, OrderView, UnfilledReasonView};
+use super::writes::{
+    AskGpu, BalanceChange, BatchWrites, ClaimDrop, IdempotencyRecord, JournalRow, NewAccount, OrderChange,
+};
 use crate::error::ApiError;
 use crate::feed::Feed;
 
@@ -101,6 +103,7 @@ pub(crate) struct Matcher {
     /// The market's owner epoch when this matcher claimed it; checked in every batch.
     epoch: i64,
     book: Book,
+    resting: Resting,
     batch_max: usize,
     snapshot: watch::Sender<Arc<BookView>>,
     events: Vec<Event>,
@@ -108,59 +111,6 @@ pub(crate) struct Matcher {
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
-}
-
-fn at_of(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
-}
-
-fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
-    Price::from_decimal(decimal).map_err(|err| ApiError::internal(format!("stored price {decimal}: {err}")))
-}
-
-/// Rebuilds a market's book from its open orders, in their original time order.
-pub(crate) async fn load_book(pool: &PgPool, class: &str) -> Result<Book, ApiError> {
-    type Row = (i64, Uuid, String, Uuid, i32, i32, Decimal, Option<i64>, Option<Uuid>, Option<DateTime<Utc>>);
-    // `seq` is the order the matcher gave orders to the book, so it is their time priority.
-    let rows: Vec<Row> = sqlx::query_as(
-        "select seq, order_id, side, owner_id, gpus, gpus_remaining, price, duration_ms, host_id, available_until
-         from orders where class = $1 and status = 'open' order by seq",
-    )
-    .bind(class)
-    .fetch_all(pool)
-    .await?;
-    let mut book = Book::new();
-    let at_ms = now_ms();
-    for (seq, order_id, side, owner, gpus, remaining, price, duration_ms, host_id, until) in rows {
-        let seq = seq as u64;
-        let id = OrderId(order_id);
-        let owner = UserId(owner);
-        let price = price_of(price)?;
-        let order = if side == "bid" {
-            RestingOrder::Bid(RestingBid {
-                id,
-                owner,
-                gpus: gpus as u32,
-                duration_ms: duration_ms.unwrap_or(0),
-                price,
-                seq,
-            })
-        } else {
-            RestingOrder::Ask(RestingAsk {
-                id,
-                owner,
-                host: HostId(host_id.unwrap_or_default()),
-                gpus: gpus as u32,
-                remaining_gpus: remaining as u32,
-                available_until_ms: until.map(|t| t.timestamp_millis()).unwrap_or(0),
-                price,
-                seq,
-            })
-        };
-        book.restore(order, at_ms)
-            .map_err(|reason| ApiError::internal(format!("cannot restore order {order_id} of {class}: {reason:?}")))?;
-    }
-    Ok(book)
 }
 
 pub(crate) fn book_view(class: &str, book: &Book) -> BookView {
@@ -193,28 +143,6 @@ fn reject_error(reason: RejectReason) -> ApiError {
     }
 }
 
-/// What the batch needs to know about an order it touches.
-#[derive(Debug, Clone)]
-struct OrderInfo {
-    side_bid: bool,
-    owner: Uuid,
-    gpus: i32,
-    gpus_remaining: i32,
-    price: Decimal,
-    max_hours: Option<Decimal>,
-    duration_ms: Option<i64>,
-    job: Option<Value>,
-    host_id: Option<Uuid>,
-    available_until: Option<DateTime<Utc>>,
-    tif: String,
-    created_at: DateTime<Utc>,
-    status: &'static str,
-    /// New in this batch (inserted) rather than resting before (updated).
-    is_new: bool,
-    changed: bool,
-    closed: bool,
-}
-
 /// Records how long each phase of a batch took (`capex_matcher_phase_seconds`), to see
 /// where a batch's time goes: round trips, the book, or the commit's fsync.
 struct PhaseTimer {
@@ -244,17 +172,26 @@ struct Published {
     jobs: Vec<(Uuid, Uuid, Value)>,
 }
 
-/// All writes of one batch, gathered while walking the book's events.
+/// Ledger accounts a batch moves credits between: their kind and balance before the batch
+/// (locked wallets, the matcher's bid escrows, new escrows at zero), and which are new.
 #[derive(Default)]
-struct Writes {
-    escrows_to_open: Vec<(Uuid, Uuid)>,
-    transfers: Vec<TransferSpec>,
-    trades: Vec<Value>,
-    leases: Vec<Value>,
-    ask_gpus_new: Vec<Value>,
-    ask_gpus_leased: Vec<Value>,
-    asks_closed: Vec<Uuid>,
-    fills: HashMap<Uuid, Vec<FillView>>,
+struct Accounts {
+    before: BTreeMap<Uuid, (AccountKind, Decimal)>,
+    new: Vec<(Uuid, Uuid, Uuid)>,
+}
+
+impl Accounts {
+    fn existing(&mut self, account: Uuid, kind: AccountKind, balance: Decimal) {
+        self.before.entry(account).or_insert((kind, balance));
+    }
+
+    /// Opens an escrow account of `owner` for `ref_id`; returns its id.
+    fn open_escrow(&mut self, owner: Uuid, ref_id: Uuid) -> Uuid {
+        let account = Uuid::now_v7();
+        self.before.insert(account, (AccountKind::Escrow, Decimal::ZERO));
+        self.new.push((account, owner, ref_id));
+        account
+    }
 }
 
 impl Matcher {
@@ -262,7 +199,7 @@ impl Matcher {
         class: String,
         pool: PgPool,
         feed: Feed,
-        book: Book,
+        (book, resting): (Book, Resting),
         batch_max: usize,
         epoch: i64,
     ) -> (Matcher, watch::Receiver<Arc<BookView>>) {
@@ -273,6 +210,7 @@ impl Matcher {
             feed,
             conn: None,
             book,
+            resting,
             batch_max: batch_max.max(1),
             snapshot,
             events: Vec::new(),
@@ -357,8 +295,11 @@ impl Matcher {
             Err(err) => {
                 tracing::error!(class = %self.class, error = %err.detail, "matcher batch failed; rebuilding the book");
                 metrics::counter!("capex_matcher_batch_failures_total", "class" => self.class.clone()).increment(1);
-                match load_book(&self.pool, &self.class).await {
-                    Ok(book) => self.book = book,
+                match load_market(&self.pool, &self.class).await {
+                    Ok((book, resting)) => {
+                        self.book = book;
+                        self.resting = resting;
+                    }
                     Err(reload) => {
                         // Without a trustworthy book the market must not trade: stop the matcher;
                         // the registry starts a fresh one (rebuilt from the database) on next use.
@@ -422,15 +363,22 @@ impl Matcher {
         let at = at_of(at_ms);
         let mut phase = PhaseTimer::new(&self.class);
         let mut tx = sqlx::Connection::begin(conn).await?;
-        super::ownership::check_epoch(&mut tx, &self.class, self.epoch).await?;
         phase.done("begin");
 
-        self.check_idempotency(&mut tx, items).await?;
-        let wallets = self.check_funds(&mut tx, items).await?;
-        self.check_gpus(&mut tx, items).await?;
-
+        let checked = checks::run(&mut tx, &self.class, &check_input(items)).await?;
+        if checked.epoch != Some(self.epoch) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "market_moving",
+                "this market moved to another process; retry",
+            ));
+        }
+        decide_idempotency(items, &checked);
+        decide_funds(items, &checked);
+        self.decide_gpus(items, &checked);
         phase.done("checks");
-        // From here on the book changes: any failure rebuilds it (see run_batch).
+
+        // From here on the book changes: any failure reloads it (see run_batch).
         self.events.clear();
         let mut own_events: Vec<(usize, usize)> = Vec::with_capacity(items.len());
         for item in items.iter() {
@@ -444,6 +392,7 @@ impl Matcher {
             self.book.apply(Command::Tick { at_ms }, &mut self.events);
         }
         if self.events.is_empty() {
+            // Nothing was applied: this also drops the Idempotency-Key claims of the batch.
             tx.rollback().await?;
             return Ok(None);
         }
@@ -452,57 +401,26 @@ impl Matcher {
         }
         phase.done("book");
 
-        let (mut orders, new_in_order) = self.load_touched_orders(&mut tx, items, at).await?;
-        let escrows = load_bid_escrows(&mut tx, &orders).await?;
-        let mut bound = load_bound_gpus(&mut tx, &orders).await?;
-        let mut new_escrow: HashMap<Uuid, Credits> = HashMap::new();
-        let mut new_bound: HashMap<Uuid, Vec<String>> = HashMap::new();
-        for item in items.iter() {
-            if let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound }), .. } = item {
-                match &req.order {
-                    NewOrder::Bid(bid) => {
-                        new_escrow.insert(req.order_id, bid.escrow);
-                    }
-                    NewOrder::Ask(_) => {
-                        new_bound.insert(req.order_id, gpus_bound.clone());
-                    }
-                }
-            }
+        let (mut orders, new_in_order) = self.touched_orders(items, at)?;
+        let mut writes = BatchWrites::default();
+        let mut accounts = Accounts::default();
+        for wallet in checked.wallets.values() {
+            accounts.existing(wallet.account_id, AccountKind::Wallet, wallet.balance);
         }
-        let mut writes = Writes::default();
-        let mut new_escrow_ids: HashMap<Uuid, Uuid> = HashMap::new();
-        // Escrow accounts are opened in one statement first, so transfers can name them.
-        for event in &self.events {
-            match event {
-                Event::Accepted { order_id } if orders.get(&order_id.0).is_some_and(|o| o.side_bid) => {
-                    let owner = orders[&order_id.0].owner;
-                    writes.escrows_to_open.push((owner, order_id.0));
-                }
-                Event::Trade { buyer, .. } => writes.escrows_to_open.push((buyer.0, Uuid::now_v7())),
-                _ => {}
-            }
+        for info in orders.values().filter(|o| o.side_bid && !o.is_new) {
+            let account = info.escrow_account.ok_or_else(|| ApiError::internal("resting bid without escrow"))?;
+            accounts.existing(account, AccountKind::Escrow, info.stored_held.as_decimal());
         }
-        phase.done("load");
-        let opened = open_escrows(&mut tx, &writes.escrows_to_open).await?;
-        for ((_, ref_id), account) in writes.escrows_to_open.iter().zip(opened) {
-            new_escrow_ids.insert(*ref_id, account);
-        }
-        let lease_ids: Vec<Uuid> =
-            writes.escrows_to_open.iter().filter(|(_, r)| !orders.contains_key(r)).map(|(_, r)| *r).collect();
-        let mut lease_ids = lease_ids.into_iter();
-        let escrow_of = |id: Uuid| -> Result<Uuid, ApiError> {
-            new_escrow_ids
-                .get(&id)
-                .or_else(|| escrows.get(&id).map(|(account, _)| account))
-                .copied()
-                .ok_or_else(|| ApiError::internal(format!("no escrow account for {id}")))
-        };
         let wallet_of = |user: Uuid| -> Result<Uuid, ApiError> {
-            wallets.get(&user).copied().ok_or_else(|| ApiError::internal(format!("no wallet for {user}")))
+            checked
+                .wallets
+                .get(&user)
+                .map(|w| w.account_id)
+                .ok_or_else(|| ApiError::internal(format!("no locked wallet for {user}")))
         };
-        // What each bid's escrow holds: the balance for resting bids, the hold for new ones.
-        let mut held: HashMap<Uuid, Credits> =
-            escrows.iter().map(|(id, (_, balance))| (*id, Credits::from_db(*balance))).collect();
+        let mut transfers: Vec<TransferSpec> = Vec::new();
+        let mut leased_gpus: HashMap<(Uuid, String), Uuid> = HashMap::new();
+        let mut fills: HashMap<Uuid, Vec<FillView>> = HashMap::new();
 
         for event in &self.events {
             match *event {
@@ -511,52 +429,49 @@ impl Matcher {
                         orders.get_mut(&order_id.0).ok_or_else(|| ApiError::internal("accepted unknown order"))?;
                     info.changed = true;
                     if info.side_bid {
-                        let escrow = new_escrow
-                            .get(&order_id.0)
-                            .copied()
-                            .ok_or_else(|| ApiError::internal("accepted bid without escrow"))?;
-                        writes.transfers.push(TransferSpec {
+                        let escrow = accounts.open_escrow(info.owner, order_id.0);
+                        info.escrow_account = Some(escrow);
+                        transfers.push(TransferSpec {
                             from: wallet_of(info.owner)?,
-                            to: escrow_of(order_id.0)?,
-                            amount: escrow,
+                            to: escrow,
+                            amount: info.held,
                             kind: "escrow_hold".into(),
                             memo: format!("bid {}", order_id.0),
                             idempotency_key: None,
                         });
-                        held.insert(order_id.0, escrow);
-                    } else {
-                        let gpus = new_bound.remove(&order_id.0).unwrap_or_default();
-                        for gpu in &gpus {
-                            writes
-                                .ask_gpus_new
-                                .push(json!({"order_id": order_id.0, "gpu_uuid": gpu, "state": "bound"}));
-                        }
-                        bound.insert(order_id.0, gpus);
                     }
                 }
                 Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, .. } => {
-                    let lease_id = lease_ids.next().ok_or_else(|| ApiError::internal("lease id missing"))?;
+                    let lease_id = Uuid::now_v7();
                     let trade_id = Uuid::now_v7();
-                    let bid = orders.get(&bid_id.0).ok_or_else(|| ApiError::internal("trade of unknown bid"))?.clone();
+                    let lease_escrow_account = accounts.open_escrow(buyer.0, lease_id);
+                    let bid = orders.get_mut(&bid_id.0).ok_or_else(|| ApiError::internal("trade of unknown bid"))?;
                     let max_hours = bid.max_hours.ok_or_else(|| ApiError::internal("bid without max_hours"))?;
+                    let bid_escrow = bid.escrow_account.ok_or_else(|| ApiError::internal("bid without escrow"))?;
+                    let job = bid.job.clone().unwrap_or(Value::Null);
                     let trade_price = price.to_decimal();
                     let lease_escrow = reserve(trade_price, gpus, max_hours)
                         .ok_or_else(|| ApiError::internal("lease escrow does not fit"))?;
-                    let bid_held = held.remove(&bid_id.0).unwrap_or(Credits::ZERO);
-                    let refund = bid_held
+                    let refund = bid
+                        .held
                         .checked_sub(lease_escrow)
                         .ok_or_else(|| ApiError::internal(format!("bid {} escrow below its lease", bid_id.0)))?;
-                    writes.transfers.push(TransferSpec {
-                        from: escrow_of(bid_id.0)?,
-                        to: escrow_of(lease_id)?,
+                    bid.held = Credits::ZERO;
+                    bid.gpus_remaining = 0;
+                    bid.status = "filled";
+                    bid.changed = true;
+                    bid.closed = true;
+                    transfers.push(TransferSpec {
+                        from: bid_escrow,
+                        to: lease_escrow_account,
                         amount: lease_escrow,
                         kind: "lease_escrow".into(),
                         memo: format!("lease {lease_id}"),
                         idempotency_key: None,
                     });
                     if !refund.is_zero() {
-                        writes.transfers.push(TransferSpec {
-                            from: escrow_of(bid_id.0)?,
+                        transfers.push(TransferSpec {
+                            from: bid_escrow,
                             to: wallet_of(buyer.0)?,
                             amount: refund,
                             kind: "escrow_release".into(),
@@ -564,15 +479,19 @@ impl Matcher {
                             idempotency_key: None,
                         });
                     }
-                    let ask_gpus = bound.get_mut(&ask_id.0).ok_or_else(|| ApiError::internal("ask without GPUs"))?;
-                    if ask_gpus.len() < gpus as usize {
+                    let ask = orders.get_mut(&ask_id.0).ok_or_else(|| ApiError::internal("trade of unknown ask"))?;
+                    if ask.bound.len() < gpus as usize {
                         return Err(ApiError::internal(format!("ask {} has fewer bound GPUs than it sold", ask_id.0)));
                     }
-                    let taken: Vec<String> = ask_gpus.drain(..gpus as usize).collect();
+                    let taken: Vec<String> = ask.bound.drain(..gpus as usize).collect();
+                    ask.gpus_remaining -= gpus as i32;
+                    ask.changed = true;
+                    if ask.gpus_remaining <= 0 {
+                        ask.status = "filled";
+                        ask.closed = true;
+                    }
                     for gpu in &taken {
-                        writes
-                            .ask_gpus_leased
-                            .push(json!({"order_id": ask_id.0, "gpu_uuid": gpu, "lease_id": lease_id}));
+                        leased_gpus.insert((ask_id.0, gpu.clone()), lease_id);
                     }
                     writes.trades.push(json!({
                         "trade_id": trade_id, "class": self.class, "bid_id": bid_id.0, "ask_id": ask_id.0,
@@ -583,23 +502,11 @@ impl Matcher {
                         "lease_id": lease_id, "trade_id": trade_id, "host_id": host.0, "gpu_uuids": taken,
                         "price": trade_price, "buyer_id": buyer.0, "provider_id": seller.0, "gpus": gpus,
                         "max_hours": max_hours, "starts_at": at, "max_end_at": at_of(at_ms.saturating_add(duration_ms)),
-                        "job": bid.job.clone().unwrap_or(Value::Null), "state": "pending",
+                        "job": job, "state": "pending",
                     }));
                     let fill = FillView { trade_id, lease_id, price: trade_price.normalize(), gpus: gpus as i32, at };
-                    writes.fills.entry(bid_id.0).or_default().push(fill.clone());
-                    writes.fills.entry(ask_id.0).or_default().push(fill);
-                    let bid = orders.get_mut(&bid_id.0).ok_or_else(|| ApiError::internal("bid vanished"))?;
-                    bid.gpus_remaining = 0;
-                    bid.status = "filled";
-                    bid.changed = true;
-                    bid.closed = true;
-                    let ask = orders.get_mut(&ask_id.0).ok_or_else(|| ApiError::internal("trade of unknown ask"))?;
-                    ask.gpus_remaining -= gpus as i32;
-                    ask.changed = true;
-                    if ask.gpus_remaining <= 0 {
-                        ask.status = "filled";
-                        ask.closed = true;
-                    }
+                    fills.entry(bid_id.0).or_default().push(fill.clone());
+                    fills.entry(ask_id.0).or_default().push(fill);
                     metrics::counter!("capex_trades_total", "class" => self.class.clone()).increment(1);
                 }
                 Event::Cancelled { order_id, .. } | Event::Expired { order_id, .. } => {
@@ -609,10 +516,10 @@ impl Matcher {
                     info.changed = true;
                     info.closed = true;
                     if info.side_bid {
-                        let amount = held.remove(&order_id.0).unwrap_or(Credits::ZERO);
+                        let amount = std::mem::replace(&mut info.held, Credits::ZERO);
                         if !amount.is_zero() {
-                            writes.transfers.push(TransferSpec {
-                                from: escrow_of(order_id.0)?,
+                            transfers.push(TransferSpec {
+                                from: info.escrow_account.ok_or_else(|| ApiError::internal("bid without escrow"))?,
                                 to: wallet_of(info.owner)?,
                                 amount,
                                 kind: "escrow_release".into(),
@@ -620,78 +527,42 @@ impl Matcher {
                                 idempotency_key: None,
                             });
                         }
-                    } else {
-                        writes.asks_closed.push(order_id.0);
-                        bound.remove(&order_id.0);
                     }
+                    // An ask's unsold GPUs are released below, from what is still bound.
                 }
                 Event::Rejected { .. } | Event::Amended { .. } => {}
             }
         }
 
-        post_transfers(&mut tx, &writes.transfers).await?;
-        self.write_orders(&mut tx, &orders, &new_in_order, at).await?;
-        write_rows(&mut tx, "ask_gpus", "order_id, gpu_uuid, state", &writes.ask_gpus_new).await?;
-        write_rows(
-            &mut tx,
-            "trades",
-            "trade_id, class, bid_id, ask_id, buyer_id, seller_id, host_id, gpus, price, max_hours, at",
-            &writes.trades,
-        )
-        .await?;
-        write_rows(
-            &mut tx,
-            "leases",
-            "lease_id, trade_id, host_id, gpu_uuids, price, buyer_id, provider_id, gpus, max_hours, starts_at, \
-             max_end_at, job, state",
-            &writes.leases,
-        )
-        .await?;
-        if !writes.ask_gpus_leased.is_empty() {
-            sqlx::query(
-                "update ask_gpus a set state = 'leased', lease_id = r.lease_id
-                 from jsonb_to_recordset($1) as r(order_id uuid, gpu_uuid text, lease_id uuid)
-                 where a.order_id = r.order_id and a.gpu_uuid = r.gpu_uuid",
-            )
-            .bind(Value::Array(writes.ask_gpus_leased))
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !writes.asks_closed.is_empty() {
-            sqlx::query("update ask_gpus set state = 'released' where order_id = any($1) and state = 'bound'")
-                .bind(&writes.asks_closed)
-                .execute(&mut *tx)
-                .await?;
-        }
-
+        self.ledger_writes(&mut writes, accounts, &transfers)?;
+        self.order_writes(&mut writes, &orders, &new_in_order, &leased_gpus, at);
         // Answers, and the idempotency records that replay them.
-        let mut idempotency_rows = Vec::new();
         for item in items.iter_mut() {
             let Item::Place { req, outcome, .. } = item else { continue };
+            let claimed = req.idempotency.as_ref().map(|(key, _)| (req.owner, key.clone()));
             if !matches!(outcome, Some(PlaceResult::Applied { .. })) {
+                if let (Some((user_id, idempotency_key)), Some(PlaceResult::Refused(_))) = (claimed, outcome.as_ref()) {
+                    writes.claims_dropped.push(ClaimDrop { user_id, idempotency_key });
+                }
                 continue;
             }
-            let Some(info) = orders.get(&req.order_id) else { continue };
-            let view = self.order_view(req.order_id, info, held.get(&req.order_id).copied(), &writes.fills);
-            if let Some((key, hash)) = &req.idempotency {
-                let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
-                idempotency_rows.push(json!({
-                    "user_id": req.owner, "idempotency_key": key, "request_hash": hash,
-                    "response_status": StatusCode::CREATED.as_u16(), "response_body": body,
-                }));
+            let info = orders.get(&req.order_id).ok_or_else(|| ApiError::internal("placed order vanished"))?;
+            let view = self.order_view(req.order_id, info, &fills);
+            if let Some((user_id, idempotency_key)) = claimed {
+                writes.idempotency.push(IdempotencyRecord {
+                    user_id,
+                    idempotency_key,
+                    response_status: StatusCode::CREATED.as_u16(),
+                    response_body: serde_json::to_value(&view).map_err(ApiError::internal)?,
+                });
             }
             *outcome = Some(PlaceResult::Placed(Box::new(view)));
         }
-        write_rows(
-            &mut tx,
-            "idempotency",
-            "user_id, idempotency_key, request_hash, response_status, response_body",
-            &idempotency_rows,
-        )
-        .await?;
+        writes.execute(&mut tx).await?;
         phase.done("write");
         tx.commit().await?;
         phase.done("commit");
+
         for (_, info) in orders.iter().filter(|(_, o)| o.is_new && o.changed) {
             let side = if info.side_bid { "bid" } else { "ask" };
             metrics::counter!("capex_orders_total", "class" => self.class.clone(), "side" => side).increment(1);
@@ -704,7 +575,7 @@ impl Matcher {
                        "max_hours": t["max_hours"], "at": t["at"]})
             })
             .collect();
-        let orders = orders
+        let changed = orders
             .iter()
             .filter(|(_, o)| o.changed)
             .map(|(id, o)| (o.owner, json!({"class": self.class, "order_id": id, "status": o.status})))
@@ -718,7 +589,299 @@ impl Matcher {
                 Some((buyer, provider, json!({"job_id": l["lease_id"], "state": "pending", "host_id": l["host_id"]})))
             })
             .collect();
-        Ok(Some(Published { trades, orders, jobs }))
+        self.resting.apply(orders);
+        Ok(Some(Published { trades, orders: changed, jobs }))
+    }
+
+    /// Checks the batch's transfers against the accounts' balances (the ledger's rules) and
+    /// adds the journal rows, the new escrow accounts and the changed balances.
+    fn ledger_writes(
+        &self,
+        writes: &mut BatchWrites,
+        accounts: Accounts,
+        transfers: &[TransferSpec],
+    ) -> Result<(), ApiError> {
+        let mut after = accounts.before.clone();
+        let specs: Vec<&TransferSpec> = transfers.iter().collect();
+        apply_to_balances(&mut after, &specs)?;
+        let balance_after = |account: &Uuid| after.get(account).map(|(_, b)| *b).unwrap_or(Decimal::ZERO);
+        let new: HashSet<Uuid> = accounts.new.iter().map(|(id, _, _)| *id).collect();
+        for (account_id, user_id, ref_id) in &accounts.new {
+            writes.accounts_new.push(NewAccount {
+                account_id: *account_id,
+                user_id: *user_id,
+                ref_id: *ref_id,
+                balance: balance_after(account_id),
+            });
+        }
+        for (account_id, (_, old_balance)) in &accounts.before {
+            let balance = balance_after(account_id);
+            if !new.contains(account_id) && balance != *old_balance {
+                writes.balances.push(BalanceChange { account_id: *account_id, old_balance: *old_balance, balance });
+            }
+        }
+        writes.journal = transfers
+            .iter()
+            .map(|t| JournalRow {
+                transfer_id: Uuid::now_v7(),
+                debit_account: t.from,
+                credit_account: t.to,
+                amount: t.amount.as_decimal(),
+                kind: t.kind.clone(),
+                memo: t.memo.clone(),
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// New orders (in book order, which gives their `seq`), changed resting orders, and
+    /// every ask GPU the batch bound, leased or released, each in its final state.
+    fn order_writes(
+        &self,
+        writes: &mut BatchWrites,
+        orders: &HashMap<Uuid, OrderInfo>,
+        new_in_order: &[(Uuid, Vec<String>)],
+        leased_gpus: &HashMap<(Uuid, String), Uuid>,
+        at: DateTime<Utc>,
+    ) {
+        let closed_at = |o: &OrderInfo| if o.closed { Some(at) } else { None };
+        let gpu_state = |order_id: Uuid, gpu: &String, o: &OrderInfo| match leased_gpus.get(&(order_id, gpu.clone())) {
+            Some(lease_id) => ("leased", Some(*lease_id)),
+            None if o.closed => ("released", None),
+            None => ("bound", None),
+        };
+        for (id, gpus_bound) in new_in_order {
+            let Some(o) = orders.get(id) else { continue };
+            if !o.changed {
+                // Refused by the book: never written.
+                continue;
+            }
+            writes.orders_new.push(json!({
+                "order_id": id, "class": self.class, "side": if o.side_bid { "bid" } else { "ask" },
+                "owner_id": o.owner, "status": o.status, "tif": o.tif, "gpus": o.gpus,
+                "gpus_remaining": o.gpus_remaining, "price": o.price, "max_hours": o.max_hours,
+                "duration_ms": o.duration_ms, "job": o.job, "host_id": o.host_id,
+                "available_until": o.available_until, "created_at": o.created_at, "closed_at": closed_at(o),
+            }));
+            for gpu in gpus_bound {
+                let (state, lease_id) = gpu_state(*id, gpu, o);
+                writes.ask_gpus_new.push(AskGpu { order_id: *id, gpu_uuid: gpu.clone(), state, lease_id });
+            }
+        }
+        for (id, o) in orders.iter().filter(|(_, o)| !o.is_new && o.changed) {
+            writes.orders_changed.push(OrderChange {
+                order_id: *id,
+                old_remaining: o.stored_remaining,
+                status: o.status,
+                gpus_remaining: o.gpus_remaining,
+                closed_at: closed_at(o),
+            });
+            if o.side_bid {
+                continue;
+            }
+            let before = self.resting.get(id).map(|r| r.bound.as_slice()).unwrap_or_default();
+            for gpu in before {
+                let (state, lease_id) = gpu_state(*id, gpu, o);
+                if state != "bound" {
+                    writes.ask_gpus_changed.push(AskGpu { order_id: *id, gpu_uuid: gpu.clone(), state, lease_id });
+                }
+            }
+        }
+    }
+
+    /// Picks the GPUs each ask will offer, among its host's attested free GPUs of this
+    /// class not taken by an earlier ask of the batch; refuses asks that cannot be covered.
+    fn decide_gpus(&self, items: &mut [Item], checked: &Checked) {
+        let mut taken: HashSet<&String> = HashSet::new();
+        for item in items.iter_mut() {
+            let Item::Place { req, outcome: outcome @ None, .. } = item else { continue };
+            let NewOrder::Ask(ask) = &req.order else { continue };
+            let free: Vec<&String> = checked
+                .free_gpus
+                .get(&ask.host_id)
+                .map(|gpus| gpus.iter().filter(|gpu| !taken.contains(gpu)).collect())
+                .unwrap_or_default();
+            if free.len() < ask.gpus as usize {
+                let err = if checked.live_hosts.contains(&ask.host_id) {
+                    ApiError::invalid(
+                        "gpus",
+                        "not_enough_free_gpus",
+                        format!("the host has {} attested free {} GPUs", free.len(), self.class),
+                    )
+                } else {
+                    ApiError::invalid("host_id", "host_not_live", "the host has not reported recently")
+                };
+                *outcome = Some(PlaceResult::Refused(err));
+                continue;
+            }
+            let chosen: Vec<&String> = free.into_iter().take(ask.gpus as usize).collect();
+            taken.extend(chosen.iter().copied());
+            *outcome = Some(PlaceResult::Applied { gpus_bound: chosen.into_iter().cloned().collect() });
+        }
+    }
+
+    /// Every order the batch's events touch: new ones from the requests, resting ones from
+    /// the matcher's copy. Also returns the new orders' ids (and asks' chosen GPUs) in the
+    /// order the book took them.
+    #[allow(clippy::type_complexity)]
+    fn touched_orders(
+        &self,
+        items: &[Item],
+        at: DateTime<Utc>,
+    ) -> Result<(HashMap<Uuid, OrderInfo>, Vec<(Uuid, Vec<String>)>), ApiError> {
+        let mut orders: HashMap<Uuid, OrderInfo> = HashMap::new();
+        let mut new_in_order = Vec::new();
+        for item in items {
+            let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound }), .. } = item else { continue };
+            let info = match &req.order {
+                NewOrder::Bid(bid) => OrderInfo {
+                    side_bid: true,
+                    owner: req.owner,
+                    gpus: bid.gpus as i32,
+                    gpus_remaining: bid.gpus as i32,
+                    price: bid.price.to_decimal(),
+                    max_hours: Some(bid.max_hours),
+                    duration_ms: Some(bid.duration_ms),
+                    job: Some(bid.job.clone()),
+                    host_id: None,
+                    available_until: None,
+                    tif: bid.tif.as_str().to_string(),
+                    created_at: at,
+                    status: "open",
+                    escrow_account: None,
+                    held: bid.escrow,
+                    bound: Vec::new(),
+                    stored_remaining: bid.gpus as i32,
+                    stored_held: Credits::ZERO,
+                    is_new: true,
+                    changed: false,
+                    closed: false,
+                },
+                NewOrder::Ask(ask) => OrderInfo {
+                    side_bid: false,
+                    owner: req.owner,
+                    gpus: ask.gpus as i32,
+                    gpus_remaining: ask.gpus as i32,
+                    price: ask.price.to_decimal(),
+                    max_hours: None,
+                    duration_ms: None,
+                    job: None,
+                    host_id: Some(ask.host_id),
+                    available_until: Some(ask.available_until),
+                    tif: ask.tif.as_str().to_string(),
+                    created_at: at,
+                    status: "open",
+                    escrow_account: None,
+                    held: Credits::ZERO,
+                    bound: gpus_bound.clone(),
+                    stored_remaining: ask.gpus as i32,
+                    stored_held: Credits::ZERO,
+                    is_new: true,
+                    changed: false,
+                    closed: false,
+                },
+            };
+            orders.insert(req.order_id, info);
+            new_in_order.push((req.order_id, gpus_bound.clone()));
+        }
+        for event in &self.events {
+            let ids: &[OrderId] = match event {
+                Event::Trade { bid_id, ask_id, .. } => &[*bid_id, *ask_id],
+                Event::Cancelled { order_id, .. } | Event::Expired { order_id, .. } => &[*order_id],
+                _ => &[],
+            };
+            for id in ids {
+                if orders.contains_key(&id.0) {
+                    continue;
+                }
+                let info = self
+                    .resting
+                    .get(&id.0)
+                    .ok_or_else(|| ApiError::internal(format!("book order {} is not an open order", id.0)))?;
+                orders.insert(id.0, info.clone());
+            }
+        }
+        Ok((orders, new_in_order))
+    }
+
+    /// The view of an order placed in this batch, as its owner will read it.
+    fn order_view(&self, order_id: Uuid, o: &OrderInfo, fills: &HashMap<Uuid, Vec<FillView>>) -> OrderView {
+        let open_bid = o.side_bid && o.status == "open";
+        OrderView {
+            order_id,
+            class: self.class.clone(),
+            side: if o.side_bid { "bid" } else { "ask" }.to_string(),
+            status: o.status.to_string(),
+            gpus: o.gpus,
+            gpus_remaining: o.gpus_remaining,
+            price: o.price.normalize(),
+            max_hours: o.max_hours.map(|h| h.normalize()),
+            available_until: o.available_until,
+            tif: o.tif.clone(),
+            escrow: o.side_bid.then(|| if open_bid { o.held.as_decimal() } else { Decimal::ZERO }),
+            host_id: o.host_id,
+            created_at: o.created_at,
+            fills: fills.get(&order_id).cloned().unwrap_or_default(),
+            unfilled_reasons: if open_bid {
+                self.book.why_unfilled(OrderId(order_id)).into_iter().map(UnfilledReasonView::from_book).collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// What the checks statement must read and lock for this batch.
+fn check_input(items: &[Item]) -> CheckInput {
+    let mut input = CheckInput::default();
+    for item in items {
+        match item {
+            Item::Place { req, .. } => {
+                match &req.order {
+                    NewOrder::Bid(_) => input.wallet_owners.push(req.owner),
+                    NewOrder::Ask(ask) => input.ask_hosts.push(ask.host_id),
+                }
+                if let Some((key, hash)) = &req.idempotency {
+                    input.keys.push(KeyClaim { user_id: req.owner, key: key.clone(), request_hash: hash.clone() });
+                }
+            }
+            Item::Cancel { owner, .. } => input.wallet_owners.push(*owner),
+        }
+    }
+    input
+}
+
+/// Requests whose Idempotency-Key this batch could not claim (used before, held by another
+/// transaction that committed, or sent twice in this batch) are answered with the stored
+/// response once the batch is done.
+fn decide_idempotency(items: &mut [Item], checked: &Checked) {
+    let mut unclaimed = checked.claimed.clone();
+    for item in items.iter_mut() {
+        if let Item::Place { req: PlaceRequest { owner, idempotency: Some((key, _)), .. }, outcome, .. } = item
+            && !unclaimed.remove(&(*owner, key.clone()))
+        {
+            *outcome = Some(PlaceResult::Replay);
+        }
+    }
+}
+
+/// Refuses bids the locked wallets cannot cover, in batch order.
+fn decide_funds(items: &mut [Item], checked: &Checked) {
+    let mut available: HashMap<Uuid, Decimal> = checked.wallets.iter().map(|(u, w)| (*u, w.balance)).collect();
+    for item in items.iter_mut() {
+        let Item::Place { req, outcome: outcome @ None, .. } = item else { continue };
+        let NewOrder::Bid(bid) = &req.order else { continue };
+        let balance = available.entry(req.owner).or_insert(Decimal::ZERO);
+        if *balance >= bid.escrow.as_decimal() {
+            *balance -= bid.escrow.as_decimal();
+            *outcome = Some(PlaceResult::Applied { gpus_bound: Vec::new() });
+        } else {
+            *outcome = Some(PlaceResult::Refused(ApiError::invalid(
+                "price",
+                "insufficient_funds",
+                format!("the bid's escrow of {} credits is more than your available credits", bid.escrow),
+            )));
+        }
     }
 }
 
@@ -813,380 +976,5 @@ fn decide_from_events(item: &mut Item, events: &[Event]) {
             }
         }
         Item::Cancel { .. } => {}
-    }
-}
-
-/// Escrow accounts (id, balance) of the resting bids the batch touches, locked.
-async fn load_bid_escrows(
-    conn: &mut PgConnection,
-    orders: &HashMap<Uuid, OrderInfo>,
-) -> Result<HashMap<Uuid, (Uuid, Decimal)>, ApiError> {
-    let ids: Vec<Uuid> = orders.iter().filter(|(_, o)| o.side_bid && !o.is_new).map(|(id, _)| *id).collect();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(Uuid, Uuid, Decimal)> = sqlx::query_as(
-        "select ref_id, account_id, balance from accounts where kind = 'escrow' and ref_id = any($1)
-         order by account_id for update",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.into_iter().map(|(ref_id, account, balance)| (ref_id, (account, balance))).collect())
-}
-
-/// Unsold GPUs still bound to the resting asks the batch touches, in GPU index order.
-async fn load_bound_gpus(
-    conn: &mut PgConnection,
-    orders: &HashMap<Uuid, OrderInfo>,
-) -> Result<HashMap<Uuid, Vec<String>>, ApiError> {
-    let ids: Vec<Uuid> = orders.iter().filter(|(_, o)| !o.side_bid && !o.is_new).map(|(id, _)| *id).collect();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "select a.order_id, a.gpu_uuid from ask_gpus a join host_gpus g using (gpu_uuid)
-         where a.order_id = any($1) and a.state = 'bound' order by a.order_id, g.gpu_index",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut bound: HashMap<Uuid, Vec<String>> = HashMap::new();
-    for (order_id, gpu) in rows {
-        bound.entry(order_id).or_default().push(gpu);
-    }
-    Ok(bound)
-}
-
-/// Inserts `rows` (JSON objects keyed by column) into `table` in one statement, in order.
-async fn write_rows(conn: &mut PgConnection, table: &str, columns: &str, rows: &[Value]) -> Result<(), ApiError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "insert into {table} ({columns}) select {columns}
-         from jsonb_populate_recordset(null::{table}, $1) with ordinality as r order by r.ordinality"
-    )))
-    .bind(Value::Array(rows.to_vec()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-impl Matcher {
-    /// Refuses requests whose Idempotency-Key was already used; they are answered with the
-    /// stored response once the batch is done.
-    async fn check_idempotency(&self, conn: &mut PgConnection, items: &mut [Item]) -> Result<(), ApiError> {
-        let mut users = Vec::new();
-        let mut keys = Vec::new();
-        for item in items.iter() {
-            if let Item::Place { req: PlaceRequest { owner, idempotency: Some((key, _)), .. }, .. } = item {
-                users.push(*owner);
-                keys.push(key.clone());
-            }
-        }
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let used: Vec<(Uuid, String)> = sqlx::query_as(
-            "select i.user_id, i.idempotency_key from idempotency i
-             join unnest($1::uuid[], $2::text[]) as k(user_id, idempotency_key) using (user_id, idempotency_key)",
-        )
-        .bind(&users)
-        .bind(&keys)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut seen: HashSet<(Uuid, String)> = used.into_iter().collect();
-        for item in items.iter_mut() {
-            if let Item::Place { req: PlaceRequest { owner, idempotency: Some((key, _)), .. }, outcome, .. } = item
-                && !seen.insert((*owner, key.clone()))
-            {
-                *outcome = Some(PlaceResult::Replay);
-            }
-        }
-        Ok(())
-    }
-
-    /// Locks the wallets of everyone whose bid or cancel is in the batch and refuses bids
-    /// their wallet cannot cover (in batch order). Returns wallet account ids by user.
-    async fn check_funds(&self, conn: &mut PgConnection, items: &mut [Item]) -> Result<HashMap<Uuid, Uuid>, ApiError> {
-        let mut users: Vec<Uuid> = items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Place { req, outcome: None, .. } if matches!(req.order, NewOrder::Bid(_)) => Some(req.owner),
-                Item::Cancel { owner, .. } => Some(*owner),
-                _ => None,
-            })
-            .collect();
-        users.sort_unstable();
-        users.dedup();
-        if users.is_empty() {
-            return Ok(HashMap::new());
-        }
-        // Sorted by account id: the ledger's lock order, so matchers and transfers never deadlock.
-        let rows: Vec<(Uuid, Uuid, Decimal)> = sqlx::query_as(
-            "select user_id, account_id, balance from accounts where kind = 'wallet' and user_id = any($1)
-             order by account_id for update",
-        )
-        .bind(&users)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut available: HashMap<Uuid, Decimal> = rows.iter().map(|(user, _, balance)| (*user, *balance)).collect();
-        for item in items.iter_mut() {
-            let Item::Place { req, outcome: outcome @ None, .. } = item else { continue };
-            let NewOrder::Bid(bid) = &req.order else { continue };
-            let balance = available.entry(req.owner).or_insert(Decimal::ZERO);
-            if *balance >= bid.escrow.as_decimal() {
-                *balance -= bid.escrow.as_decimal();
-                *outcome = Some(PlaceResult::Applied { gpus_bound: Vec::new() });
-            } else {
-                *outcome = Some(PlaceResult::Refused(ApiError::invalid(
-                    "price",
-                    "insufficient_funds",
-                    format!("the bid's escrow of {} credits is more than your available credits", bid.escrow),
-                )));
-            }
-        }
-        Ok(rows.into_iter().map(|(user, account, _)| (user, account)).collect())
-    }
-
-    /// Picks the GPUs each ask will offer, among its host's attested free GPUs of this
-    /// class not taken by an earlier ask of the batch; refuses asks that cannot be covered.
-    async fn check_gpus(&self, conn: &mut PgConnection, items: &mut [Item]) -> Result<(), ApiError> {
-        let mut taken: HashSet<String> = HashSet::new();
-        for item in items.iter_mut() {
-            let Item::Place { req, outcome: outcome @ None, .. } = item else { continue };
-            let NewOrder::Ask(ask) = &req.order else { continue };
-            let free: Vec<String> = capacity::free_gpus(conn, ask.host_id, &self.class)
-                .await?
-                .into_iter()
-                .filter(|gpu| !taken.contains(gpu))
-                .collect();
-            if free.len() < ask.gpus as usize {
-                let err = if capacity::host_is_live(conn, ask.host_id).await? {
-                    ApiError::invalid(
-                        "gpus",
-                        "not_enough_free_gpus",
-                        format!("the host has {} attested free {} GPUs", free.len(), self.class),
-                    )
-                } else {
-                    ApiError::invalid("host_id", "host_not_live", "the host has not reported recently")
-                };
-                *outcome = Some(PlaceResult::Refused(err));
-                continue;
-            }
-            let chosen: Vec<String> = free.into_iter().take(ask.gpus as usize).collect();
-            taken.extend(chosen.iter().cloned());
-            *outcome = Some(PlaceResult::Applied { gpus_bound: chosen });
-        }
-        Ok(())
-    }
-
-    /// Every order the batch's events touch: new ones from the requests, resting ones from
-    /// the database. Also returns the new orders' ids in the order the book took them.
-    async fn load_touched_orders(
-        &self,
-        conn: &mut PgConnection,
-        items: &[Item],
-        at: DateTime<Utc>,
-    ) -> Result<(HashMap<Uuid, OrderInfo>, Vec<Uuid>), ApiError> {
-        let mut orders: HashMap<Uuid, OrderInfo> = HashMap::new();
-        let mut new_in_order = Vec::new();
-        for item in items {
-            let Item::Place { req, outcome: Some(PlaceResult::Applied { .. }), .. } = item else { continue };
-            let info = match &req.order {
-                NewOrder::Bid(bid) => OrderInfo {
-                    side_bid: true,
-                    owner: req.owner,
-                    gpus: bid.gpus as i32,
-                    gpus_remaining: bid.gpus as i32,
-                    price: bid.price.to_decimal(),
-                    max_hours: Some(bid.max_hours),
-                    duration_ms: Some(bid.duration_ms),
-                    job: Some(bid.job.clone()),
-                    host_id: None,
-                    available_until: None,
-                    tif: bid.tif.as_str().to_string(),
-                    created_at: at,
-                    status: "open",
-                    is_new: true,
-                    changed: false,
-                    closed: false,
-                },
-                NewOrder::Ask(ask) => OrderInfo {
-                    side_bid: false,
-                    owner: req.owner,
-                    gpus: ask.gpus as i32,
-                    gpus_remaining: ask.gpus as i32,
-                    price: ask.price.to_decimal(),
-                    max_hours: None,
-                    duration_ms: None,
-                    job: None,
-                    host_id: Some(ask.host_id),
-                    available_until: Some(ask.available_until),
-                    tif: ask.tif.as_str().to_string(),
-                    created_at: at,
-                    status: "open",
-                    is_new: true,
-                    changed: false,
-                    closed: false,
-                },
-            };
-            orders.insert(req.order_id, info);
-            new_in_order.push(req.order_id);
-        }
-        let mut resting: Vec<Uuid> = Vec::new();
-        for event in &self.events {
-            let ids: &[OrderId] = match event {
-                Event::Trade { bid_id, ask_id, .. } => &[*bid_id, *ask_id],
-                Event::Cancelled { order_id, .. } | Event::Expired { order_id, .. } => &[*order_id],
-                _ => &[],
-            };
-            resting.extend(ids.iter().map(|id| id.0).filter(|id| !orders.contains_key(id)));
-        }
-        resting.sort_unstable();
-        resting.dedup();
-        if !resting.is_empty() {
-            type Row = (
-                Uuid,
-                String,
-                Uuid,
-                i32,
-                i32,
-                Decimal,
-                Option<Decimal>,
-                Option<i64>,
-                Option<Value>,
-                Option<Uuid>,
-                Option<DateTime<Utc>>,
-                String,
-                DateTime<Utc>,
-            );
-            let rows: Vec<Row> = sqlx::query_as(
-                "select order_id, side, owner_id, gpus, gpus_remaining, price, max_hours, duration_ms, job, host_id,
-                        available_until, tif, created_at
-                 from orders where order_id = any($1) and status = 'open' for update",
-            )
-            .bind(&resting)
-            .fetch_all(&mut *conn)
-            .await?;
-            for (id, side, owner, gpus, remaining, price, max_hours, duration_ms, job, host_id, until, tif, created) in
-                rows
-            {
-                orders.insert(
-                    id,
-                    OrderInfo {
-                        side_bid: side == "bid",
-                        owner,
-                        gpus,
-                        gpus_remaining: remaining,
-                        price,
-                        max_hours,
-                        duration_ms,
-                        job,
-                        host_id,
-                        available_until: until,
-                        tif,
-                        created_at: created,
-                        status: "open",
-                        is_new: false,
-                        changed: false,
-                        closed: false,
-                    },
-                );
-            }
-            if let Some(missing) = resting.iter().find(|id| !orders.contains_key(id)) {
-                return Err(ApiError::internal(format!("book order {missing} is not open in the database")));
-            }
-        }
-        Ok((orders, new_in_order))
-    }
-
-    /// Inserts the batch's new orders (in book order, which gives their `seq`) and updates
-    /// the resting orders it changed.
-    async fn write_orders(
-        &self,
-        conn: &mut PgConnection,
-        orders: &HashMap<Uuid, OrderInfo>,
-        new_in_order: &[Uuid],
-        at: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
-        let mut inserts = Vec::new();
-        for id in new_in_order {
-            let Some(o) = orders.get(id) else { continue };
-            if !o.changed {
-                // Refused by the book: never written.
-                continue;
-            }
-            inserts.push(json!({
-                "order_id": id, "class": self.class, "side": if o.side_bid { "bid" } else { "ask" },
-                "owner_id": o.owner, "status": o.status, "tif": o.tif, "gpus": o.gpus,
-                "gpus_remaining": o.gpus_remaining, "price": o.price, "max_hours": o.max_hours,
-                "duration_ms": o.duration_ms, "job": o.job, "host_id": o.host_id,
-                "available_until": o.available_until, "created_at": o.created_at,
-                "closed_at": if o.closed { Some(at) } else { None },
-            }));
-        }
-        write_rows(
-            conn,
-            "orders",
-            "order_id, class, side, owner_id, status, tif, gpus, gpus_remaining, price, max_hours, duration_ms, job, \
-             host_id, available_until, created_at, closed_at",
-            &inserts,
-        )
-        .await?;
-        let updates: Vec<Value> = orders
-            .iter()
-            .filter(|(_, o)| !o.is_new && o.changed)
-            .map(|(id, o)| {
-                json!({"order_id": id, "status": o.status, "gpus_remaining": o.gpus_remaining,
-                       "closed_at": if o.closed { Some(at) } else { None }})
-            })
-            .collect();
-        if !updates.is_empty() {
-            sqlx::query(
-                "update orders o set status = r.status, gpus_remaining = r.gpus_remaining, closed_at = r.closed_at
-                 from jsonb_to_recordset($1) as r(order_id uuid, status text, gpus_remaining int, closed_at timestamptz)
-                 where o.order_id = r.order_id",
-            )
-            .bind(Value::Array(updates))
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// The view of an order placed in this batch, as its owner will read it.
-    fn order_view(
-        &self,
-        order_id: Uuid,
-        o: &OrderInfo,
-        held: Option<Credits>,
-        fills: &HashMap<Uuid, Vec<FillView>>,
-    ) -> OrderView {
-        let open_bid = o.side_bid && o.status == "open";
-        OrderView {
-            order_id,
-            class: self.class.clone(),
-            side: if o.side_bid { "bid" } else { "ask" }.to_string(),
-            status: o.status.to_string(),
-            gpus: o.gpus,
-            gpus_remaining: o.gpus_remaining,
-            price: o.price.normalize(),
-            max_hours: o.max_hours.map(|h| h.normalize()),
-            available_until: o.available_until,
-            tif: o.tif.clone(),
-            escrow: o
-                .side_bid
-                .then(|| if open_bid { held.map(|c| c.as_decimal()).unwrap_or(Decimal::ZERO) } else { Decimal::ZERO }),
-            host_id: o.host_id,
-            created_at: o.created_at,
-            fills: fills.get(&order_id).cloned().unwrap_or_default(),
-            unfilled_reasons: if open_bid {
-                self.book.why_unfilled(OrderId(order_id)).into_iter().map(UnfilledReasonView::from_book).collect()
-            } else {
-                Vec::new()
-            },
-        }
     }
 }

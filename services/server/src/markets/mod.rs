@@ -7,15 +7,18 @@
 //! durable in one Postgres transaction before it answers any of them.
 
 mod capacity;
+mod checks;
 mod class;
 mod matcher;
 mod money;
 mod ownership;
 mod registry;
 mod request;
+mod resting;
 mod routes;
 mod store;
 mod views;
+mod writes;
 
 pub use registry::Markets;
 pub use request::{JobSpec, OrderRequest, Side, TimeInForce};

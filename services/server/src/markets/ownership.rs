@@ -61,23 +61,6 @@ pub(crate) async fn try_claim(pool: &PgPool, class: &str, owner_url: &str) -> Re
     Ok(Some(Claim { conn, epoch }))
 }
 
-/// Fails unless `epoch` is still the market's epoch; holds the owner row until the
-/// caller's transaction ends so no takeover can slip in before its commit.
-pub(crate) async fn check_epoch(conn: &mut PgConnection, class: &str, epoch: i64) -> Result<(), ApiError> {
-    let current: Option<i64> = sqlx::query_scalar("select epoch from market_owners where class = $1 for share")
-        .bind(class)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if current != Some(epoch) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "market_moving",
-            "this market moved to another process; retry",
-        ));
-    }
-    Ok(())
-}
-
 pub(crate) async fn owner_url(pool: &PgPool, class: &str) -> Result<Option<String>, ApiError> {
     Ok(sqlx::query_scalar("select owner_url from market_owners where class = $1")
         .bind(class)

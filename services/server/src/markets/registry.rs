@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
-use super::matcher::{Matcher, Request, load_book};
+use super::matcher::{Matcher, Request};
 use super::ownership;
+use super::resting::load_market;
 use super::views::BookView;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -156,13 +157,13 @@ impl Markets {
             ));
         };
         // Loaded after the claim, so the book includes everything the previous owner committed.
-        let book = load_book(&self.pool, class).await?;
-        tracing::info!(class, orders = book.len(), epoch = claim.epoch, "matcher starting");
+        let market = load_market(&self.pool, class).await?;
+        tracing::info!(class, orders = market.1.len(), epoch = claim.epoch, "matcher starting");
         let (matcher, book_rx) = Matcher::new(
             class.to_string(),
             self.pool.clone(),
             self.feed.clone(),
-            book,
+            market,
             self.config.matcher_batch_max,
             claim.epoch,
         );

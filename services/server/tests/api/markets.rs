@@ -708,3 +708,61 @@ async fn concurrent_clients_keep_the_ledger_and_escrow_consistent(pool: sqlx::Pg
     assert_eq!(gpus_in_book as i64, gpus_open);
     eprintln!("stress: {placed} orders, {trades} trades in {seconds} s");
 }
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn the_same_key_in_two_markets_at_once_places_one_order(pool: sqlx::PgPool) {
+    let Market { app, buyer, .. } = market(pool, 1).await;
+    let body = bid_body(1, "2", "3", "gtc");
+    let h100_path = format!("/api/v1/markets/{CLASS}/orders");
+    // Two matchers (two markets) race for one key, several rounds so the requests overlap.
+    for round in 0..8 {
+        let key = format!("cross-market-{round}");
+        let h100 = app.post_with_key(&h100_path, &buyer.token, &key, &body);
+        let a100 = app.post_with_key("/api/v1/markets/A100-80GB/orders", &buyer.token, &key, &body);
+        let (h100, a100) = tokio::join!(h100, a100);
+        let statuses = [h100.status(), a100.status()];
+        // One places the order; the other, a different request (its path names another
+        // market) under a key now used, is refused as a reused key: never a 500, never a
+        // second order.
+        assert!(statuses.contains(&StatusCode::CREATED), "round {round}: {statuses:?}");
+        assert!(statuses.iter().all(|s| !s.is_server_error()), "round {round}: {statuses:?}");
+    }
+    let placed: i64 = sqlx::query_scalar("select count(*) from orders where owner_id = $1")
+        .bind(buyer.user_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(placed, 8, "one order per key");
+    assert_eq!(app.wallet(&buyer).await, ("952".into(), "48".into()));
+    let placeholders: i64 = sqlx::query_scalar("select count(*) from idempotency where response_status = 0")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(placeholders, 0);
+    assert_ledger_ok(&app).await;
+}
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_matcher_whose_copy_differs_from_the_database_writes_nothing(pool: sqlx::PgPool) {
+    let Market { app, buyer, provider, host } = market(pool, 2).await;
+    let ask = app.ask(&provider, CLASS, host, 2, "2").await;
+    // Someone changed the ask behind the matcher's back: its copy says 2 GPUs remain.
+    sqlx::query("update orders set gpus_remaining = 1 where order_id = $1")
+        .bind(id(&ask["order_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let journal = app.journal_rows().await;
+    let res = app.place(&buyer, CLASS, &bid_body(1, "1", "3", "gtc")).await;
+    assert_problem(res, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    assert_eq!(app.journal_rows().await, journal);
+    assert_eq!(app.wallet(&buyer).await, ("1000".into(), "0".into()));
+
+    // Reloaded from the database, the market trades what the database says remains.
+    let bid = app.bid(&buyer, CLASS, 1, "1", "3").await;
+    assert_eq!(bid["status"], "filled");
+    let ask = app.get_json(&format!("/api/v1/orders/{}", ask["order_id"].as_str().unwrap()), &provider.token).await;
+    assert_eq!(ask["status"], "filled");
+    assert_eq!(ask["gpus_remaining"], 0);
+    assert_ledger_ok(&app).await;
+}

@@ -1,0 +1,194 @@
+//! What a matcher keeps in memory about its market's open orders besides the book: the
+//! order rows, each bid's escrow account and balance, each ask's unsold bound GPUs.
+//!
+//! The matcher is the only writer of its market's orders, bid escrows and bound GPUs, so
+//! after a commit this copy equals the database; a batch then needs no round trips to read
+//! the orders it touches. Every write of a batch is guarded by the values it came from
+//! (see [`super::writes`]), so a copy that ever drifted fails its batch, and a failed
+//! batch reloads both the book and this copy from Postgres.
+
+use std::collections::HashMap;
+
+use capex_book::{Book, HostId, OrderId, Price, RestingAsk, RestingBid, RestingOrder, UserId};
+use capex_core::Credits;
+use chrono::{DateTime, TimeZone, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// An order the batch touches: new from a request, or resting (from [`Resting`]).
+#[derive(Debug, Clone)]
+pub(crate) struct OrderInfo {
+    pub(crate) side_bid: bool,
+    pub(crate) owner: Uuid,
+    pub(crate) gpus: i32,
+    pub(crate) gpus_remaining: i32,
+    pub(crate) price: Decimal,
+    pub(crate) max_hours: Option<Decimal>,
+    pub(crate) duration_ms: Option<i64>,
+    pub(crate) job: Option<Value>,
+    pub(crate) host_id: Option<Uuid>,
+    pub(crate) available_until: Option<DateTime<Utc>>,
+    pub(crate) tif: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) status: &'static str,
+    /// Bids: the escrow account and what it holds.
+    pub(crate) escrow_account: Option<Uuid>,
+    pub(crate) held: Credits,
+    /// Asks: the GPUs still offered, in GPU index order.
+    pub(crate) bound: Vec<String>,
+    /// `gpus_remaining` as the database has it (guards the update).
+    pub(crate) stored_remaining: i32,
+    /// `held` as the database has it (guards the balance update).
+    pub(crate) stored_held: Credits,
+    /// New in this batch (inserted) rather than resting before (updated).
+    pub(crate) is_new: bool,
+    pub(crate) changed: bool,
+    pub(crate) closed: bool,
+}
+
+/// The open orders of one market, by id.
+#[derive(Debug, Default)]
+pub(crate) struct Resting {
+    orders: HashMap<Uuid, OrderInfo>,
+}
+
+impl Resting {
+    pub(crate) fn get(&self, id: &Uuid) -> Option<&OrderInfo> {
+        self.orders.get(id)
+    }
+
+    /// Takes in the committed state of the orders a batch touched.
+    pub(crate) fn apply(&mut self, touched: HashMap<Uuid, OrderInfo>) {
+        for (id, mut info) in touched {
+            if info.closed {
+                self.orders.remove(&id);
+            } else if info.changed || !info.is_new {
+                info.is_new = false;
+                info.changed = false;
+                info.stored_remaining = info.gpus_remaining;
+                info.stored_held = info.held;
+                self.orders.insert(id, info);
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.orders.len()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    order_id: Uuid,
+    side: String,
+    owner_id: Uuid,
+    gpus: i32,
+    gpus_remaining: i32,
+    price: Decimal,
+    max_hours: Option<Decimal>,
+    duration_ms: Option<i64>,
+    job: Option<Value>,
+    host_id: Option<Uuid>,
+    available_until: Option<DateTime<Utc>>,
+    tif: String,
+    created_at: DateTime<Utc>,
+    escrow_account: Option<Uuid>,
+    escrow_balance: Option<Decimal>,
+    bound: Vec<String>,
+}
+
+fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
+    Price::from_decimal(decimal).map_err(|err| ApiError::internal(format!("stored price {decimal}: {err}")))
+}
+
+/// Rebuilds a market's book and its open orders from Postgres, the book in original time
+/// order.
+pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Resting), ApiError> {
+    // `seq` is the order the matcher gave orders to the book, so it is their time priority.
+    let rows: Vec<Row> = sqlx::query_as(
+        "select o.seq, o.order_id, o.side, o.owner_id, o.gpus, o.gpus_remaining, o.price, o.max_hours,
+                o.duration_ms, o.job, o.host_id, o.available_until, o.tif, o.created_at,
+                a.account_id as escrow_account, a.balance as escrow_balance,
+                array(select ag.gpu_uuid from ask_gpus ag join host_gpus g using (gpu_uuid)
+                      where ag.order_id = o.order_id and ag.state = 'bound' order by g.gpu_index) as bound
+         from orders o left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
+         where o.class = $1 and o.status = 'open' order by o.seq",
+    )
+    .bind(class)
+    .fetch_all(pool)
+    .await?;
+    let mut book = Book::new();
+    let mut resting = Resting::default();
+    let at_ms = Utc::now().timestamp_millis();
+    for row in rows {
+        let id = OrderId(row.order_id);
+        let owner = UserId(row.owner_id);
+        let price = price_of(row.price)?;
+        let side_bid = row.side == "bid";
+        let order = if side_bid {
+            RestingOrder::Bid(RestingBid {
+                id,
+                owner,
+                gpus: row.gpus as u32,
+                duration_ms: row.duration_ms.unwrap_or(0),
+                price,
+                seq: row.seq as u64,
+            })
+        } else {
+            RestingOrder::Ask(RestingAsk {
+                id,
+                owner,
+                host: HostId(row.host_id.unwrap_or_default()),
+                gpus: row.gpus as u32,
+                remaining_gpus: row.gpus_remaining as u32,
+                available_until_ms: row.available_until.map(|t| t.timestamp_millis()).unwrap_or(0),
+                price,
+                seq: row.seq as u64,
+            })
+        };
+        book.restore(order, at_ms).map_err(|reason| {
+            ApiError::internal(format!("cannot restore order {} of {class}: {reason:?}", row.order_id))
+        })?;
+        if side_bid && row.escrow_account.is_none() {
+            return Err(ApiError::internal(format!("open bid {} has no escrow account", row.order_id)));
+        }
+        let held = Credits::from_db(row.escrow_balance.unwrap_or(Decimal::ZERO));
+        resting.orders.insert(
+            row.order_id,
+            OrderInfo {
+                side_bid,
+                owner: row.owner_id,
+                gpus: row.gpus,
+                gpus_remaining: row.gpus_remaining,
+                price: row.price,
+                max_hours: row.max_hours,
+                duration_ms: row.duration_ms,
+                job: row.job,
+                host_id: row.host_id,
+                available_until: row.available_until,
+                tif: row.tif,
+                created_at: row.created_at,
+                status: "open",
+                escrow_account: row.escrow_account,
+                held,
+                bound: row.bound,
+                stored_remaining: row.gpus_remaining,
+                stored_held: held,
+                is_new: false,
+                changed: false,
+                closed: false,
+            },
+        );
+    }
+    Ok((book, resting))
+}
+
+/// The instant of a book timestamp in ms.
+pub(crate) fn at_of(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
+}
