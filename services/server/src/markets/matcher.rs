@@ -29,6 +29,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use super::capacity::HOST_LIVE_SQL;
 use super::checks::{self, CheckInput, Checked, KeyClaim};
 use super::money::reserve;
 use super::request::NewOrder;
@@ -42,6 +43,9 @@ use crate::feed::Feed;
 
 /// Price levels per side kept in the published book snapshot.
 pub(crate) const BOOK_LEVELS_MAX: usize = 100;
+/// How often a matcher looks for open asks whose host stopped reporting (and cancels them,
+/// so nobody buys GPUs that cannot run a job).
+const SILENT_HOST_CHECK: Duration = Duration::from_secs(2);
 
 /// An order to place, validated by the handler.
 #[derive(Debug)]
@@ -107,6 +111,7 @@ pub(crate) struct Matcher {
     batch_max: usize,
     snapshot: watch::Sender<Arc<BookView>>,
     events: Vec<Event>,
+    last_host_check: Instant,
 }
 
 fn now_ms() -> i64 {
@@ -215,6 +220,7 @@ impl Matcher {
             snapshot,
             events: Vec::new(),
             epoch,
+            last_host_check: Instant::now(),
         };
         (matcher, rx)
     }
@@ -247,7 +253,8 @@ impl Matcher {
                     }
                 }
                 _ = tick.tick() => {
-                    if !self.run_batch(Vec::new(), true).await {
+                    let cancels = self.asks_of_silent_hosts().await;
+                    if !self.run_batch(cancels, true).await {
                         break;
                     }
                 }
@@ -317,6 +324,41 @@ impl Matcher {
             }
         }
         true
+    }
+
+    /// Cancels for the open asks whose host is no longer live, at most every
+    /// [`SILENT_HOST_CHECK`]. Nobody waits for their answers.
+    async fn asks_of_silent_hosts(&mut self) -> Vec<Request> {
+        if self.last_host_check.elapsed() < SILENT_HOST_CHECK {
+            return Vec::new();
+        }
+        self.last_host_check = Instant::now();
+        let mut hosts: Vec<Uuid> = self.book.asks().map(|ask| ask.host.0).collect();
+        if hosts.is_empty() {
+            return Vec::new();
+        }
+        hosts.sort_unstable();
+        hosts.dedup();
+        let sql = format!("select h.host_id from hosts h where h.host_id = any($1) and not {HOST_LIVE_SQL}");
+        let silent: Vec<Uuid> =
+            match sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&hosts).fetch_all(&self.pool).await {
+                Ok(silent) => silent,
+                Err(err) => {
+                    tracing::warn!(class = %self.class, error = %err, "cannot check the liveness of ask hosts");
+                    return Vec::new();
+                }
+            };
+        let silent: HashSet<Uuid> = silent.into_iter().collect();
+        self.book
+            .asks()
+            .filter(|ask| silent.contains(&ask.host.0))
+            .map(|ask| {
+                tracing::info!(class = %self.class, order_id = %ask.id.0, host_id = %ask.host.0,
+                    "cancelling an ask: its host stopped reporting");
+                let (reply, _) = oneshot::channel();
+                Request::Cancel { order_id: ask.id.0, owner: ask.owner.0, reply }
+            })
+            .collect()
     }
 
     fn has_expiry_due(&self) -> bool {

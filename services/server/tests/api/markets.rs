@@ -766,3 +766,34 @@ async fn a_matcher_whose_copy_differs_from_the_database_writes_nothing(pool: sql
     assert_eq!(ask["gpus_remaining"], 0);
     assert_ledger_ok(&app).await;
 }
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn asks_of_a_host_that_stops_reporting_are_cancelled(pool: sqlx::PgPool) {
+    let Market { app, provider, host, .. } = market(pool, 2).await;
+    let ask = app.ask(&provider, CLASS, host, 2, "2").await;
+    let path = format!("/api/v1/orders/{}", ask["order_id"].as_str().unwrap());
+    // Its last report is now older than three report intervals: the host is not live.
+    sqlx::query("update hosts set last_report_at = now() - interval '1 hour' where host_id = $1")
+        .bind(host)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let order = app.get_json(&path, &provider.token).await;
+        if order["status"] == "cancelled" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the ask stayed {}", order["status"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let book = app.get_json(&format!("/api/v1/markets/{CLASS}/book"), &provider.token).await;
+    assert_eq!(book["asks"], json!([]));
+    let bound: i64 = sqlx::query_scalar("select count(*) from ask_gpus where order_id = $1 and state = 'bound'")
+        .bind(id(&ask["order_id"]))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(bound, 0);
+    assert_ledger_ok(&app).await;
+}
