@@ -346,7 +346,9 @@ pub(crate) struct TelemetryWindow<'a> {
 pub(crate) fn telemetry_limit(query: &TelemetryQuery) -> Result<i64, ApiError> {
     let limit = query.limit.unwrap_or(TELEMETRY_REPORTS_DEFAULT);
     if !(1..=TELEMETRY_REPORTS_MAX).contains(&limit) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be 1 to 2000").with_field("limit"));
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be 1 to 2000").with_field("limit")
+        );
     }
     Ok(limit)
 }
