@@ -146,9 +146,10 @@ describe('trading', () => {
       await logs.filter({ hasText: 'line 3' }).waitFor({ timeout: 4 * UI_TIMEOUT_MS });
       await logs.filter({ hasText: 'line 5' }).waitFor({ timeout: 4 * UI_TIMEOUT_MS });
       assert.equal(await page.evaluate(() => /** @type {any} */ (window).__capexSamePage), true, 'no reload');
-      const lines = await logs.locator('.log-line').allTextContents();
+      // (Each .log-line is one uploaded chunk of output, which may hold several lines.)
+      const lines = (await logs.locator('.log-line').allTextContents()).join('').split('\n');
       assert.deepEqual(
-        lines.map((l) => l.trim()),
+        lines.map((l) => l.trim()).filter((l) => l !== ''),
         ['line 1', 'line 2', 'line 3', 'line 4', 'line 5'],
         'every line once, in order',
       );
@@ -175,6 +176,7 @@ describe('trading', () => {
       assert.ok(cost > 0n, `attested time was billed: ${JSON.stringify(job)}`);
       assert.ok(cost < escrowMicro);
       await page.locator('[data-testid="job-cost"]', { hasText: shown(cost) }).waitFor();
+      assert.match(await ui.text(page, 'job-billed'), /^(\d+h )?(\d+m )?\d+s$/, 'the billed time is shown');
 
       // The wallet: the rest of the escrow came back, so exactly the cost is gone.
       await ui.byTestId(page, 'nav-wallet').click();
@@ -182,8 +184,9 @@ describe('trading', () => {
       assert.equal(await ui.text(page, 'wallet-held'), '0.00');
       assert.equal(await ui.text(page, 'wallet-total'), shown(micro(minted) - cost));
 
-      // The ledger history shows the settlement: captures out of the lease escrow (the
-      // provider's part and the fee) adding up to the cost, and the refund of the rest.
+      // The ledger history shows the settlement: the bid's escrow moved to the lease's
+      // (lease_escrow), captures out of it (the provider's part and the fee) adding up to
+      // the cost, and the refund of the rest to the wallet.
       const rows = ui.byTestId(page, 'ledger-row').filter({ hasText: `lease ${jobId}` });
       await page.locator('[data-testid="ledger-row"][data-kind="escrow_release"]', { hasText: jobId }).first().waitFor();
       const entries = await rows.evaluateAll((trs) =>
@@ -196,11 +199,14 @@ describe('trading', () => {
       );
       const sum = (/** @type {(e: any) => boolean} */ pick) =>
         entries.filter(pick).reduce((total, e) => total + micro(e.amount), 0n);
-      const captured = sum((e) => e.account === 'escrow' && e.direction === 'debit' && e.kind !== 'escrow_release');
+      const captured = sum(
+        (e) => e.account === 'escrow' && e.direction === 'debit' && (e.kind === 'settlement' || e.kind === 'fee'),
+      );
       assert.equal(shown(captured), shown(cost), `captures = cost: ${JSON.stringify(entries)}`);
       const refunded = sum((e) => e.kind === 'escrow_release' && e.account === 'wallet' && e.direction === 'credit');
       assert.equal(shown(refunded), shown(escrowMicro - cost), `refund = escrow - cost: ${JSON.stringify(entries)}`);
       assert.ok(entries.some((e) => e.kind === 'settlement'), 'the provider was paid from the escrow');
+      assert.equal(shown(sum((e) => e.kind === 'lease_escrow' && e.direction === 'credit')), shown(escrowMicro));
       return jobId;
     });
 

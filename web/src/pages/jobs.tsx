@@ -147,7 +147,9 @@ function JobDetail(props: { id: string }) {
               </div>
               <div>
                 <span>Billed time</span>
-                <span class="num">{fmtDuration(j.billed_seconds)}</span>
+                <span class="num" data-testid="job-billed">
+                  {fmtDuration(j.billed_seconds)}
+                </span>
               </div>
               <div>
                 <span>Cost so far</span>
