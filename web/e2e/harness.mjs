@@ -1,16 +1,21 @@
 // Browser-test harness: a real headless Chromium (playwright-core, system browser) against a
-// real capex-server whose URL is in CAPEX_BASE_URL. Three layers, so later scenarios (a live
-// simulated agent, a crossing ask, a job with streaming logs) only add functions here:
+// real capex-server whose URL is in CAPEX_BASE_URL. Four layers:
 //   env      - what the project's test script must provide, failing loudly when missing
-//   ApiClient - direct REST calls for setup (accounts, minting), never for what is under test
+//   ApiClient - direct REST calls for setup (accounts, minting, a provider's ask), never for
+//              what is under test
+//   agent    - a real capex-agent process with the simulated GPU backend, per test
 //   ui.*     - what a user does in the browser, one function per gesture
-import { mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { execFile, spawn } from 'node:child_process';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = resolve(here, '..', '..');
 export const RESULTS_DIR = join(here, '..', 'test-results');
 
 /** Longest wait for one thing to show up in the page. */
@@ -132,6 +137,18 @@ export class ApiClient {
     return this.call('POST', '/operator/mint', { body: { user_id: userId, amount, memo }, idempotent: true });
   }
 
+  /**
+   * A provider's ask for GPUs of one of its hosts, good till cancel; returns the order with its fills.
+   * @param {string} cls @param {{ hostId: string, gpus: number, price: string, hours?: number }} ask
+   */
+  placeAsk(cls, ask) {
+    const until = new Date(Date.now() + (ask.hours ?? 24) * 3600_000).toISOString();
+    return this.call('POST', `/markets/${encodeURIComponent(cls)}/orders`, {
+      body: { side: 'ask', host_id: ask.hostId, gpus: ask.gpus, price: ask.price, tif: 'gtc', available_until: until },
+      idempotent: true,
+    });
+  }
+
   /** The market class the trading tests use: CAPEX_TEST_CLASS, else the first listed, else H100-80GB. */
   async marketClass() {
     if (process.env.CAPEX_TEST_CLASS) return process.env.CAPEX_TEST_CLASS;
@@ -160,6 +177,123 @@ export async function fundedBuyer(credits = '1000') {
   const operator = await new ApiClient().login(op.email, op.password);
   await operator.mint(buyer.userId, credits);
   return buyer;
+}
+
+// ---------------------------------------------------------------- agent
+
+/**
+ * The capex-agent binary: CAPEX_AGENT_BIN, else the debug build in CARGO_TARGET_DIR (or the
+ * repository's target/). Missing means a misconfigured run: fail, never skip.
+ */
+export function agentBinary() {
+  const target = resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR ?? 'target');
+  const bin = process.env.CAPEX_AGENT_BIN ?? join(target, 'debug', 'capex-agent');
+  if (!existsSync(bin)) {
+    throw new Error(
+      `capex-agent not found at ${bin}. The full-trade browser tests run a real agent: build it first ` +
+        '(cargo build --workspace --bins) or point CAPEX_AGENT_BIN at it.',
+    );
+  }
+  return bin;
+}
+
+const execFileAsync = promisify(execFile);
+/** Agents still running, killed if the test process exits without stopping them. */
+const liveAgents = new Set();
+process.on('exit', () => {
+  for (const child of liveAgents) child.kill('SIGKILL');
+});
+
+/**
+ * Starts a real capex-agent for `provider` with simulated GPUs: `init` (host key), `register`
+ * (with a fresh API key of the provider), then `run` with the process runtime on (jobs run
+ * as plain processes, as on the demo hosts), reporting every second. Resolves once the host
+ * is live and every GPU attested, so an ask for them can be placed at once.
+ * @param {{ name: string }} t the test, to name the agent's log saved to test-results/
+ * @param {{ email: string, api: ApiClient }} provider
+ * @param {{ gpus?: string[], intervalS?: number }} [opts]
+ */
+export async function startSimulatedAgent(t, provider, opts = {}) {
+  const bin = agentBinary();
+  const base = baseUrl();
+  const gpus = opts.gpus ?? ['H100', 'H100'];
+  const dir = mkdtempSync(join(tmpdir(), 'capex-e2e-agent-'));
+  const name = `e2e-${randomUUID().slice(0, 8)}`;
+  const common = ['--state-dir', dir, '--backend', 'simulated', '--sim-gpus', gpus.join(','),
+    '--interval-s', String(opts.intervalS ?? 1), '--name', name, '--log-format', 'pretty'];
+  /** @param {string[]} args */
+  const once = async (args) => {
+    try {
+      return (await execFileAsync(bin, [...common, ...args], { timeout: 60_000 })).stdout.trim();
+    } catch (err) {
+      const e = /** @type {any} */ (err);
+      throw new Error(`capex-agent ${args[0]} failed: ${e.message}\n${e.stderr ?? ''}`);
+    }
+  };
+  await once(['init']);
+  const key = await provider.api.call('POST', '/auth/api-keys', { body: { name: `${name} agent` }, idempotent: true });
+  const hostId = await once(['register', '--exchange', base, '--api-key', key.key]);
+
+  const logPath = join(dir, 'agent.log');
+  const log = openSync(logPath, 'a');
+  const child = spawn(bin, [...common, 'run', '--exchange', base], {
+    env: { ...process.env, CAPEX_AGENT_PROCESS_RUNTIME: 'true', RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    stdio: ['ignore', log, log],
+  });
+  closeSync(log); // the child has its own copy
+  liveAgents.add(child);
+  /** @type {Promise<void>} */
+  const exited = new Promise((res) => child.once('exit', () => res()));
+  child.once('exit', () => liveAgents.delete(child));
+  const tail = () => {
+    try {
+      return readFileSync(logPath, 'utf8').split('\n').slice(-40).join('\n');
+    } catch {
+      return '';
+    }
+  };
+
+  const agent = {
+    hostId,
+    dir,
+    logTail: tail,
+    /** Stops the agent (SIGTERM, then SIGKILL), keeps its log as an artifact, removes its state. */
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      mkdirSync(RESULTS_DIR, { recursive: true });
+      try {
+        copyFileSync(logPath, join(RESULTS_DIR, `${slug(t.name)}-agent.log`));
+      } catch {
+        // no log written
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+
+  // Live: a valid report arrived and shows every GPU.
+  const deadline = Date.now() + 4 * UI_TIMEOUT_MS;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const log = tail();
+      await agent.stop();
+      throw new Error(`capex-agent run exited (${child.exitCode ?? child.signalCode}) before its host went live:\n${log}`);
+    }
+    const host = await provider.api.call('GET', `/hosts/${hostId}`).catch(() => null);
+    if (host?.live && host.gpus.length === gpus.length && host.gpus.every((/** @type {any} */ g) => g.attested)) {
+      return { ...agent, gpuUuids: host.gpus.map((/** @type {any} */ g) => g.uuid) };
+    }
+    if (Date.now() > deadline) {
+      const log = tail();
+      await agent.stop();
+      throw new Error(`host ${hostId} did not go live within ${4 * UI_TIMEOUT_MS} ms; agent log:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 // ---------------------------------------------------------------- browser
@@ -327,8 +461,3 @@ export const ui = {
     return (await ui.byTestId(page, testid).first().textContent())?.trim() ?? '';
   },
 };
-
-// Scenarios still to come, once the server has hosts, agents and jobs, build on the above:
-//   startSimulatedAgent({ provider, gpus, cls })   spawn capex-agent with the simulated probe
-//   ui.placeAsk(page, { host, gpus, price, until }) on the market page's ask form
-//   ui.openJob(page, jobId) / ui.waitForLogLine(page, text) on the Jobs page

@@ -215,6 +215,9 @@ export const api = {
 
   jobs: () => request<Page<Job>>('GET', '/jobs'),
   job: (id: string) => request<Job>('GET', `/jobs/${enc(id)}`),
+  /** The attested telemetry of the job's GPUs while its lease lasted (buyer or provider). */
+  jobTelemetry: (id: string, since?: string) =>
+    request<Telemetry>('GET', `/jobs/${enc(id)}/telemetry`, { query: { since } }),
   jobLogs: (id: string, after?: number | null) =>
     request<LogPage>('GET', `/jobs/${enc(id)}/logs`, { query: { after } }),
   cancelJob: (id: string) =>

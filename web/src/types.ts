@@ -198,7 +198,8 @@ export interface Job {
   gpu_uuids: string[];
   gpus: number;
   price: string;
-  billed_seconds: number;
+  /** Attested seconds billed, as the API's decimal string (e.g. "2.662"). */
+  billed_seconds: string;
   cost_so_far: string;
   escrow_left: string;
   exit_code: number | null;

@@ -25,20 +25,32 @@ export function telemetrySeries(t: Telemetry, key: keyof TelemetrySample, uuids?
     }));
 }
 
-/** Per-GPU charts of a host's attested reports: utilisation, power, temperature, memory. */
-export function GpuTelemetry(props: { hostId: string; uuids?: readonly string[]; since?: string | null; testid?: string }) {
+/**
+ * Per-GPU charts of attested reports: utilisation, power, temperature, memory. With
+ * `jobId`, the job's GPUs while its lease lasted, read through the job (its buyer may read
+ * them; the host's own telemetry is its owner's only); otherwise the host's, from `since`.
+ */
+export function GpuTelemetry(props: {
+  hostId: string;
+  jobId?: string;
+  uuids?: readonly string[];
+  since?: string | null;
+  testid?: string;
+}) {
   const since = useMemo(
-    () => props.since ?? new Date(Date.now() - TELEMETRY_WINDOW_MS).toISOString(),
-    [props.hostId, props.since],
+    () => props.since ?? (props.jobId ? undefined : new Date(Date.now() - TELEMETRY_WINDOW_MS).toISOString()),
+    [props.hostId, props.jobId, props.since],
   );
   const filter = (_e: unknown, data: unknown) => {
-    const id = (data as { host_id?: unknown } | null)?.host_id;
-    return typeof id !== 'string' || id === props.hostId;
+    const d = data as { host_id?: unknown; job_id?: unknown } | null;
+    if (props.jobId && typeof d?.job_id === 'string') return d.job_id === props.jobId;
+    return typeof d?.host_id !== 'string' || d.host_id === props.hostId;
   };
-  const telemetry = useResource(() => api.telemetry(props.hostId, since), [props.hostId, since], {
-    live: ['host', 'job'],
-    liveFilter: filter,
-  });
+  const telemetry = useResource(
+    () => (props.jobId ? api.jobTelemetry(props.jobId, since) : api.telemetry(props.hostId, since)),
+    [props.hostId, props.jobId, since],
+    { live: ['host', 'job'], liveFilter: filter },
+  );
   const uuidKey = props.uuids?.join(',');
   const series = useMemo(
     () => (telemetry.data ? METRICS.map((m) => telemetrySeries(telemetry.data!, m.key, props.uuids)) : []),

@@ -115,9 +115,11 @@ export function fmtAge(iso: string | null | undefined, now = Date.now()): string
   return `${Math.floor(s / 86400)}d ago`;
 }
 
-export function fmtDuration(seconds: number | null | undefined): string {
-  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '—';
-  const s = Math.max(0, Math.floor(seconds));
+/** Whole seconds as "1h 2m 3s"; takes a number or a decimal string as the API sends it ("2.662"). */
+export function fmtDuration(seconds: number | string | null | undefined): string {
+  const n = typeof seconds === 'string' && seconds.trim() !== '' ? Number(seconds) : seconds;
+  if (typeof n !== 'number' || !Number.isFinite(n)) return '—';
+  const s = Math.max(0, Math.floor(n));
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const r = s % 60;

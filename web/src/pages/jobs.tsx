@@ -66,16 +66,21 @@ export function JobsPage(props: { selected?: string }) {
                       class={`clickable ${props.selected === j.job_id ? 'selected' : ''}`}
                       onClick={() => navigate(href('jobs', j.job_id))}
                       data-testid={`job-row-${j.job_id}`}
+                      data-state={j.state}
                     >
                       <td class="mono">
                         <a href={href('jobs', j.job_id)}>{shortId(j.job_id)}</a>
                       </td>
                       <td>
-                        <StatusBadge status={j.state} />
+                        <StatusBadge status={j.state} testid="job-row-state" />
                       </td>
                       <td>{j.class}</td>
-                      <td class="mono">{shortId(j.host_id)}</td>
-                      <td class="r num">{j.gpus}</td>
+                      <td class="mono" data-testid="job-row-host">
+                        {shortId(j.host_id)}
+                      </td>
+                      <td class="r num" data-testid="job-row-gpus">
+                        {j.gpus}
+                      </td>
                       <td class="r">
                         <Amount value={j.price} />
                       </td>
@@ -128,11 +133,11 @@ function JobDetail(props: { id: string }) {
               </div>
               <div>
                 <span>Host</span>
-                <code>{j.host_id ?? '—'}</code>
+                <code data-testid="job-host">{j.host_id ?? '—'}</code>
               </div>
               <div>
                 <span>GPUs</span>
-                <span class="num">
+                <span class="num" data-testid="job-gpus">
                   {j.gpus} × {j.class}
                 </span>
               </div>
@@ -142,7 +147,9 @@ function JobDetail(props: { id: string }) {
               </div>
               <div>
                 <span>Billed time</span>
-                <span class="num">{fmtDuration(j.billed_seconds)}</span>
+                <span class="num" data-testid="job-billed">
+                  {fmtDuration(j.billed_seconds)}
+                </span>
               </div>
               <div>
                 <span>Cost so far</span>
@@ -187,7 +194,7 @@ function JobDetail(props: { id: string }) {
             {j.host_id && (j.gpu_uuids ?? []).length > 0 && (
               <>
                 <h3>GPU telemetry</h3>
-                <GpuTelemetry hostId={j.host_id} uuids={j.gpu_uuids} since={j.started_at} testid="job-telemetry" />
+                <GpuTelemetry hostId={j.host_id} jobId={j.job_id} uuids={j.gpu_uuids} testid="job-telemetry" />
               </>
             )}
           </>

@@ -70,11 +70,17 @@ export function WalletPage() {
               </thead>
               <tbody>
                 {items.map((l) => (
-                  <tr key={`${l.entry_id}.${l.direction}.${l.account}`} data-testid="ledger-row" data-kind={l.kind}>
+                  <tr
+                    key={`${l.entry_id}.${l.direction}.${l.account}`}
+                    data-testid="ledger-row"
+                    data-kind={l.kind}
+                    data-account={l.account}
+                    data-direction={l.direction}
+                  >
                     <td>{fmtTime(l.at)}</td>
                     <td>{l.account}</td>
                     <td>{l.kind.replace(/_/g, ' ')}</td>
-                    <td class={`r ${l.direction === 'credit' ? 'bid' : 'ask'}`}>
+                    <td class={`r ${l.direction === 'credit' ? 'bid' : 'ask'}`} data-testid="ledger-amount">
                       {l.direction === 'credit' ? '+' : '−'}
                       <Amount value={l.amount} />
                     </td>

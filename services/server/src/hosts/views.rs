@@ -330,6 +330,70 @@ pub const TELEMETRY_REPORTS_DEFAULT: i64 = 500;
 /// Default look-back when `since` is absent.
 pub const TELEMETRY_WINDOW_S: i64 = 3600;
 
+/// Which stored reports a telemetry read covers.
+pub(crate) struct TelemetryWindow<'a> {
+    /// Only reports measured after this time.
+    pub(crate) since: DateTime<Utc>,
+    /// Only reports measured at or before this time (none: up to now).
+    pub(crate) until: Option<DateTime<Utc>>,
+    /// Only these GPUs (none: every GPU in the reports).
+    pub(crate) gpu_uuids: Option<&'a [String]>,
+    /// Most reports to read.
+    pub(crate) limit: i64,
+}
+
+/// The report limit of a telemetry query, checked.
+pub(crate) fn telemetry_limit(query: &TelemetryQuery) -> Result<i64, ApiError> {
+    let limit = query.limit.unwrap_or(TELEMETRY_REPORTS_DEFAULT);
+    if !(1..=TELEMETRY_REPORTS_MAX).contains(&limit) {
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be 1 to 2000").with_field("limit")
+        );
+    }
+    Ok(limit)
+}
+
+/// Per-GPU series from a host's stored (verified) reports in `window`, oldest first. The
+/// caller has checked that its user may read them.
+pub(crate) async fn read_telemetry(
+    conn: &mut sqlx::PgConnection,
+    host_id: Uuid,
+    window: &TelemetryWindow<'_>,
+) -> Result<Telemetry, ApiError> {
+    let rows: Vec<(DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
+        "select measured_at, payload from host_reports
+         where host_id = $1 and measured_at > $2 and ($3::timestamptz is null or measured_at <= $3)
+         order by measured_at, seq limit $4",
+    )
+    .bind(host_id)
+    .bind(window.since)
+    .bind(window.until)
+    .bind(window.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let next_since = if rows.len() as i64 == window.limit { rows.last().map(|r| r.0) } else { None };
+    let mut series: BTreeMap<String, Vec<TelemetryPoint>> = BTreeMap::new();
+    for (at, payload) in rows {
+        // Stored payloads were verified and parsed on the way in; one that no longer
+        // parses (an older schema) is skipped rather than failing the whole page.
+        let Ok(report) = serde_json::from_slice::<ReportPayload>(&payload) else { continue };
+        for gpu in report.gpus {
+            if window.gpu_uuids.is_some_and(|wanted| !wanted.contains(&gpu.uuid)) {
+                continue;
+            }
+            series.entry(gpu.uuid).or_default().push(TelemetryPoint {
+                at,
+                utilization_pct: gpu.utilization_pct,
+                power_w: gpu.power_mw as f64 / 1000.0,
+                temperature_c: gpu.temperature_c,
+                memory_used_mib: gpu.memory_used_mib,
+            });
+        }
+    }
+    let gpus = series.into_iter().map(|(uuid, samples)| GpuSeries { uuid, samples }).collect();
+    Ok(Telemetry { host_id, gpus, next_since })
+}
+
 #[utoipa::path(get, path = "/api/v1/hosts/{host_id}/telemetry", tag = "hosts", security(("bearer" = [])),
     params(("host_id" = Uuid, Path), TelemetryQuery),
     responses((status = 200, body = Telemetry), (status = 400, body = Problem), (status = 404, body = Problem)))]
@@ -341,42 +405,12 @@ pub(crate) async fn get_telemetry(
 ) -> ApiResult<Json<Telemetry>> {
     let host_id = parse_host_id(path)?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
-    let limit = query.limit.unwrap_or(TELEMETRY_REPORTS_DEFAULT);
-    if !(1..=TELEMETRY_REPORTS_MAX).contains(&limit) {
-        return Err(
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_limit", "limit must be 1 to 2000").with_field("limit")
-        );
-    }
+    let limit = telemetry_limit(&query)?;
     let since = query.since.unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(TELEMETRY_WINDOW_S));
     let mut conn = state.pool.acquire().await?;
     owned_host(&mut conn, &auth, host_id).await?;
-    let rows: Vec<(DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
-        "select measured_at, payload from host_reports where host_id = $1 and measured_at > $2
-         order by measured_at, seq limit $3",
-    )
-    .bind(host_id)
-    .bind(since)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let next_since = if rows.len() as i64 == limit { rows.last().map(|r| r.0) } else { None };
-    let mut series: BTreeMap<String, Vec<TelemetryPoint>> = BTreeMap::new();
-    for (at, payload) in rows {
-        // Stored payloads were verified and parsed on the way in; one that no longer
-        // parses (an older schema) is skipped rather than failing the whole page.
-        let Ok(report) = serde_json::from_slice::<ReportPayload>(&payload) else { continue };
-        for gpu in report.gpus {
-            series.entry(gpu.uuid).or_default().push(TelemetryPoint {
-                at,
-                utilization_pct: gpu.utilization_pct,
-                power_w: gpu.power_mw as f64 / 1000.0,
-                temperature_c: gpu.temperature_c,
-                memory_used_mib: gpu.memory_used_mib,
-            });
-        }
-    }
-    let gpus = series.into_iter().map(|(uuid, samples)| GpuSeries { uuid, samples }).collect();
-    Ok(Json(Telemetry { host_id, gpus, next_since }))
+    let window = TelemetryWindow { since, until: None, gpu_uuids: None, limit };
+    Ok(Json(read_telemetry(&mut conn, host_id, &window).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -40,6 +40,7 @@ pub fn router() -> Router<crate::AppState> {
         .route("/api/v1/jobs", get(routes::list_jobs))
         .route("/api/v1/jobs/{id}", get(routes::get_job))
         .route("/api/v1/jobs/{id}/logs", get(routes::get_logs))
+        .route("/api/v1/jobs/{id}/telemetry", get(routes::get_telemetry))
         .route("/api/v1/jobs/{id}/cancel", post(routes::cancel_job))
         .route("/api/v1/hosts/{host_id}/assignments", get(host::assignments))
         .route("/api/v1/hosts/{host_id}/leases/{lease_id}/ack", post(host::ack))

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use super::settle::{self, Outbox};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::hosts::views::{Telemetry, TelemetryQuery, TelemetryWindow, read_telemetry, telemetry_limit};
 use crate::state::AppState;
 
 /// Jobs per page at most.
@@ -265,6 +267,30 @@ pub(crate) async fn get_logs(
         }
         tokio::time::sleep(LOG_FOLLOW_POLL).await;
     }
+}
+
+/// The attested telemetry of a job's GPUs: the samples of exactly the lease's GPU UUIDs in
+/// the host's signed reports measured while the lease existed (from the trade to its end,
+/// or now while it runs). The buyer and the host's provider may read it; anyone else gets
+/// the same 404 as an unknown job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/telemetry", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"), TelemetryQuery), security(("bearer" = [])),
+    responses((status = 200, body = Telemetry), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn get_telemetry(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+    query: Result<Query<TelemetryQuery>, QueryRejection>,
+) -> ApiResult<Json<Telemetry>> {
+    let job_id = parse_job_id(&id)?;
+    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
+    let limit = telemetry_limit(&query)?;
+    let job = load(&state, auth.user_id, job_id).await?;
+    // `since` only narrows the lease's window (it pages through a long job), never widens it.
+    let since = query.since.map_or(job.created_at, |since| since.max(job.created_at));
+    let window = TelemetryWindow { since, until: job.ended_at, gpu_uuids: Some(&job.gpu_uuids), limit };
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(read_telemetry(&mut conn, job.host_id, &window).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path, description = "Job id")),

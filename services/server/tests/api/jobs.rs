@@ -409,3 +409,63 @@ async fn host_requests_need_the_host_signature_and_logs_round_trip(pool: sqlx::P
     let res = w.app.get(&format!("/api/v1/jobs/{job_id}/logs"), Some(&w.provider.token)).await;
     assert_eq!(res.status(), StatusCode::OK, "the provider may read its host's job logs");
 }
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_job_s_telemetry_is_its_gpus_while_the_lease_lasted(pool: sqlx::PgPool) {
+    let mut w = world(pool, 2).await; // one report of both GPUs before the trade
+    let job_id = w.trade(1, "1", "2").await;
+    w.ack(&job_id).await;
+    w.report(running(&job_id), true).await;
+    w.report(running(&job_id), true).await;
+    let exited =
+        vec![LeaseReport { lease_id: job_id.parse().unwrap(), state: "exited".into(), pid: None, exit_code: Some(0) }];
+    w.report(Some(exited), true).await;
+    assert_eq!(w.job(&job_id).await["state"], "exited");
+    w.report(None, true).await; // after the end: not the job's
+    let leased = w.job(&job_id).await["gpu_uuids"][0].as_str().unwrap().to_string();
+
+    // The host's owner sees both GPUs in all five reports; the job shows only its GPU, in
+    // the three reports from the trade to the exit.
+    let host = w.app.get_json(&format!("/api/v1/hosts/{}/telemetry", w.host.host_id), &w.provider.token).await;
+    assert_eq!(host["gpus"].as_array().unwrap().len(), 2);
+    assert_eq!(host["gpus"][0]["samples"].as_array().unwrap().len(), 5);
+    let path = format!("/api/v1/jobs/{job_id}/telemetry");
+    for user in [&w.buyer, &w.provider] {
+        let telemetry = w.app.get_json(&path, &user.token).await;
+        assert_eq!(telemetry["host_id"], w.host.host_id.to_string());
+        let gpus = telemetry["gpus"].as_array().unwrap();
+        assert_eq!(gpus.len(), 1, "{telemetry}");
+        assert_eq!(gpus[0]["uuid"], leased.as_str());
+        assert_eq!(gpus[0]["samples"].as_array().unwrap().len(), 3, "{telemetry}");
+        assert_eq!(gpus[0]["samples"][0]["power_w"], 70.0);
+        assert_eq!(telemetry["next_since"], Value::Null);
+    }
+
+    // Paging: `since` moves through the window but never widens it.
+    let first = w.app.get_json(&format!("{path}?limit=2"), &w.buyer.token).await;
+    assert_eq!(first["gpus"][0]["samples"].as_array().unwrap().len(), 2);
+    let next = first["next_since"].as_str().expect("a full page says where to go on").replace('+', "%2B");
+    let rest = w.app.get_json(&format!("{path}?since={next}"), &w.buyer.token).await;
+    assert_eq!(rest["gpus"][0]["samples"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_since"], Value::Null);
+    let early = w.app.get_json(&format!("{path}?since=2000-01-01T00:00:00Z"), &w.buyer.token).await;
+    assert_eq!(early["gpus"][0]["samples"].as_array().unwrap().len(), 3);
+
+    // Nobody else learns anything: the same 404 as an unknown job.
+    let stranger = w.app.register(&["buyer", "provider"]).await;
+    let res = w.app.get(&path, Some(&stranger.token)).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = w.app.get(&format!("/api/v1/jobs/{}/telemetry", Uuid::new_v4()), Some(&w.buyer.token)).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = w.app.get("/api/v1/jobs/not-a-job/telemetry", Some(&w.buyer.token)).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let res = w.app.get(&path, None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = w.app.get(&format!("{path}?limit=0"), Some(&w.buyer.token)).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "invalid_limit").await;
+    let res = w.app.get(&format!("{path}?since=yesterday"), Some(&w.buyer.token)).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "invalid_query").await;
+
+    let spec: Value = w.app.get("/api/v1/openapi.json", None).await.json().await.unwrap();
+    assert!(spec["paths"]["/api/v1/jobs/{id}/telemetry"]["get"].is_object(), "missing from the OpenAPI document");
+}
