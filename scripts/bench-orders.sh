@@ -46,6 +46,18 @@ done
 LOADGEN="$("$TARGET/release/capex-loadgen" --url "http://127.0.0.1:$PORT" --database-url "$BASE_URL/$APP_DB" \
     --clients "$CLIENTS" --seconds "$SECONDS_RUN" --markets "$MARKETS")"
 echo "$LOADGEN"
+# Where a batch's time went (means over the run), from the server's own metrics.
+curl -fs "http://127.0.0.1:$PORT/metrics" | awk '
+    /^capex_matcher_phase_seconds_(sum|count)/ {
+        match($0, /phase="[a-z]+"/); phase = substr($0, RSTART + 7, RLENGTH - 8)
+        if ($0 ~ /_sum/) sum[phase] = $NF; else count[phase] = $NF
+    }
+    /^capex_matcher_batch_size_sum/ { bs = $NF } /^capex_matcher_batch_size_count/ { bc = $NF }
+    END {
+        printf "matcher: batches=%d mean_batch_size=%.1f mean ms per phase:", bc, (bc ? bs / bc : 0)
+        for (p in sum) printf " %s=%.3f", p, (count[p] ? 1000 * sum[p] / count[p] : 0)
+        printf "\n"
+    }'
 
 pgbench -i -q -s 1 "$BASE_URL/$PGBENCH_DB" >/dev/null 2>&1
 PGBENCH="$(pgbench -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -n "$BASE_URL/$PGBENCH_DB" 2>/dev/null)"

@@ -19,7 +19,6 @@ use crate::feed::Feed;
 #[derive(Clone)]
 pub(crate) struct MatcherHandle {
     requests: mpsc::Sender<Request>,
-    book: watch::Receiver<Arc<BookView>>,
 }
 
 impl MatcherHandle {
@@ -38,8 +37,11 @@ impl MatcherHandle {
     }
 
     /// The book as of the last committed batch.
-    pub(crate) fn book(&self) -> Arc<BookView> {
-        self.book.borrow().clone()
+    /// The book as its last batch committed it.
+    pub(crate) async fn book(&self) -> Result<Arc<BookView>, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Book { reply })?;
+        rx.await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "market_unavailable", "the matcher stopped"))
     }
 }
 
@@ -159,7 +161,7 @@ impl Markets {
         // Loaded after the claim, so the book includes everything the previous owner committed.
         let market = load_market(&self.pool, class).await?;
         tracing::info!(class, orders = market.1.len(), epoch = claim.epoch, "matcher starting");
-        let (matcher, book_rx) = Matcher::new(
+        let matcher = Matcher::new(
             class.to_string(),
             self.pool.clone(),
             self.feed.clone(),
@@ -171,7 +173,7 @@ impl Markets {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(matcher.run(rx, stop_rx, self.config.matcher_tick_ms));
         tokio::spawn(keep_claim(claim, tx.clone(), stop_tx, self.shutdown.subscribe()));
-        let handle = MatcherHandle { requests: tx, book: book_rx };
+        let handle = MatcherHandle { requests: tx };
         matchers.insert(class.to_string(), handle.clone());
         Ok(handle)
     }

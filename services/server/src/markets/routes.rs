@@ -236,7 +236,7 @@ pub(crate) async fn get_book(State(state): State<AppState>, Path(class): Path<St
     // A market without a running matcher has no open orders (startup starts one for each
     // market that has), so its book is empty.
     match state.markets.running(&class).await {
-        Some(handle) => Ok(Json(handle.book().as_ref().clone())),
+        Some(handle) => Ok(Json(handle.book().await?.as_ref().clone())),
         None => Ok(Json(BookView { class, bids: Vec::new(), asks: Vec::new() })),
     }
 }

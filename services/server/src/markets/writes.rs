@@ -44,6 +44,7 @@ pub(crate) struct JournalRow {
 #[derive(Debug, Serialize)]
 pub(crate) struct OrderChange {
     pub(crate) order_id: Uuid,
+    pub(crate) old_status: &'static str,
     pub(crate) old_remaining: i32,
     pub(crate) status: &'static str,
     pub(crate) gpus_remaining: i32,
@@ -142,8 +143,12 @@ impl BatchWrites {
              ), orders_changed as (
                  update orders o set status = r.status, gpus_remaining = r.gpus_remaining, closed_at = r.closed_at
                  from jsonb_to_recordset($1->'orders_changed')
-                     as r(order_id uuid, old_remaining int, status text, gpus_remaining int, closed_at timestamptz)
-                 where o.order_id = r.order_id and o.status = 'open' and o.gpus_remaining = r.old_remaining
+                     as r(order_id uuid, old_status text, old_remaining int, status text, gpus_remaining int,
+                          closed_at timestamptz)
+                 -- `old_status` (always 'open') comes from the document, not the text: written as a
+                 -- literal it matches the partial index of open orders, which stale statistics
+                 -- make look empty, and the update scanned every open order of the market.
+                 where o.order_id = r.order_id and o.status = r.old_status and o.gpus_remaining = r.old_remaining
                  returning 1
              ), ask_gpus_new as (
                  insert into ask_gpus (order_id, gpu_uuid, state, lease_id)
