@@ -66,10 +66,19 @@ pub(crate) enum PlaceOutcome {
 
 pub(crate) enum Request {
     Place(PlaceRequest, oneshot::Sender<Result<PlaceOutcome, ApiError>>),
-    Cancel { order_id: Uuid, owner: Uuid, reply: oneshot::Sender<Result<(), ApiError>> },
-    WhyUnfilled { bid_id: Uuid, reply: oneshot::Sender<Vec<UnfilledReason>> },
+    Cancel {
+        order_id: Uuid,
+        owner: Uuid,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    WhyUnfilled {
+        bid_id: Uuid,
+        reply: oneshot::Sender<Vec<UnfilledReason>>,
+    },
     /// The book as last committed.
-    Book { reply: oneshot::Sender<Arc<BookView>> },
+    Book {
+        reply: oneshot::Sender<Arc<BookView>>,
+    },
 }
 
 /// A request of the batch and, once decided, its answer.

@@ -41,7 +41,8 @@ impl MatcherHandle {
     pub(crate) async fn book(&self) -> Result<Arc<BookView>, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Book { reply })?;
-        rx.await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "market_unavailable", "the matcher stopped"))
+        rx.await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "market_unavailable", "the matcher stopped"))
     }
 }
 
