@@ -454,11 +454,13 @@ impl Matcher {
         if self.events.is_empty() {
             // Nothing was applied: this also drops the Idempotency-Key claims of the batch.
             tx.rollback().await?;
+            refuse_duplicates_of_refused(items);
             return Ok(None);
         }
         for (item, (start, end)) in items.iter_mut().zip(&own_events) {
             decide_from_events(item, &self.events[*start..*end]);
         }
+        refuse_duplicates_of_refused(items);
         phase.done("book");
 
         let (mut orders, new_in_order) = self.touched_orders(items, at)?;
@@ -938,6 +940,29 @@ fn decide_idempotency(items: &mut [Item], checked: &Checked) {
             && !unclaimed.remove(&(*owner, key.clone()))
         {
             *outcome = Some(PlaceResult::Replay);
+        }
+    }
+}
+
+/// A request sent twice in one batch under one key waits on the first for its answer; when
+/// the first was refused there is no stored response to replay, so the copy gets the same
+/// refusal.
+fn refuse_duplicates_of_refused(items: &mut [Item]) {
+    let mut refused: HashMap<(Uuid, String), ApiError> = HashMap::new();
+    for item in items.iter_mut() {
+        let Item::Place { req: PlaceRequest { owner, idempotency: Some((key, _)), .. }, outcome, .. } = item else {
+            continue;
+        };
+        match outcome {
+            Some(PlaceResult::Refused(err)) => {
+                refused.entry((*owner, key.clone())).or_insert_with(|| err.clone());
+            }
+            Some(PlaceResult::Replay) => {
+                if let Some(err) = refused.get(&(*owner, key.clone())) {
+                    *outcome = Some(PlaceResult::Refused(err.clone()));
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -797,3 +797,21 @@ async fn asks_of_a_host_that_stops_reporting_are_cancelled(pool: sqlx::PgPool) {
     assert_eq!(bound, 0);
     assert_ledger_ok(&app).await;
 }
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn copies_of_a_refused_request_under_one_key_are_all_refused(pool: sqlx::PgPool) {
+    let Market { app, buyer, .. } = market(pool, 1).await;
+    let path = format!("/api/v1/markets/{CLASS}/orders");
+    // Escrow 2,000 credits from a wallet of 1,000: refused, so no response is stored.
+    let body = bid_body(1, "1", "2000", "gtc");
+    let copies = (0..8).map(|_| app.post_with_key(&path, &buyer.token, "retry-storm", &body));
+    for res in futures::future::join_all(copies).await {
+        assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds").await;
+    }
+    assert_eq!(app.wallet(&buyer).await, ("1000".into(), "0".into()));
+    let stored: i64 = sqlx::query_scalar("select count(*) from idempotency where idempotency_key = 'retry-storm'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
