@@ -124,7 +124,7 @@ describe('trading', () => {
       const row = ui.byTestId(page, `job-row-${jobId}`);
       await row.waitFor();
       await page.locator(`[data-testid="job-row-${jobId}"][data-state="running"]`).waitFor({ timeout: 4 * UI_TIMEOUT_MS });
-      assert.equal((await row.locator('[data-testid="job-row-host"]').textContent())?.trim(), agent.hostId.slice(0, 8));
+      assert.equal((await row.locator('[data-testid="job-row-host"]').textContent())?.trim(), agent.hostId.slice(-8));
       assert.equal((await row.locator('[data-testid="job-row-gpus"]').textContent())?.trim(), '1');
 
       await row.click();

@@ -126,8 +126,10 @@ export function fmtDuration(seconds: number | string | null | undefined): string
   return h > 0 ? `${h}h ${m}m ${r}s` : m > 0 ? `${m}m ${r}s` : `${r}s`;
 }
 
+/** The last 8 hex digits of an id: ids are UUIDv7, whose leading digits are a timestamp
+ * (ids made within a minute share them) and whose tail is random. */
 export function shortId(id: string | null | undefined): string {
-  return id ? id.slice(0, 8) : '—';
+  return id ? id.slice(-8) : '—';
 }
 
 export function StatusBadge(props: { status: string; testid?: string }) {
