@@ -4,11 +4,14 @@
 # Starts a release capex-server on a fresh database, runs capex-loadgen against it, then
 # runs pgbench (TPC-B-like) on another fresh database, and prints both side by side.
 #   CLIENTS (16)  SECONDS (20)  MARKETS (1: one book; N spreads the clients over N markets)
+#   CLIENT_NICE (0): nice level of both load clients (capex-loadgen and pgbench), to see the
+#   servers' capacity when the clients share their cores
 #   DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres)
 # Target: orders/s >= 2 x pgbench TPS with p99 < 50 ms.
 set -euo pipefail
 
 CLIENTS="${CLIENTS:-16}"
+CLIENT_NICE="${CLIENT_NICE:-0}"
 MARKETS="${MARKETS:-1}"
 SECONDS_RUN="${SECONDS:-20}"
 ADMIN_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -43,7 +46,7 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 
-LOADGEN="$("$TARGET/release/capex-loadgen" --url "http://127.0.0.1:$PORT" --database-url "$BASE_URL/$APP_DB" \
+LOADGEN="$(nice -n "$CLIENT_NICE" "$TARGET/release/capex-loadgen" --url "http://127.0.0.1:$PORT" --database-url "$BASE_URL/$APP_DB" \
     --clients "$CLIENTS" --seconds "$SECONDS_RUN" --markets "$MARKETS")"
 echo "$LOADGEN"
 # Where a batch's time went (means over the run), from the server's own metrics.
@@ -60,7 +63,7 @@ curl -fs "http://127.0.0.1:$PORT/metrics" | awk '
     }'
 
 pgbench -i -q -s 1 "$BASE_URL/$PGBENCH_DB" >/dev/null 2>&1
-PGBENCH="$(pgbench -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -n "$BASE_URL/$PGBENCH_DB" 2>/dev/null)"
+PGBENCH="$(nice -n "$CLIENT_NICE" pgbench -c "$CLIENTS" -j 2 -T "$SECONDS_RUN" -n "$BASE_URL/$PGBENCH_DB" 2>/dev/null)"
 TPS="$(echo "$PGBENCH" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)"
 PG_LAT="$(echo "$PGBENCH" | sed -n 's/^latency average = \(.*\)$/\1/p')"
 
