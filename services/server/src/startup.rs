@@ -98,6 +98,7 @@ impl Application {
         let state = AppState {
             pool: pool.clone(),
             jwt: Arc::new(JwtKeys::new(&jwt_secret, config.jwt_ttl_s)),
+            roles: crate::auth::roles::RoleCache::default(),
             config: config_arc,
             reports: crate::hosts::ReportIngest::start(
                 pool.clone(),

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::auth::jwt::JwtKeys;
+use crate::auth::roles::RoleCache;
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::hosts::ReportIngest;
@@ -13,6 +14,8 @@ use crate::markets::Markets;
 pub struct AppState {
     pub pool: PgPool,
     pub jwt: Arc<JwtKeys>,
+    /// Callers' roles, cached briefly (see [`crate::auth::roles`]).
+    pub roles: RoleCache,
     pub config: Arc<Config>,
     /// Every market's matcher.
     pub markets: Arc<Markets>,

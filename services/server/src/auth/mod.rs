@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod jwt;
 pub mod password;
+pub mod roles;
 pub mod routes;
 pub mod user;
 

@@ -65,12 +65,9 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
     } else {
         state.jwt.verify(token).map_err(|err| ApiError::unauthorized(format!("invalid token: {err}")))?.sub
     };
-    let roles: Option<Vec<String>> = sqlx::query_scalar("select roles from users where user_id = $1")
-        .bind(user_id)
-        .fetch_optional(&state.pool)
-        .await?;
+    let roles = state.roles.roles(&state.pool, user_id).await?;
     let roles = roles.ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
-    Ok(AuthUser { user_id, roles: roles.iter().filter_map(|r| Role::parse(r)).collect() })
+    Ok(AuthUser { user_id, roles: roles.to_vec() })
 }
 
 /// Inserts a user with a hashed password. The caller checks the roles it may grant.

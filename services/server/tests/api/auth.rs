@@ -142,3 +142,24 @@ async fn api_keys_authenticate_and_are_stored_hashed(pool: sqlx::PgPool) {
         .unwrap();
     assert_eq!(stored, 0, "the key itself is never stored");
 }
+
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn roles_are_cached_for_their_ttl_then_read_again(pool: sqlx::PgPool) {
+    use capex_server::auth::roles::ROLES_TTL;
+    let app = TestApp::spawn(pool).await;
+    let user = app.register(&["buyer"]).await;
+    let res = app.get("/api/v1/operator/invariants", Some(&user.token)).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    // A role granted in the database (no endpoint grants roles) applies once the cached
+    // roles expire, not before.
+    sqlx::query("update users set roles = array['buyer', 'operator'] where user_id = $1")
+        .bind(user.user_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let res = app.get("/api/v1/operator/invariants", Some(&user.token)).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    tokio::time::sleep(ROLES_TTL + std::time::Duration::from_millis(500)).await;
+    let res = app.get("/api/v1/operator/invariants", Some(&user.token)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
