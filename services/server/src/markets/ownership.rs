@@ -74,8 +74,14 @@ pub(crate) async fn route_to_owner(State(state): State<AppState>, request: Reque
     // Only the path is held across awaits: a request body is not Sync.
     let path = request.uri().path().to_string();
     match market_of(&state, &path).await {
-        Ok(Some(class)) => match state.markets.ensure_local(&class).await {
-            Ok(true) => next.run(request).await,
+        Ok(Some((class, order))) => match state.markets.ensure_local(&class).await {
+            Ok(true) => {
+                let mut request = request;
+                if let Some(order) = order {
+                    request.extensions_mut().insert(order);
+                }
+                next.run(request).await
+            }
             Ok(false) => forward(&state, &class, request).await.unwrap_or_else(IntoResponse::into_response),
             Err(err) => err.into_response(),
         },
@@ -85,19 +91,32 @@ pub(crate) async fn route_to_owner(State(state): State<AppState>, request: Reque
     }
 }
 
+/// The order an order route names, as the routing read it; handed to the handler (request
+/// extension) so it need not read it again.
+#[derive(Debug, Clone)]
+pub(crate) struct OrderRef {
+    pub(crate) order_id: uuid::Uuid,
+    pub(crate) class: String,
+    pub(crate) owner_id: uuid::Uuid,
+    pub(crate) status: String,
+}
+
 /// The market a request is about: from the path for market routes, from the order for
-/// order routes.
-async fn market_of(state: &AppState, path: &str) -> Result<Option<String>, ApiError> {
+/// order routes (with the order).
+async fn market_of(state: &AppState, path: &str) -> Result<Option<(String, Option<OrderRef>)>, ApiError> {
     if let Some(rest) = path.strip_prefix("/api/v1/markets/") {
-        return Ok(rest.split('/').next().filter(|c| !c.is_empty()).map(str::to_string));
+        return Ok(rest.split('/').next().filter(|c| !c.is_empty()).map(|c| (c.to_string(), None)));
     }
     if let Some(id) = path.strip_prefix("/api/v1/orders/") {
         let Ok(order_id) = id.parse::<uuid::Uuid>() else { return Ok(None) };
-        let class: Option<String> = sqlx::query_scalar("select class from orders where order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&state.pool)
-            .await?;
-        return Ok(class);
+        let row: Option<(String, uuid::Uuid, String)> =
+            sqlx::query_as("select class, owner_id, status from orders where order_id = $1")
+                .bind(order_id)
+                .fetch_optional(&state.pool)
+                .await?;
+        return Ok(
+            row.map(|(class, owner_id, status)| (class.clone(), Some(OrderRef { order_id, class, owner_id, status })))
+        );
     }
     Ok(None)
 }

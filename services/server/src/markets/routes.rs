@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::capacity;
 use super::class;
 use super::matcher::{PlaceOutcome, PlaceRequest, Request};
+use super::ownership::OrderRef;
 use super::registry::reply;
 use super::request::{self, NewOrder, OrderRequest};
 use super::store;
@@ -134,9 +135,19 @@ pub(crate) async fn cancel_order(
     State(state): State<AppState>,
     auth: AuthUser,
     Path(id): Path<String>,
+    routed: Option<Extension<OrderRef>>,
 ) -> ApiResult<Json<OrderView>> {
     let order_id = parse_order_id(&id)?;
-    let (class, status) = store::order_class_and_status(&state.pool, auth.user_id, order_id).await?;
+    let (class, status) = match routed {
+        // Read by the routing a moment ago; someone else's order looks like no order.
+        Some(Extension(order)) if order.order_id == order_id => {
+            if order.owner_id != auth.user_id {
+                return Err(ApiError::not_found("order"));
+            }
+            (order.class, order.status)
+        }
+        _ => store::order_class_and_status(&state.pool, auth.user_id, order_id).await?,
+    };
     if status != "open" {
         return Err(ApiError::new(StatusCode::CONFLICT, "order_not_open", format!("the order is already {status}")));
     }
