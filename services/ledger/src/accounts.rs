@@ -71,28 +71,6 @@ pub async fn open_escrow(conn: &mut PgConnection, user_id: Uuid, ref_id: Uuid) -
     Ok(id)
 }
 
-/// Opens one empty escrow account per `(owner, ref_id)` pair in one statement (a matcher
-/// batch opens many); returns the new account ids in the same order.
-pub async fn open_escrows(conn: &mut PgConnection, owners_and_refs: &[(Uuid, Uuid)]) -> Result<Vec<Uuid>, LedgerError> {
-    if owners_and_refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = owners_and_refs.iter().map(|_| Uuid::now_v7()).collect();
-    let owners: Vec<Uuid> = owners_and_refs.iter().map(|(owner, _)| *owner).collect();
-    let refs: Vec<Uuid> = owners_and_refs.iter().map(|(_, ref_id)| *ref_id).collect();
-    sqlx::query(
-        "insert into accounts (account_id, kind, user_id, ref_id)
-         select account_id, 'escrow', user_id, ref_id from unnest($1::uuid[], $2::uuid[], $3::uuid[])
-             as new(account_id, user_id, ref_id)",
-    )
-    .bind(&ids)
-    .bind(&owners)
-    .bind(&refs)
-    .execute(&mut *conn)
-    .await?;
-    Ok(ids)
-}
-
 /// The escrow account holding credits for `ref_id`, with its owner.
 pub async fn escrow_account(conn: &mut PgConnection, ref_id: Uuid) -> Result<Option<(Uuid, Uuid)>, LedgerError> {
     let row: Option<(Uuid, Uuid)> =

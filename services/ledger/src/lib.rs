@@ -16,7 +16,7 @@ mod transfer;
 
 pub use accounts::{
     AccountKind, FEES_ACCOUNT, TREASURY_ACCOUNT, WalletSummary, account_balance, escrow_account, open_escrow,
-    open_escrows, wallet_account, wallet_summary,
+    wallet_account, wallet_summary,
 };
 pub use error::LedgerError;
 pub use history::{HISTORY_PAGE_MAX, HistoryCursor, LedgerLine, history};

@@ -50,6 +50,36 @@ pub(crate) struct OrderInfo {
     pub(crate) closed: bool,
 }
 
+impl OrderInfo {
+    /// An order placed in this batch, before the book has seen it; the caller sets what
+    /// only its side has.
+    pub(crate) fn placed(owner: Uuid, gpus: u32, price: Decimal, tif: &str, at: DateTime<Utc>) -> OrderInfo {
+        OrderInfo {
+            side_bid: false,
+            owner,
+            gpus: gpus as i32,
+            gpus_remaining: gpus as i32,
+            price,
+            max_hours: None,
+            duration_ms: None,
+            job: None,
+            host_id: None,
+            available_until: None,
+            tif: tif.to_string(),
+            created_at: at,
+            status: "open",
+            escrow_account: None,
+            held: Credits::ZERO,
+            bound: Vec::new(),
+            stored_remaining: gpus as i32,
+            stored_held: Credits::ZERO,
+            is_new: true,
+            changed: false,
+            closed: false,
+        }
+    }
+}
+
 /// The open orders of one market, by id.
 #[derive(Debug, Default)]
 pub(crate) struct Resting {
