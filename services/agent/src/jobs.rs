@@ -40,6 +40,8 @@ struct Tracked {
     pid: Option<u32>,
     exit_code: Option<i32>,
     reported: u32,
+    /// The lease's GPUs while its job runs (empty once it has ended).
+    gpu_uuids: Vec<String>,
 }
 
 /// Lease ids of finished jobs remembered so a lease the exchange still lists (its exit
@@ -78,9 +80,14 @@ impl JobTable {
         out
     }
 
+    fn start(&self, id: Uuid, pid: u32, gpu_uuids: Vec<String>) {
+        let running = Tracked { state: "running", pid: Some(pid), exit_code: None, reported: 0, gpu_uuids };
+        self.lock().tracked.insert(id, running);
+    }
+
     fn set(&self, id: Uuid, state: &'static str, pid: Option<u32>, exit_code: Option<i32>) {
         let mut jobs = self.lock();
-        jobs.tracked.insert(id, Tracked { state, pid, exit_code, reported: 0 });
+        jobs.tracked.insert(id, Tracked { state, pid, exit_code, reported: 0, gpu_uuids: Vec::new() });
         if state != "running" {
             if jobs.finished.len() >= FINISHED_REMEMBERED {
                 jobs.finished.pop_front();
@@ -96,6 +103,12 @@ impl JobTable {
 
     fn running(&self) -> Vec<Uuid> {
         self.lock().tracked.iter().filter(|(_, t)| t.state == "running").map(|(id, _)| *id).collect()
+    }
+
+    /// Each running lease's GPUs, for telling its processes from foreign ones.
+    pub fn running_gpus(&self) -> HashMap<Uuid, Vec<String>> {
+        let jobs = self.lock();
+        jobs.tracked.iter().filter(|(_, t)| t.state == "running").map(|(id, t)| (*id, t.gpu_uuids.clone())).collect()
     }
 }
 
@@ -300,7 +313,7 @@ async fn start_job(
         }
     };
     let pid = handle.pid;
-    table.set(lease_id, "running", Some(pid), None);
+    table.start(lease_id, pid, assignment.gpu_uuids.clone());
     if let Some(control) = &control {
         for gpu in &assignment.gpu_uuids {
             control.assign_uuid(gpu, pid, Some(lease_id));

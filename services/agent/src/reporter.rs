@@ -141,6 +141,7 @@ async fn sample_loop(
                 continue;
             }
         };
+        crate::attribution::attribute(&mut gpus, &jobs.running_gpus(), crate::attribution::lease_in_environment);
         energy.apply(&mut gpus).context("saving energy counters")?;
         let measured_at = Utc::now();
         let leases = jobs.report();
