@@ -6,13 +6,11 @@
 //! it was in the host's latest valid report (`last_seen_at` equals the host's
 //! `last_report_at`: both are set to the same `now()` in the transaction that accepts it).
 
+use crate::error::ApiResult;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use crate::error::{ApiError, ApiResult};
-use crate::state::AppState;
 
 /// Report intervals a host may stay silent before it stops being live.
 pub const LIVENESS_INTERVALS: i32 = 3;
@@ -21,30 +19,10 @@ pub const LIVENESS_INTERVALS: i32 = 3;
 pub(crate) const LIVE_SQL: &str = "(h.status = 'active' and h.last_report_at is not null \
      and h.last_report_at > now() - make_interval(secs => 3 * h.report_interval_s))";
 
-/// Whether the host is active and reporting.
-#[allow(dead_code, reason = "the order book (markets) calls it; not yet on this branch")]
-pub(crate) async fn host_is_live(conn: &mut sqlx::PgConnection, host_id: Uuid) -> Result<bool, ApiError> {
-    let sql = format!("select {LIVE_SQL} from hosts h where h.host_id = $1");
-    let live: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_optional(conn).await?;
-    Ok(live.unwrap_or(false))
-}
-
-/// The host's GPUs that its latest valid report shows running no foreign process, as
-/// `(gpu_uuid, class)` in GPU index order; empty for a host that is unknown, disabled or
-/// not live. The order book additionally excludes GPUs bound to asks and leases.
-#[allow(dead_code, reason = "the order book (markets) calls it; not yet on this branch")]
-pub(crate) async fn attested_idle_gpus(
-    conn: &mut sqlx::PgConnection,
-    host_id: Uuid,
-) -> Result<Vec<(String /*gpu_uuid*/, String /*class*/)>, ApiError> {
-    let sql = format!(
-        "select g.gpu_uuid, g.class from host_gpus g join hosts h using (host_id)
-         where h.host_id = $1 and {LIVE_SQL} and g.last_seen_at >= h.last_report_at and g.foreign_processes = 0
-         order by g.gpu_index"
-    );
-    let gpus = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_all(conn).await?;
-    Ok(gpus)
-}
+/// SQL truth value "GPU `g` of host `h` is attested idle": in the host's latest valid
+/// report, running no foreign process. The order book also excludes GPUs bound to asks
+/// and leases.
+pub(crate) const GPU_IDLE_SQL: &str = "g.last_seen_at >= h.last_report_at and g.foreign_processes = 0";
 
 /// Attested live GPUs of one class.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -84,7 +62,10 @@ pub(crate) async fn get_capacity(State(state): State<AppState>) -> ApiResult<Jso
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
+    use crate::error::ApiError;
 
     #[test]
     fn live_sql_uses_the_liveness_constant() {
@@ -120,6 +101,25 @@ mod tests {
             .unwrap();
         }
         host_id
+    }
+
+    async fn host_is_live(conn: &mut sqlx::PgConnection, host_id: Uuid) -> Result<bool, ApiError> {
+        let sql = format!("select {LIVE_SQL} from hosts h where h.host_id = $1");
+        let live: Option<bool> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_optional(conn).await?;
+        Ok(live.unwrap_or(false))
+    }
+
+    /// The host's live, attested idle GPUs as `(gpu_uuid, class)` in index order.
+    async fn attested_idle_gpus(
+        conn: &mut sqlx::PgConnection,
+        host_id: Uuid,
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let sql = format!(
+            "select g.gpu_uuid, g.class from host_gpus g join hosts h using (host_id)
+             where h.host_id = $1 and {LIVE_SQL} and {GPU_IDLE_SQL} order by g.gpu_index"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_all(conn).await?)
     }
 
     #[sqlx::test(migrator = "crate::MIGRATOR")]

@@ -9,8 +9,8 @@
 //!   transaction holds makes this one wait for it, so the same key sent to two markets at
 //!   once places one order, never two and never a failed batch. The write statement fills
 //!   in the response or drops the claim of a refused request;
-//! - for the batch's asks, the free attested GPUs of their hosts in this class, and which
-//!   of those hosts are live.
+//! - for the batch's asks, their hosts' owners and liveness, and the hosts' free attested
+//!   GPUs in this class.
 
 use std::collections::{HashMap, HashSet};
 
@@ -54,7 +54,21 @@ pub(crate) struct Checked {
     pub(crate) claimed: HashSet<(Uuid, String)>,
     /// Free GPUs of this class per ask host, in GPU index order.
     pub(crate) free_gpus: HashMap<Uuid, Vec<String>>,
-    pub(crate) live_hosts: HashSet<Uuid>,
+    /// The ask hosts that exist, by id.
+    pub(crate) hosts: HashMap<Uuid, AskHost>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub(crate) struct AskHost {
+    pub(crate) owner_id: Uuid,
+    pub(crate) live: bool,
+}
+
+#[derive(Deserialize)]
+struct HostRow {
+    host_id: Uuid,
+    #[serde(flatten)]
+    host: AskHost,
 }
 
 #[derive(Deserialize)]
@@ -76,7 +90,7 @@ struct GpuRow {
     gpu_uuid: String,
 }
 
-type CheckRow = (Option<i64>, Json<Vec<WalletRow>>, Json<Vec<ClaimRow>>, Json<Vec<GpuRow>>, Vec<Uuid>);
+type CheckRow = (Option<i64>, Json<Vec<WalletRow>>, Json<Vec<ClaimRow>>, Json<Vec<GpuRow>>, Json<Vec<HostRow>>);
 
 /// Runs the checks of a batch of `class` inside the batch's transaction.
 pub(crate) async fn run(conn: &mut PgConnection, class: &str, input: &CheckInput) -> Result<Checked, ApiError> {
@@ -116,17 +130,20 @@ pub(crate) async fn run(conn: &mut PgConnection, class: &str, input: &CheckInput
                   from claimed),
              (select coalesce(jsonb_agg(jsonb_build_object('host_id', host_id, 'gpu_uuid', gpu_uuid)
                   order by host_id, gpu_index), '[]') from free),
-             array(select h.host_id from hosts h where h.host_id = any($6) and {HOST_LIVE_SQL})"
+             (select coalesce(jsonb_agg(jsonb_build_object(
+                  'host_id', h.host_id, 'owner_id', h.owner_id, 'live', {HOST_LIVE_SQL})), '[]')
+                  from hosts h where h.host_id = any($6))"
     );
-    let (epoch, Json(wallets), Json(claimed), Json(free), live): CheckRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(class)
-        .bind(&owners)
-        .bind(&key_users)
-        .bind(&keys)
-        .bind(&hashes)
-        .bind(&input.ask_hosts)
-        .fetch_one(&mut *conn)
-        .await?;
+    let (epoch, Json(wallets), Json(claimed), Json(free), Json(hosts)): CheckRow =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(class)
+            .bind(&owners)
+            .bind(&key_users)
+            .bind(&keys)
+            .bind(&hashes)
+            .bind(&input.ask_hosts)
+            .fetch_one(&mut *conn)
+            .await?;
     let mut wallet_map = HashMap::with_capacity(wallets.len());
     for row in wallets {
         let balance: Decimal = row
@@ -144,6 +161,6 @@ pub(crate) async fn run(conn: &mut PgConnection, class: &str, input: &CheckInput
         wallets: wallet_map,
         claimed: claimed.into_iter().map(|c| (c.user_id, c.key)).collect(),
         free_gpus,
-        live_hosts: live.into_iter().collect(),
+        hosts: hosts.into_iter().map(|row| (row.host_id, row.host)).collect(),
     })
 }

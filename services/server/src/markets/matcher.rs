@@ -66,10 +66,11 @@ pub(crate) enum PlaceOutcome {
 
 pub(crate) enum Request {
     Place(PlaceRequest, oneshot::Sender<Result<PlaceOutcome, ApiError>>),
+    /// Answered with the order as the batch left it (fills of earlier batches not included).
     Cancel {
         order_id: Uuid,
         owner: Uuid,
-        reply: oneshot::Sender<Result<(), ApiError>>,
+        reply: oneshot::Sender<Result<Box<OrderView>, ApiError>>,
     },
     WhyUnfilled {
         bid_id: Uuid,
@@ -91,8 +92,10 @@ enum Item {
     Cancel {
         order_id: Uuid,
         owner: Uuid,
-        reply: oneshot::Sender<Result<(), ApiError>>,
+        reply: oneshot::Sender<Result<Box<OrderView>, ApiError>>,
         outcome: Option<Result<(), ApiError>>,
+        /// The cancelled order's view, once the batch's writes are known.
+        view: Option<Box<OrderView>>,
     },
 }
 
@@ -293,7 +296,7 @@ impl Matcher {
                 }
                 Request::Place(req, reply) => items.push(Item::Place { req, reply, outcome: None }),
                 Request::Cancel { order_id, owner, reply } => {
-                    items.push(Item::Cancel { order_id, owner, reply, outcome: None })
+                    items.push(Item::Cancel { order_id, owner, reply, outcome: None, view: None })
                 }
             }
         }
@@ -620,6 +623,11 @@ impl Matcher {
             }
             *outcome = Some(PlaceResult::Placed(Box::new(view)));
         }
+        for item in items.iter_mut() {
+            let Item::Cancel { order_id, outcome: Some(Ok(())), view, .. } = item else { continue };
+            let info = orders.get(order_id).ok_or_else(|| ApiError::internal("cancelled order vanished"))?;
+            *view = Some(Box::new(self.order_view(*order_id, info, &fills)));
+        }
         writes.execute(&mut tx).await?;
         phase.done("write");
         tx.commit().await?;
@@ -753,7 +761,8 @@ impl Matcher {
     }
 
     /// Picks the GPUs each ask will offer, among its host's attested free GPUs of this
-    /// class not taken by an earlier ask of the batch; refuses asks that cannot be covered.
+    /// class not taken by an earlier ask of the batch; refuses asks for someone else's (or
+    /// no) host, a host that is not live, or more GPUs than are free.
     fn decide_gpus(&self, items: &mut [Item], checked: &Checked) {
         let mut taken: HashSet<&String> = HashSet::new();
         for item in items.iter_mut() {
@@ -764,16 +773,21 @@ impl Matcher {
                 .get(&ask.host_id)
                 .map(|gpus| gpus.iter().filter(|gpu| !taken.contains(gpu)).collect())
                 .unwrap_or_default();
-            if free.len() < ask.gpus as usize {
-                let err = if checked.live_hosts.contains(&ask.host_id) {
-                    ApiError::invalid(
-                        "gpus",
-                        "not_enough_free_gpus",
-                        format!("the host has {} attested free {} GPUs", free.len(), self.class),
-                    )
-                } else {
-                    ApiError::invalid("host_id", "host_not_live", "the host has not reported recently")
-                };
+            let refusal = match checked.hosts.get(&ask.host_id) {
+                // Someone else's host looks exactly like no host.
+                Some(host) if host.owner_id != req.owner => Some(unknown_host()),
+                None => Some(unknown_host()),
+                Some(host) if !host.live => {
+                    Some(ApiError::invalid("host_id", "host_not_live", "the host has not reported recently"))
+                }
+                Some(_) if free.len() < ask.gpus as usize => Some(ApiError::invalid(
+                    "gpus",
+                    "not_enough_free_gpus",
+                    format!("the host has {} attested free {} GPUs", free.len(), self.class),
+                )),
+                Some(_) => None,
+            };
+            if let Some(err) = refusal {
                 *outcome = Some(PlaceResult::Refused(err));
                 continue;
             }
@@ -956,6 +970,10 @@ fn decide_funds(items: &mut [Item], checked: &Checked) {
     }
 }
 
+fn unknown_host() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_host", "you have no host with this id").with_field("host_id")
+}
+
 /// Sends the answer of one request: its own outcome, or `failure` if the batch failed.
 fn answer(item: Item, failure: Option<ApiError>) {
     match item {
@@ -969,11 +987,11 @@ fn answer(item: Item, failure: Option<ApiError>) {
             };
             let _ = reply.send(result);
         }
-        Item::Cancel { reply, outcome, .. } => {
+        Item::Cancel { reply, outcome, view, .. } => {
             let result = match (outcome, failure) {
                 (Some(Err(err)), _) => Err(err),
                 (_, Some(err)) => Err(err),
-                (Some(Ok(())), None) => Ok(()),
+                (Some(Ok(())), None) => view.ok_or_else(|| ApiError::internal("cancelled order without its view")),
                 (None, None) => Err(ApiError::internal("matcher left a cancel undecided")),
             };
             let _ = reply.send(result);

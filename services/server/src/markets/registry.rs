@@ -123,8 +123,19 @@ impl Markets {
     /// Starts a matcher for every market with open orders or a recorded owner that no
     /// living process holds.
     async fn claim_orphans(&self) -> Result<(), ApiError> {
+        // The classes of open orders are found by skipping from one class to the next in
+        // `orders_open_by_class` (a loose index scan): `select distinct` read every open
+        // order, about 6 ms a second on a busy book.
         let classes: Vec<String> = sqlx::query_scalar(
-            "select class from market_owners union select distinct class from orders where status = 'open' order by 1",
+            "with recursive open_classes (class) as (
+                 (select class from orders where status = 'open' order by class limit 1)
+                 union all
+                 select (select o.class from orders o where o.status = 'open' and o.class > c.class
+                         order by o.class limit 1)
+                 from open_classes c where c.class is not null
+             )
+             select class from open_classes where class is not null
+             union select class from market_owners order by 1",
         )
         .fetch_all(&self.pool)
         .await?;

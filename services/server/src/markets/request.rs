@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use capex_book::{Price, PriceError, Tif};
 use capex_core::Credits;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -256,6 +256,8 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                     "available_until must be in the future",
                 ));
             }
+            // Postgres keeps microseconds: the order's answer must show what is stored.
+            let available_until = available_until.trunc_subsecs(6);
             Ok(NewOrder::Ask(NewAsk { host_id, gpus, price, available_until, tif }))
         }
     }

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::capacity;
 use super::class;
 use super::matcher::{PlaceOutcome, PlaceRequest, Request};
 use super::ownership::OrderRef;
@@ -74,12 +73,11 @@ pub(crate) async fn place_order(
     {
         return Ok(replayed);
     }
+    // The host of an ask (owner, liveness, free GPUs) is checked in the matcher's batch,
+    // where the GPUs are bound in the same transaction.
     match &order {
         NewOrder::Bid(_) => auth.require(Role::Buyer)?,
-        NewOrder::Ask(ask) => {
-            auth.require(Role::Provider)?;
-            check_host(&state, auth.user_id, ask.host_id, &class, ask.gpus).await?;
-        }
+        NewOrder::Ask(_) => auth.require(Role::Provider)?,
     }
     let handle = state.markets.handle(&class).await?;
     let (tx, rx) = oneshot::channel();
@@ -99,33 +97,6 @@ pub(crate) async fn place_order(
                 .ok_or_else(|| ApiError::internal("idempotency record missing after replay"))
         }
     }
-}
-
-/// Early, friendly refusals for an ask; the matcher checks the GPUs again inside its batch.
-async fn check_host(state: &AppState, user: Uuid, host_id: Uuid, class: &str, gpus: u32) -> Result<(), ApiError> {
-    let mut conn = state.pool.acquire().await?;
-    let owner: Option<Uuid> = sqlx::query_scalar("select owner_id from hosts where host_id = $1")
-        .bind(host_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if owner != Some(user) {
-        // Someone else's host looks exactly like no host.
-        return Err(
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_host", "you have no host with this id").with_field("host_id")
-        );
-    }
-    if !capacity::host_is_live(&mut conn, host_id).await? {
-        return Err(ApiError::invalid("host_id", "host_not_live", "the host has not reported recently"));
-    }
-    let free = capacity::free_gpus(&mut conn, host_id, class).await?;
-    if free.len() < gpus as usize {
-        return Err(ApiError::invalid(
-            "gpus",
-            "not_enough_free_gpus",
-            format!("the host has {} attested free {class} GPUs", free.len()),
-        ));
-    }
-    Ok(())
 }
 
 #[utoipa::path(delete, path = "/api/v1/orders/{id}", tag = "markets", security(("bearer" = [])),
@@ -154,8 +125,12 @@ pub(crate) async fn cancel_order(
     let handle = state.markets.handle(&class).await?;
     let (tx, rx) = oneshot::channel();
     handle.send(Request::Cancel { order_id, owner: auth.user_id, reply: tx })?;
-    reply(rx).await?;
-    Ok(Json(store::order_view(&state.pool, auth.user_id, order_id).await?))
+    let mut view = reply(rx).await?;
+    // Only an ask can be partly filled and still open; its fills may come from any batch.
+    if view.gpus_remaining < view.gpus {
+        view.fills = store::fills(&state.pool, &[order_id]).await?.remove(&order_id).unwrap_or_default();
+    }
+    Ok(Json(*view))
 }
 
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "markets", security(("bearer" = [])),

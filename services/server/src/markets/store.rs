@@ -88,7 +88,7 @@ fn view_of(row: OrderRow) -> OrderView {
 }
 
 /// Trades of these orders, oldest first, by order id.
-async fn fills(pool: &PgPool, order_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<FillView>>, ApiError> {
+pub(crate) async fn fills(pool: &PgPool, order_ids: &[Uuid]) -> Result<HashMap<Uuid, Vec<FillView>>, ApiError> {
     type FillRow = (Uuid, Uuid, Uuid, Uuid, Decimal, i32, DateTime<Utc>);
     let rows: Vec<FillRow> = sqlx::query_as(
         "select t.bid_id, t.ask_id, t.trade_id, l.lease_id, t.price, t.gpus, t.at

@@ -240,6 +240,32 @@ async fn cancel_refunds_the_escrow_exactly_and_frees_gpus(pool: sqlx::PgPool) {
     assert_ledger_ok(&app).await;
 }
 
+/// The matcher answers a cancel from its own copy of the order; that answer must be what
+/// the database holds afterwards, fills of earlier batches included.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_cancel_answers_with_the_order_as_stored(pool: sqlx::PgPool) {
+    let Market { app, buyer, provider, host } = market(pool, 4).await;
+    let ask = app.ask(&provider, CLASS, host, 3, "1.25").await;
+    let filled = app.bid(&buyer, CLASS, 1, "2", "1.25").await;
+    assert_eq!(filled["status"], "filled");
+    let resting = app.bid(&buyer, CLASS, 2, "1", "1").await;
+    assert_eq!(resting["status"], "open");
+
+    for (user, order) in [(&provider, &ask), (&buyer, &resting)] {
+        let path = format!("/api/v1/orders/{}", order["order_id"].as_str().unwrap());
+        let res = app.delete(&path, &user.token).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let answered: Value = res.json().await.unwrap();
+        assert_eq!(answered["status"], "cancelled");
+        assert_eq!(answered, app.order(user, &order["order_id"]).await);
+    }
+    let ask_now = app.order(&provider, &ask["order_id"]).await;
+    assert_eq!(ask_now["gpus_remaining"], 2);
+    assert_eq!(ask_now["fills"][0]["trade_id"], filled["fills"][0]["trade_id"]);
+    assert_eq!(app.order(&buyer, &resting["order_id"]).await["escrow"], "0");
+    assert_ledger_ok(&app).await;
+}
+
 #[sqlx::test(migrator = "capex_server::MIGRATOR")]
 async fn ioc_leaves_nothing_resting(pool: sqlx::PgPool) {
     let Market { app, buyer, provider, host } = market(pool, 2).await;
