@@ -1,5 +1,5 @@
 //! The first statement of a matcher batch: everything the book cannot know, read (and
-//! locked) in ONE round trip.
+//! locked) in ONE round trip, which also opens the batch's transaction.
 //!
 //! - the market's owner epoch, row-locked until the batch ends (fencing, see
 //!   [`super::ownership`]);
@@ -16,11 +16,13 @@ use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use sqlx::PgConnection;
+use serde_json::json;
 use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::capacity::{GPU_IDLE_SQL, GPU_TAKEN_SQL, HOST_LIVE_SQL};
+use super::literal;
 use crate::error::ApiError;
 
 /// An Idempotency-Key of a request in the batch.
@@ -90,60 +92,75 @@ struct GpuRow {
     gpu_uuid: String,
 }
 
-type CheckRow = (Option<i64>, Json<Vec<WalletRow>>, Json<Vec<ClaimRow>>, Json<Vec<GpuRow>>, Json<Vec<HostRow>>);
+#[derive(Deserialize)]
+struct CheckDoc {
+    epoch: Option<i64>,
+    wallets: Vec<WalletRow>,
+    claimed: Vec<ClaimRow>,
+    free: Vec<GpuRow>,
+    hosts: Vec<HostRow>,
+}
 
-/// Runs the checks of a batch of `class` inside the batch's transaction.
-pub(crate) async fn run(conn: &mut PgConnection, class: &str, input: &CheckInput) -> Result<Checked, ApiError> {
-    let mut owners = input.wallet_owners.clone();
-    owners.sort_unstable();
-    owners.dedup();
-    let key_users: Vec<Uuid> = input.keys.iter().map(|k| k.user_id).collect();
-    let keys: Vec<&str> = input.keys.iter().map(|k| k.key.as_str()).collect();
-    let hashes: Vec<&str> = input.keys.iter().map(|k| k.request_hash.as_str()).collect();
+/// The checks statement, prepared once on the matcher's connection. `$1` is one JSON
+/// document: `{class, owners: [user_id], keys: [{user_id, key, request_hash}], ask_hosts: [host_id]}`.
+pub(crate) fn prepare_sql() -> String {
     // The claims cross-join the locked wallets so the wallets are always locked first: the
     // same order as every other transaction that writes both.
-    let sql = format!(
-        "with owner as (
-             select epoch from market_owners where class = $1 for share
+    format!(
+        "prepare matcher_checks (jsonb) as
+         with owner as (
+             select epoch from market_owners where class = $1->>'class' for share
          ), wallets as (
              select user_id, account_id, balance from accounts
-             where kind = 'wallet' and user_id = any($2) order by account_id for update
+             where kind = 'wallet' and user_id = any(array(select jsonb_array_elements_text($1->'owners')::uuid))
+             order by account_id for update
          ), locked as (
              select count(*) as n from wallets
          ), claimed as (
              insert into idempotency (user_id, idempotency_key, request_hash, response_status, response_body)
-             select k.user_id, k.idempotency_key, k.request_hash, 0, 'null'::jsonb
-             from unnest($3::uuid[], $4::text[], $5::text[]) with ordinality as k(user_id, idempotency_key, request_hash, n)
-                 cross join locked
+             select (k.doc->>'user_id')::uuid, k.doc->>'key', k.doc->>'request_hash', 0, 'null'::jsonb
+             from jsonb_array_elements($1->'keys') with ordinality as k(doc, n) cross join locked
              order by k.n
              on conflict do nothing
              returning user_id, idempotency_key
          ), free as (
              select g.host_id, g.gpu_uuid, g.gpu_index from host_gpus g join hosts h using (host_id)
-             where g.host_id = any($6) and g.class = $1 and {HOST_LIVE_SQL} and {GPU_IDLE_SQL}
-                 and not ({GPU_TAKEN_SQL})
+             where g.host_id = any(array(select jsonb_array_elements_text($1->'ask_hosts')::uuid)) and g.class = $1->>'class'
+                 and {HOST_LIVE_SQL} and {GPU_IDLE_SQL} and not ({GPU_TAKEN_SQL})
          )
-         select (select epoch from owner),
-             (select coalesce(jsonb_agg(jsonb_build_object(
+         select jsonb_build_object(
+             'epoch', (select epoch from owner),
+             'wallets', (select coalesce(jsonb_agg(jsonb_build_object(
                   'user_id', user_id, 'account_id', account_id, 'balance', balance::text)), '[]') from wallets),
-             (select coalesce(jsonb_agg(jsonb_build_object('user_id', user_id, 'key', idempotency_key)), '[]')
+             'claimed', (select coalesce(jsonb_agg(jsonb_build_object('user_id', user_id, 'key', idempotency_key)), '[]')
                   from claimed),
-             (select coalesce(jsonb_agg(jsonb_build_object('host_id', host_id, 'gpu_uuid', gpu_uuid)
+             'free', (select coalesce(jsonb_agg(jsonb_build_object('host_id', host_id, 'gpu_uuid', gpu_uuid)
                   order by host_id, gpu_index), '[]') from free),
-             (select coalesce(jsonb_agg(jsonb_build_object(
+             'hosts', (select coalesce(jsonb_agg(jsonb_build_object(
                   'host_id', h.host_id, 'owner_id', h.owner_id, 'live', {HOST_LIVE_SQL})), '[]')
-                  from hosts h where h.host_id = any($6))"
-    );
-    let (epoch, Json(wallets), Json(claimed), Json(free), Json(hosts)): CheckRow =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(class)
-            .bind(&owners)
-            .bind(&key_users)
-            .bind(&keys)
-            .bind(&hashes)
-            .bind(&input.ask_hosts)
-            .fetch_one(&mut *conn)
-            .await?;
+                  from hosts h where h.host_id = any(array(select jsonb_array_elements_text($1->'ask_hosts')::uuid))))"
+    )
+}
+
+/// Opens the batch's transaction and runs its checks, in one round trip.
+pub(crate) async fn begin_and_run(
+    conn: &mut PgConnection,
+    class: &str,
+    input: &CheckInput,
+) -> Result<Checked, ApiError> {
+    let mut owners = input.wallet_owners.clone();
+    owners.sort_unstable();
+    owners.dedup();
+    let keys: Vec<serde_json::Value> = input
+        .keys
+        .iter()
+        .map(|k| json!({"user_id": k.user_id, "key": k.key, "request_hash": k.request_hash}))
+        .collect();
+    let document = json!({"class": class, "owners": owners, "keys": keys, "ask_hosts": input.ask_hosts});
+    let sql = format!("begin; execute matcher_checks({})", literal::jsonb(&document));
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
+    let row = rows.last().ok_or_else(|| ApiError::internal("the checks statement returned no row"))?;
+    let Json(CheckDoc { epoch, wallets, claimed, free, hosts }) = row.try_get(0)?;
     let mut wallet_map = HashMap::with_capacity(wallets.len());
     for row in wallets {
         let balance: Decimal = row
@@ -163,4 +180,27 @@ pub(crate) async fn run(conn: &mut PgConnection, class: &str, input: &CheckInput
         free_gpus,
         hosts: hosts.into_iter().map(|row| (row.host_id, row.host)).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both batch statements prepare against the schema, and an empty batch's checks and
+    /// writes run: the transaction they open is committed by the writes.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn the_batch_statements_prepare_and_run_empty(pool: sqlx::PgPool) {
+        let mut conn = pool.acquire().await.unwrap();
+        for statement in [prepare_sql(), super::super::writes::prepare_sql()] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await.unwrap();
+        }
+        let checked = begin_and_run(&mut conn, "H100-80GB", &CheckInput::default()).await.unwrap();
+        assert_eq!(checked.epoch, None);
+        assert!(checked.wallets.is_empty() && checked.free_gpus.is_empty() && checked.hosts.is_empty());
+        // A savepoint can be set only inside a transaction block.
+        sqlx::raw_sql("savepoint inside").execute(&mut *conn).await.expect("the checks opened a transaction");
+        super::super::writes::BatchWrites::default().execute_and_commit(&mut conn).await.unwrap();
+        let outside = sqlx::raw_sql("savepoint outside").execute(&mut *conn).await;
+        assert!(outside.is_err(), "the writes committed the checks' transaction");
+    }
 }

@@ -165,7 +165,9 @@ fn reject_error(reason: RejectReason) -> ApiError {
 }
 
 /// Records how long each phase of a batch took (`capex_matcher_phase_seconds`), to see
-/// where a batch's time goes: round trips, the book, or the commit's fsync.
+/// where a batch's time goes: `checks` (BEGIN and the checks statement, one round trip, and
+/// deciding from them), `book`, and `write` (the write statement and COMMIT with its
+/// fsync, one round trip).
 struct PhaseTimer {
     class: String,
     last: Instant,
@@ -425,10 +427,9 @@ impl Matcher {
         let at_ms = now_ms().max(self.book.now_ms().unwrap_or(i64::MIN));
         let at = at_of(at_ms);
         let mut phase = PhaseTimer::new(&self.class);
-        let mut tx = sqlx::Connection::begin(conn).await?;
-        phase.done("begin");
-
-        let checked = checks::run(&mut tx, &self.class, &check_input(items)).await?;
+        // The transaction is opened by the checks and closed by the writes (one round trip
+        // each); on any error the connection is dropped, which rolls it back.
+        let checked = checks::begin_and_run(conn, &self.class, &check_input(items)).await?;
         if checked.epoch != Some(self.epoch) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -456,7 +457,7 @@ impl Matcher {
         }
         if self.events.is_empty() {
             // Nothing was applied: this also drops the Idempotency-Key claims of the batch.
-            tx.rollback().await?;
+            sqlx::raw_sql("rollback").execute(&mut *conn).await?;
             refuse_duplicates_of_refused(items);
             return Ok(None);
         }
@@ -628,10 +629,8 @@ impl Matcher {
             let info = orders.get(order_id).ok_or_else(|| ApiError::internal("cancelled order vanished"))?;
             *view = Some(Box::new(self.order_view(*order_id, info, &fills)));
         }
-        writes.execute(&mut tx).await?;
+        writes.execute_and_commit(conn).await?;
         phase.done("write");
-        tx.commit().await?;
-        phase.done("commit");
 
         for (_, info) in orders.iter().filter(|(_, o)| o.is_new && o.changed) {
             let side = if info.side_bid { "bid" } else { "ask" };
@@ -890,6 +889,9 @@ async fn matcher_connection(pool: &PgPool) -> Result<PgConnection, ApiError> {
     sqlx::raw_sql("set enable_seqscan = off; set enable_hashjoin = off; set enable_mergejoin = off")
         .execute(&mut conn)
         .await?;
+    for statement in [checks::prepare_sql(), super::writes::prepare_sql()] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await?;
+    }
     Ok(conn)
 }
 

@@ -1,14 +1,15 @@
 //! Markets: one order book per GPU class, its matcher, orders, trades and the leases trades
 //! create.
 //!
-//! Handlers validate a request completely (class, sizes, prices, host and GPUs) and hand
-//! the order to the market's matcher ([`matcher`]), the single writer of that market's
+//! Handlers validate a request (class, sizes, prices, roles) and hand the order to the
+//! market's matcher ([`matcher`]), the single writer of that market's
 //! [`capex_book::Book`]. The matcher applies commands in batches and makes each batch
 //! durable in one Postgres transaction before it answers any of them.
 
 mod capacity;
 mod checks;
 mod class;
+mod literal;
 mod matcher;
 mod money;
 mod ownership;

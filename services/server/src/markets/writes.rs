@@ -1,12 +1,13 @@
-//! The second statement of a matcher batch: every write of the batch in ONE round trip
-//! (data-modifying CTEs fed by one JSON document).
+//! The second statement of a matcher batch: every write of the batch and its COMMIT in ONE
+//! round trip (data-modifying CTEs fed by one JSON document).
 //!
 //! A row is written once, in its final state: a new ask's GPUs are inserted already leased
 //! or released, a new bid's escrow account is inserted with its final balance. (One
 //! statement cannot update a row it inserted.) Updates of resting rows are guarded by the
 //! values the matcher's in-memory copy had (`old_*`, the order still open), and the
-//! statement returns how many rows each part touched; any difference from what the batch
-//! meant fails the batch, which rolls back and reloads the market from Postgres.
+//! statement compares how many rows each part touched with what the batch meant; any
+//! difference raises, which fails the batch: it rolls back and the market is reloaded from
+//! Postgres.
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::literal;
 use crate::error::ApiError;
 
 #[derive(Debug, Serialize)]
@@ -115,11 +117,28 @@ impl BatchWrites {
         .map(|n| n as i64)
     }
 
-    /// Writes everything in one statement inside the batch's transaction.
-    pub(crate) async fn execute(&self, conn: &mut PgConnection) -> Result<(), ApiError> {
-        // Rows go in by ordinality: journal entries and orders get their ids/seq in batch order.
+    /// Writes everything and commits, in one round trip. A statement that touched other
+    /// rows than meant raises (`matcher_assert_written`), so the COMMIT sent behind it is
+    /// skipped and the batch's transaction stays uncommitted.
+    pub(crate) async fn execute_and_commit(&self, conn: &mut PgConnection) -> Result<(), ApiError> {
+        let document = serde_json::to_value(self).map_err(ApiError::internal)?;
         let sql = format!(
-            "with accounts_new as (
+            "execute matcher_writes({}, {}); commit",
+            literal::jsonb(&document),
+            literal::bigint_array(&self.expected())
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+/// The write statement, prepared once on the matcher's connection: `$1` is the batch's
+/// [`BatchWrites`] as JSON, `$2` the row counts it means to touch.
+pub(crate) fn prepare_sql() -> String {
+    // Rows go in by ordinality: journal entries and orders get their ids/seq in batch order.
+    format!(
+        "prepare matcher_writes (jsonb, bigint[]) as
+             with accounts_new as (
                  insert into accounts (account_id, kind, user_id, ref_id, balance)
                  select r.account_id, 'escrow', r.user_id, r.ref_id, r.balance
                  from jsonb_to_recordset($1->'accounts_new') as r(account_id uuid, user_id uuid, ref_id uuid, balance numeric)
@@ -181,23 +200,11 @@ impl BatchWrites {
                  where i.user_id = r.user_id and i.idempotency_key = r.idempotency_key and i.response_status = 0
                  returning 1
              )
-             select array[(select count(*) from accounts_new), (select count(*) from balances),
+             select matcher_assert_written(array[(select count(*) from accounts_new), (select count(*) from balances),
                  (select count(*) from journal_new), (select count(*) from orders_new),
                  (select count(*) from orders_changed), (select count(*) from ask_gpus_new),
                  (select count(*) from ask_gpus_changed), (select count(*) from trades_new),
                  (select count(*) from leases_new), (select count(*) from idempotency_filled),
-                 (select count(*) from claims_dropped)]"
-        );
-        let document = serde_json::to_value(self).map_err(ApiError::internal)?;
-        let written: Vec<i64> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(document).fetch_one(&mut *conn).await?;
-        let expected = self.expected();
-        if written != expected {
-            return Err(ApiError::internal(format!(
-                "batch wrote {written:?} rows where it meant {expected:?}: the matcher's copy of the market \
-                 differs from the database"
-            )));
-        }
-        Ok(())
-    }
+                 (select count(*) from claims_dropped)], $2)"
+    )
 }
