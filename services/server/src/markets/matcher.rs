@@ -10,8 +10,11 @@
 //! orders ([`Resting`]) are reloaded from the database, so neither keeps effects that are
 //! not durable.
 //!
-//! Cost per batch, whatever its size: four round trips (begin, one statement of checks
-//! ([`checks`]), one statement of writes ([`writes`]), commit) and one fsync.
+//! Cost per batch, whatever its size: two round trips (BEGIN with one statement of checks
+//! ([`checks`]); one statement of writes ([`writes`]) with COMMIT) and one fsync.
+//!
+//! Overlapping batches (checking batch N+1 while N's writes and COMMIT are in flight) was
+//! tried and measured: on 2 cores it halved the batches' size and gained nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
