@@ -889,10 +889,12 @@ impl Matcher {
 /// this connection alone leaves index lookups as the only plans.
 async fn matcher_connection(pool: &PgPool) -> Result<PgConnection, ApiError> {
     let mut conn = pool.acquire().await?.detach();
-    sqlx::raw_sql("set enable_seqscan = off; set enable_hashjoin = off; set enable_mergejoin = off; \
-         set plan_cache_mode = force_generic_plan")
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql(
+        "set enable_seqscan = off; set enable_hashjoin = off; set enable_mergejoin = off; \
+         set plan_cache_mode = force_generic_plan",
+    )
+    .execute(&mut conn)
+    .await?;
     for statement in [checks::prepare_sql(), super::writes::prepare_sql()] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await?;
     }
