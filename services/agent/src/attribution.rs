@@ -26,7 +26,7 @@ pub fn attribute(
     for sample in samples {
         for process in sample.processes.iter_mut().filter(|p| p.lease_id.is_none()) {
             let Some(lease) = lease_of_pid(process.pid) else { continue };
-            if running.get(&lease).is_some_and(|gpus| gpus.iter().any(|uuid| *uuid == sample.uuid)) {
+            if running.get(&lease).is_some_and(|gpus| gpus.contains(&sample.uuid)) {
                 process.lease_id = Some(lease);
             }
         }
