@@ -102,7 +102,16 @@ mod tests {
             .env(LEASE_ENV, lease.to_string())
             .spawn()
             .expect("spawn sleep");
-        let found = lease_in_environment(child.id());
+        // Until the child has exec'd (and while it does), /proc shows the parent's
+        // environment or none: look again for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let found = loop {
+            let found = lease_in_environment(child.id());
+            if found.is_some() || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         let mine = lease_in_environment(std::process::id());
         child.kill().expect("kill");
         child.wait().expect("wait");
