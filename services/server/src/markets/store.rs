@@ -165,9 +165,11 @@ pub(crate) async fn list_orders(
 /// Every market with registered GPUs, orders, or configuration, with its summary.
 pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result<MarketList, ApiError> {
     type Row = (String, Option<Decimal>, Option<Decimal>, Option<Decimal>, Decimal, i64);
+    // A market that ever had orders has a `market_owners` row: its matcher claimed it
+    // before writing any. Reading `orders` instead read every order ever placed.
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "with classes as (
-             select class from host_gpus union select class from orders union select unnest($1::text[])
+             select class from host_gpus union select class from market_owners union select unnest($1::text[])
          )
          select c.class,
              (select max(price) from orders where class = c.class and status = 'open' and side = 'bid'),
