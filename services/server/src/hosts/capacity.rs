@@ -6,11 +6,12 @@
 //! it was in the host's latest valid report (`last_seen_at` equals the host's
 //! `last_report_at`: both are set to the same `now()` in the transaction that accepts it).
 
-use crate::error::ApiResult;
-use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+
+use crate::error::ApiResult;
+use crate::state::AppState;
 
 /// Report intervals a host may stay silent before it stops being live.
 pub const LIVENESS_INTERVALS: i32 = 3;

@@ -104,6 +104,7 @@ struct CheckDoc {
 /// The checks statement, prepared once on the matcher's connection. `$1` is one JSON
 /// document: `{class, owners: [user_id], keys: [{user_id, key, request_hash}], ask_hosts: [host_id]}`.
 pub(crate) fn prepare_sql() -> String {
+    let ask_hosts = "any(array(select jsonb_array_elements_text($1->'ask_hosts')::uuid))";
     // The claims cross-join the locked wallets so the wallets are always locked first: the
     // same order as every other transaction that writes both.
     format!(
@@ -125,7 +126,7 @@ pub(crate) fn prepare_sql() -> String {
              returning user_id, idempotency_key
          ), free as (
              select g.host_id, g.gpu_uuid, g.gpu_index from host_gpus g join hosts h using (host_id)
-             where g.host_id = any(array(select jsonb_array_elements_text($1->'ask_hosts')::uuid)) and g.class = $1->>'class'
+             where g.host_id = {ask_hosts} and g.class = $1->>'class'
                  and {HOST_LIVE_SQL} and {GPU_IDLE_SQL} and not ({GPU_TAKEN_SQL})
          )
          select jsonb_build_object(
@@ -138,7 +139,7 @@ pub(crate) fn prepare_sql() -> String {
                   order by host_id, gpu_index), '[]') from free),
              'hosts', (select coalesce(jsonb_agg(jsonb_build_object(
                   'host_id', h.host_id, 'owner_id', h.owner_id, 'live', {HOST_LIVE_SQL})), '[]')
-                  from hosts h where h.host_id = any(array(select jsonb_array_elements_text($1->'ask_hosts')::uuid))))"
+                  from hosts h where h.host_id = {ask_hosts}))"
     )
 }
 
@@ -157,7 +158,7 @@ pub(crate) async fn begin_and_run(
         .map(|k| json!({"user_id": k.user_id, "key": k.key, "request_hash": k.request_hash}))
         .collect();
     let document = json!({"class": class, "owners": owners, "keys": keys, "ask_hosts": input.ask_hosts});
-    let sql = format!("begin; execute matcher_checks({})", literal::jsonb(&document));
+    let sql = format!("begin; execute matcher_checks({})", literal::jsonb(&document).map_err(ApiError::internal)?);
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *conn).await?;
     let row = rows.last().ok_or_else(|| ApiError::internal("the checks statement returned no row"))?;
     let Json(CheckDoc { epoch, wallets, claimed, free, hosts }) = row.try_get(0)?;

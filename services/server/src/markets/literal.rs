@@ -5,13 +5,13 @@
 //! `$tag$...$tag$` nothing is escaped and nothing is interpreted, so the text is safe for any
 //! content that does not contain the tag; the tag is random and checked against the content.
 
-/// `document` as a dollar-quoted SQL literal of type jsonb.
-pub(crate) fn jsonb(document: &serde_json::Value) -> String {
-    let text = document.to_string();
+/// `document`, serialized to JSON, as a dollar-quoted SQL literal of type jsonb.
+pub(crate) fn jsonb(document: &impl serde::Serialize) -> Result<String, serde_json::Error> {
+    let text = serde_json::to_string(document)?;
     loop {
         let tag = format!("$j{:016x}$", rand::random::<u64>());
         if !text.contains(&tag) {
-            return format!("{tag}{text}{tag}::jsonb");
+            return Ok(format!("{tag}{text}{tag}::jsonb"));
         }
     }
 }
@@ -30,7 +30,7 @@ mod tests {
     #[test]
     fn any_text_stays_inside_its_quotes() {
         let hostile = json!({"key": "'); drop table orders; --", "memo": "$$ $j0$ \\ \u{0007}"});
-        let literal = jsonb(&hostile);
+        let literal = jsonb(&hostile).unwrap();
         let tag = &literal[..literal[1..].find('$').unwrap() + 2];
         assert!(literal.starts_with(tag) && literal.ends_with(&format!("{tag}::jsonb")));
         let inner = &literal[tag.len()..literal.len() - tag.len() - "::jsonb".len()];
@@ -44,7 +44,7 @@ mod tests {
     async fn postgres_reads_back_the_same_document(pool: sqlx::PgPool) {
         use sqlx::Row;
         let hostile = json!({"key": "'); drop table orders; --", "memo": "$$ $j$ \\ \n ' \"", "n": [1, 2.5]});
-        let sql = format!("select {}", jsonb(&hostile));
+        let sql = format!("select {}", jsonb(&hostile).unwrap());
         let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await.unwrap();
         let sqlx::types::Json(back): sqlx::types::Json<serde_json::Value> = rows[0].try_get(0).unwrap();
         assert_eq!(back, hostile);

@@ -38,7 +38,7 @@ use super::request::NewOrder;
 use super::resting::{OrderInfo, Resting, at_of, load_market};
 use super::views::{BookView, FillView, LevelView, OrderView, UnfilledReasonView};
 use super::writes::{
-    AskGpu, BalanceChange, BatchWrites, ClaimDrop, IdempotencyRecord, JournalRow, NewAccount, OrderChange,
+    self, AskGpu, BalanceChange, BatchWrites, ClaimDrop, IdempotencyRecord, JournalRow, NewAccount, OrderChange,
 };
 use crate::error::ApiError;
 use crate::feed::Feed;
@@ -852,7 +852,8 @@ impl Matcher {
         Ok((orders, new_in_order))
     }
 
-    /// The view of an order placed in this batch, as its owner will read it.
+    /// The view of an order this batch placed or cancelled, as its owner will read it
+    /// (fills of this batch only).
     fn order_view(&self, order_id: Uuid, o: &OrderInfo, fills: &HashMap<Uuid, Vec<FillView>>) -> OrderView {
         let open_bid = o.side_bid && o.status == "open";
         OrderView {
@@ -895,7 +896,7 @@ async fn matcher_connection(pool: &PgPool) -> Result<PgConnection, ApiError> {
     )
     .execute(&mut conn)
     .await?;
-    for statement in [checks::prepare_sql(), super::writes::prepare_sql()] {
+    for statement in [checks::prepare_sql(), writes::prepare_sql()] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await?;
     }
     Ok(conn)

@@ -36,19 +36,22 @@ impl MatcherHandle {
         })
     }
 
-    /// The book as of the last committed batch.
     /// The book as its last batch committed it.
     pub(crate) async fn book(&self) -> Result<Arc<BookView>, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Book { reply })?;
-        rx.await
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "market_unavailable", "the matcher stopped"))
+        rx.await.map_err(|_| matcher_stopped())
     }
+}
+
+/// A matcher dropped a request without answering: it stopped.
+fn matcher_stopped() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "market_unavailable", "the matcher stopped")
 }
 
 /// Awaits a matcher's answer.
 pub(crate) async fn reply<T>(rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
-    rx.await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "market_unavailable", "the matcher stopped"))?
+    rx.await.map_err(|_| matcher_stopped())?
 }
 
 /// Holds the market's lock connection while the matcher runs: stops the matcher when the

@@ -121,10 +121,9 @@ impl BatchWrites {
     /// rows than meant raises (`matcher_assert_written`), so the COMMIT sent behind it is
     /// skipped and the batch's transaction stays uncommitted.
     pub(crate) async fn execute_and_commit(&self, conn: &mut PgConnection) -> Result<(), ApiError> {
-        let document = serde_json::to_value(self).map_err(ApiError::internal)?;
         let sql = format!(
             "execute matcher_writes({}, {}); commit",
-            literal::jsonb(&document),
+            literal::jsonb(self).map_err(ApiError::internal)?,
             literal::bigint_array(&self.expected())
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
