@@ -362,7 +362,8 @@ impl Book {
     /// Why the resting bid `bid_id` has not traded, judged at the book's clock; empty if
     /// `bid_id` is not a resting bid. Either one of [`UnfilledReason::NoAsks`],
     /// [`UnfilledReason::OnlyOwnAsks`], [`UnfilledReason::NoSingleAskFits`] alone, or one
-    /// or more of price, size and duration, in that order. Costs a scan of the asks.
+    /// or more of price, size and duration, in that order. Scans the asks in price order until
+    /// one as large and one as long as the bid have been seen (all of them if none is).
     pub fn why_unfilled(&self, bid_id: OrderId) -> Vec<UnfilledReason> {
         let Some(RestingOrder::Bid(bid)) = self.order(bid_id) else {
             return Vec::new();
@@ -373,10 +374,18 @@ impl Book {
         let mut best_ask: Option<Price> = None;
         let mut largest_free = 0_u32;
         let mut latest_until_ms = i64::MIN;
+        let needed_until_ms = self.now_ms.saturating_add(bid.duration_ms);
         for (key, ask) in self.asks.iter().filter(|(_, ask)| ask.owner != bid.owner) {
             best_ask.get_or_insert(key.price);
             largest_free = largest_free.max(ask.remaining_gpus);
             latest_until_ms = latest_until_ms.max(ask.available_until_ms);
+            // Asks come in price order, so the best price is known at the first; once some ask
+            // is large enough and some long enough, neither size nor duration is a reason and
+            // the rest of the book cannot change the answer. Every placed bid that rests asks
+            // for its reasons, so a full scan made each one O(resting asks).
+            if largest_free >= bid.gpus && latest_until_ms >= needed_until_ms {
+                break;
+            }
         }
         let Some(best_ask) = best_ask else {
             return vec![UnfilledReason::OnlyOwnAsks];

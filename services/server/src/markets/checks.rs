@@ -21,7 +21,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::capacity::{GPU_IDLE_SQL, GPU_TAKEN_SQL, HOST_LIVE_SQL};
+use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
 use super::literal;
 use crate::error::ApiError;
 
@@ -127,7 +127,7 @@ pub(crate) fn prepare_sql() -> String {
          ), free as (
              select g.host_id, g.gpu_uuid, g.gpu_index from host_gpus g join hosts h using (host_id)
              where g.host_id = {ask_hosts} and g.class = $1->>'class'
-                 and {HOST_LIVE_SQL} and {GPU_IDLE_SQL} and not ({GPU_TAKEN_SQL})
+                 and {HOST_LIVE_SQL} and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
          )
          select jsonb_build_object(
              'epoch', (select epoch from owner),
@@ -187,21 +187,26 @@ pub(crate) async fn begin_and_run(
 mod tests {
     use super::*;
 
-    /// Both batch statements prepare against the schema, and an empty batch's checks and
-    /// writes run: the transaction they open is committed by the writes.
+    /// Both batch statements prepare against the schema (the writes with every part), and
+    /// empty batches' checks and writes run: the transaction the checks open is committed by
+    /// the writes, and a write statement is prepared once per connection.
     #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn the_batch_statements_prepare_and_run_empty(pool: sqlx::PgPool) {
+        use super::super::writes::{self, BatchWrites, Parts, WriteStatements};
         let mut conn = pool.acquire().await.unwrap();
-        for statement in [prepare_sql(), super::super::writes::prepare_sql()] {
+        for statement in [prepare_sql(), writes::prepare_sql(Parts::ALL)] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut *conn).await.unwrap();
         }
-        let checked = begin_and_run(&mut conn, "H100-80GB", &CheckInput::default()).await.unwrap();
-        assert_eq!(checked.epoch, None);
-        assert!(checked.wallets.is_empty() && checked.free_gpus.is_empty() && checked.hosts.is_empty());
-        // A savepoint can be set only inside a transaction block.
-        sqlx::raw_sql("savepoint inside").execute(&mut *conn).await.expect("the checks opened a transaction");
-        super::super::writes::BatchWrites::default().execute_and_commit(&mut conn).await.unwrap();
-        let outside = sqlx::raw_sql("savepoint outside").execute(&mut *conn).await;
-        assert!(outside.is_err(), "the writes committed the checks' transaction");
+        let mut prepared = WriteStatements::default();
+        for _ in 0..2 {
+            let checked = begin_and_run(&mut conn, "H100-80GB", &CheckInput::default()).await.unwrap();
+            assert_eq!(checked.epoch, None);
+            assert!(checked.wallets.is_empty() && checked.free_gpus.is_empty() && checked.hosts.is_empty());
+            // A savepoint can be set only inside a transaction block.
+            sqlx::raw_sql("savepoint inside").execute(&mut *conn).await.expect("the checks opened a transaction");
+            BatchWrites::default().execute_and_commit(&mut conn, &mut prepared).await.unwrap();
+            let outside = sqlx::raw_sql("savepoint outside").execute(&mut *conn).await;
+            assert!(outside.is_err(), "the writes committed the checks' transaction");
+        }
     }
 }

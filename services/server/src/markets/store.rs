@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::capacity::{GPU_IDLE_SQL, GPU_TAKEN_SQL, HOST_LIVE_SQL};
+use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
 use super::views::{
     CandleList, CandleView, FillView, MarketList, MarketView, OrderPage, OrderView, TradePage, TradeView,
 };
@@ -178,7 +178,7 @@ pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result
              (select coalesce(sum(gpus * max_hours), 0) from trades
                  where class = c.class and at > now() - interval '24 hours'),
              (select count(*) from host_gpus g join hosts h using (host_id)
-                 where g.class = c.class and {GPU_IDLE_SQL} and {HOST_LIVE_SQL} and not ({GPU_TAKEN_SQL}))
+                 where g.class = c.class and {GPU_IDLE_SQL} and {HOST_LIVE_SQL} and {GPU_UNTAKEN_SQL})
          from classes c order by c.class"
     )))
     .bind(configured)
