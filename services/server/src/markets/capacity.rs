@@ -7,11 +7,12 @@ pub(crate) use crate::hosts::capacity::{GPU_IDLE_SQL, LIVE_SQL as HOST_LIVE_SQL}
 /// The SQL condition for "this GPU (aliased `g`) is not taken": offered by no open ask and
 /// in no lease that is not over.
 ///
-/// Two top-level `not exists`, not `not (exists .. or exists ..)`: the planner turns these
-/// into anti-joins that probe `ask_gpus_one_open_ask` per GPU. The `or` form let it hash
-/// every bound GPU of the exchange first, on every call (statistics taken while `ask_gpus`
-/// was nearly empty make that look cheap): O(open asks' GPUs) per matcher batch.
+/// The open-ask test must probe `ask_gpus_one_open_ask` once per GPU. Statistics taken
+/// while `ask_gpus` was nearly empty make every bound GPU of the exchange look like a
+/// handful of rows, and the planner then read them all on every call: hashed (in an `or`)
+/// or materialized under an anti-join. `offset 0` keeps the subquery a per-row subplan,
+/// where the probe is the only sensible path. Tested in `markets::plans`.
 pub(crate) const GPU_UNTAKEN_SQL: &str =
-    "not exists (select 1 from ask_gpus a where a.gpu_uuid = g.gpu_uuid and a.state = 'bound')
+    "not exists (select 1 from ask_gpus a where a.gpu_uuid = g.gpu_uuid and a.state = 'bound' offset 0)
      and not exists (select 1 from leases l where l.host_id = g.host_id
                 and l.state in ('pending', 'starting', 'running') and g.gpu_uuid = any(l.gpu_uuids))";

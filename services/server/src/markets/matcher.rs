@@ -38,8 +38,8 @@ use super::request::NewOrder;
 use super::resting::{OrderInfo, Resting, at_of, load_market};
 use super::views::{BookView, FillView, LevelView, OrderView, UnfilledReasonView};
 use super::writes::{
-    AskGpu, BalanceChange, BatchWrites, ClaimDrop, IdempotencyRecord, JournalRow, NewAccount, OrderChange,
-    WriteStatements,
+    AskGpu, AskGpuChange, BalanceChange, BatchWrites, ClaimDrop, IdempotencyRecord, JournalRow, NewAccount,
+    OrderChange, WriteStatements,
 };
 use crate::error::ApiError;
 use crate::feed::Feed;
@@ -759,7 +759,13 @@ impl Matcher {
             for gpu in before {
                 let (state, lease_id) = gpu_state(*id, gpu, o);
                 if state != "bound" {
-                    writes.ask_gpus_changed.push(AskGpu { order_id: *id, gpu_uuid: gpu.clone(), state, lease_id });
+                    writes.ask_gpus_changed.push(AskGpuChange {
+                        order_id: *id,
+                        gpu_uuid: gpu.clone(),
+                        old_state: "bound",
+                        state,
+                        lease_id,
+                    });
                 }
             }
         }
@@ -892,7 +898,7 @@ impl Matcher {
 /// into hash joins over every order and account, and bitmap scans read every bound GPU of
 /// the exchange where one index probe per GPU was meant. Disabling scans, bitmap scans and
 /// hash/merge joins on this connection alone leaves keyed index lookups as the only plans.
-async fn matcher_connection(pool: &PgPool) -> Result<PgConnection, ApiError> {
+pub(super) async fn matcher_connection(pool: &PgPool) -> Result<PgConnection, ApiError> {
     let mut conn = pool.acquire().await?.detach();
     sqlx::raw_sql(
         "set enable_seqscan = off; set enable_bitmapscan = off; set enable_hashjoin = off; \

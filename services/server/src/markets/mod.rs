@@ -21,6 +21,9 @@ mod store;
 mod views;
 mod writes;
 
+#[cfg(test)]
+mod plans;
+
 pub use registry::Markets;
 pub use request::{JobSpec, OrderRequest, Side, TimeInForce};
 pub(crate) use routes::*;

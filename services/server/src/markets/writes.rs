@@ -63,6 +63,16 @@ pub(crate) struct AskGpu {
     pub(crate) lease_id: Option<Uuid>,
 }
 
+/// A resting ask's GPU that leaves `old_state` ('bound': the ask was open).
+#[derive(Debug, Serialize)]
+pub(crate) struct AskGpuChange {
+    pub(crate) order_id: Uuid,
+    pub(crate) gpu_uuid: String,
+    pub(crate) old_state: &'static str,
+    pub(crate) state: &'static str,
+    pub(crate) lease_id: Option<Uuid>,
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct IdempotencyRecord {
     pub(crate) user_id: Uuid,
@@ -87,7 +97,7 @@ pub(crate) struct BatchWrites {
     pub(crate) orders_new: Vec<Value>,
     pub(crate) orders_changed: Vec<OrderChange>,
     pub(crate) ask_gpus_new: Vec<AskGpu>,
-    pub(crate) ask_gpus_changed: Vec<AskGpu>,
+    pub(crate) ask_gpus_changed: Vec<AskGpuChange>,
     /// Full `trades` and `leases` rows (JSON objects by column).
     pub(crate) trades: Vec<Value>,
     pub(crate) leases: Vec<Value>,
@@ -121,22 +131,40 @@ impl BatchWrites {
         conn: &mut PgConnection,
         prepared: &mut WriteStatements,
     ) -> Result<(), ApiError> {
-        let counts = self.counts();
-        let parts = Parts::of(&counts);
-        let expected: Vec<i64> = counts.iter().filter(|&&n| n > 0).map(|&n| n as i64).collect();
+        let WriteStatement { prepare, execute } = self.statement_for(prepared)?;
         // A statement prepared in this round trip stays prepared whatever becomes of the
         // transaction; if the round trip fails the matcher drops the connection, and the
         // record of what it prepared with it.
-        let prepare = if prepared.0.insert(parts) { format!("{}; ", prepare_sql(parts)) } else { String::new() };
-        let sql = format!(
-            "{prepare}execute {}({}, {}); commit",
-            parts.statement_name(),
-            literal::jsonb(self).map_err(ApiError::internal)?,
-            literal::bigint_array(&expected)
-        );
+        let sql = match prepare {
+            Some(prepare) => format!("{prepare}; {execute}; commit"),
+            None => format!("{execute}; commit"),
+        };
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
         Ok(())
     }
+
+    /// The statement that writes this batch, and its PREPARE if the connection has not
+    /// prepared it yet (recorded in `prepared` as prepared from now on).
+    pub(crate) fn statement_for(&self, prepared: &mut WriteStatements) -> Result<WriteStatement, ApiError> {
+        let counts = self.counts();
+        let parts = Parts::of(&counts);
+        let expected: Vec<i64> = counts.iter().filter(|&&n| n > 0).map(|&n| n as i64).collect();
+        Ok(WriteStatement {
+            prepare: prepared.0.insert(parts).then(|| prepare_sql(parts)),
+            execute: format!(
+                "execute {}({}, {})",
+                parts.statement_name(),
+                literal::jsonb(self).map_err(ApiError::internal)?,
+                literal::bigint_array(&expected)
+            ),
+        })
+    }
+}
+
+/// One batch's write statement, as SQL text.
+pub(crate) struct WriteStatement {
+    pub(crate) prepare: Option<String>,
+    pub(crate) execute: String,
 }
 
 /// Which parts of [`PARTS`] a batch writes, one bit each.
@@ -225,9 +253,13 @@ const PARTS: [(&str, &str); 11] = [
     ),
     (
         "ask_gpus_changed",
+        // `old_state` from the document for the same reason as `old_status` above: the
+        // literal 'bound' matches the partial index of bound GPUs, and the update read
+        // every bound GPU of the exchange.
         "update ask_gpus a set state = r.state, lease_id = r.lease_id
-         from jsonb_to_recordset($1->'ask_gpus_changed') as r(order_id uuid, gpu_uuid text, state text, lease_id uuid)
-         where a.order_id = r.order_id and a.gpu_uuid = r.gpu_uuid and a.state = 'bound'
+         from jsonb_to_recordset($1->'ask_gpus_changed')
+             as r(order_id uuid, gpu_uuid text, old_state text, state text, lease_id uuid)
+         where a.order_id = r.order_id and a.gpu_uuid = r.gpu_uuid and a.state = r.old_state
          returning 1",
     ),
     (
