@@ -119,9 +119,8 @@ pub(crate) struct Matcher {
     pool: PgPool,
     feed: Feed,
     /// The matcher's own connection, kept between batches and out of the pool (it carries
-    /// planner settings, see [`matcher_connection`]). Closed after a failed batch; a fresh
-    /// one is opened for the next.
-    /// The matcher's own connection and the write statements prepared on it.
+    /// planner settings, see [`matcher_connection`]), with the write statements prepared on
+    /// it. Both are dropped after a failed batch; a fresh connection is opened for the next.
     conn: Option<(PgConnection, WriteStatements)>,
     /// The market's owner epoch when this matcher claimed it; checked in every batch.
     epoch: i64,

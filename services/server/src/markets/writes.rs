@@ -299,11 +299,13 @@ const PARTS: [(&str, &str); 11] = [
 /// The write statement of the batches that write `parts`: `$1` is the batch's
 /// [`BatchWrites`] as JSON, `$2` the rows each of those parts means to write, in order.
 pub(crate) fn prepare_sql(parts: Parts) -> String {
-    let included: Vec<&str> = (0..PARTS.len()).filter(|&i| parts.has(i)).map(|i| PARTS[i].0).collect();
-    let ctes: Vec<String> =
-        (0..PARTS.len()).filter(|&i| parts.has(i)).map(|i| format!("w_{} as ({})", PARTS[i].0, PARTS[i].1)).collect();
+    let (ctes, written): (Vec<String>, Vec<String>) = PARTS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| parts.has(*i))
+        .map(|(_, (name, cte))| (format!("w_{name} as ({cte})"), format!("(select count(*) from w_{name})")))
+        .unzip();
     let with = if ctes.is_empty() { String::new() } else { format!("with {}\n", ctes.join(",\n")) };
-    let written: Vec<String> = included.iter().map(|name| format!("(select count(*) from w_{name})")).collect();
     format!(
         "prepare {} (jsonb, bigint[]) as {with}select matcher_assert_written(array[{}]::bigint[], $2)",
         parts.statement_name(),
