@@ -2,6 +2,11 @@
 //! [`crate::hosts::capacity`]; what the book adds is that a GPU offered by an open ask or
 //! used by a live lease is not free.
 
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::checks::AskHost;
+use crate::error::ApiError;
 pub(crate) use crate::hosts::capacity::{GPU_IDLE_SQL, LIVE_SQL as HOST_LIVE_SQL};
 
 /// The SQL condition for "this GPU (aliased `g`) is not taken": offered by no open ask and
@@ -16,3 +21,23 @@ pub(crate) const GPU_UNTAKEN_SQL: &str =
     "not exists (select 1 from ask_gpus a where a.gpu_uuid = g.gpu_uuid and a.state = 'bound' offset 0)
      and not exists (select 1 from leases l where l.host_id = g.host_id
                 and l.state in ('pending', 'starting', 'running') and g.gpu_uuid = any(l.gpu_uuids))";
+
+/// A host as an ask's handler reads it: its owner and liveness, and its free GPUs of `class`
+/// in GPU index order; `None` if there is no such host. One query, before the matcher, so
+/// that asks it refuses never wait for a batch.
+pub(crate) async fn ask_host(
+    pool: &PgPool,
+    host_id: Uuid,
+    class: &str,
+) -> Result<Option<(AskHost, Vec<String>)>, ApiError> {
+    let sql = format!(
+        "select h.owner_id, {HOST_LIVE_SQL} as live,
+                array(select g.gpu_uuid from host_gpus g
+                      where g.host_id = h.host_id and g.class = $2 and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
+                      order by g.gpu_index) as free
+         from hosts h where h.host_id = $1"
+    );
+    let row: Option<(Uuid, bool, Vec<String>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).bind(class).fetch_optional(pool).await?;
+    Ok(row.map(|(owner_id, live, free)| (AskHost { owner_id, live }, free)))
+}

@@ -204,7 +204,7 @@ mod tests {
             assert!(checked.wallets.is_empty() && checked.free_gpus.is_empty() && checked.hosts.is_empty());
             // A savepoint can be set only inside a transaction block.
             sqlx::raw_sql("savepoint inside").execute(&mut *conn).await.expect("the checks opened a transaction");
-            BatchWrites::default().execute_and_commit(&mut conn, &mut prepared).await.unwrap();
+            BatchWrites::default().execute_and_commit(&mut conn, &mut prepared, false).await.unwrap();
             let outside = sqlx::raw_sql("savepoint outside").execute(&mut *conn).await;
             assert!(outside.is_err(), "the writes committed the checks' transaction");
         }

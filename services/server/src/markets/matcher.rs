@@ -2,16 +2,22 @@
 //!
 //! Requests arrive on a bounded mpsc channel. The matcher takes the first waiting request
 //! and up to `batch_max - 1` more that are already queued, then in ONE Postgres
-//! transaction: checks what the book cannot know (wallet balances for bids' escrow, free
-//! attested GPUs for asks, Idempotency-Keys), applies the commands to the book, and writes
-//! every effect (orders, escrow holds and releases, trades, leases and their escrows, bound
+//! transaction: knows or checks what the book cannot know (wallet balances for bids'
+//! escrow, free attested GPUs for asks, Idempotency-Keys), applies the commands to the
+//! book, and writes every effect (orders, escrow holds and releases, trades, leases and their escrows, bound
 //! GPUs, idempotency records). Only after the commit does any request get its answer. If
 //! any step after the book changed fails, the book and the matcher's copy of the open
 //! orders ([`Resting`]) are reloaded from the database, so neither keeps effects that are
 //! not durable.
 //!
-//! Cost per batch, whatever its size: two round trips (BEGIN with one statement of checks
-//! ([`checks`]); one statement of writes ([`writes`]) with COMMIT) and one fsync.
+//! Cost per batch, whatever its size: one fsync, and one round trip (BEGIN, one statement of
+//! writes ([`writes`]), COMMIT) when the matcher's copies can decide the batch
+//! ([`Matcher::decided_from_copies`]: its requests' wallets are known and cover them, no
+//! Idempotency-Key, asks' hosts read by their handlers). The write then proves, under its
+//! own locks, what the copies assumed; if something moved meanwhile the batch fails, the
+//! market is reloaded, and the batch runs again checked. Otherwise it is two round trips:
+//! BEGIN with one statement of checks ([`checks`]) that locks and reads what the book cannot
+//! know, then the writes with COMMIT.
 //!
 //! Overlapping batches (checking batch N+1 while N's writes and COMMIT are in flight) was
 //! tried and measured: on 2 cores it halved the batches' size and gained nothing.
@@ -32,14 +38,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::capacity::HOST_LIVE_SQL;
-use super::checks::{self, CheckInput, Checked, KeyClaim};
+use super::checks::{self, AskHost, CheckInput, Checked, KeyClaim, Wallet};
 use super::money::reserve;
 use super::request::NewOrder;
 use super::resting::{OrderInfo, Resting, at_of, load_market};
 use super::views::{BookView, FillView, LevelView, OrderView, UnfilledReasonView};
 use super::writes::{
-    AskGpu, AskGpuChange, BalanceChange, BatchWrites, ClaimDrop, IdempotencyRecord, JournalRow, NewAccount,
-    OrderChange, WriteStatements,
+    AskGpu, AskGpuChange, BalanceChange, BatchWrites, ClaimDrop, EpochGuard, GpuGuard, IdempotencyRecord, JournalRow,
+    NewAccount, OrderChange, WriteStatements,
 };
 use crate::error::ApiError;
 use crate::feed::Feed;
@@ -58,6 +64,9 @@ pub(crate) struct PlaceRequest {
     pub(crate) order: NewOrder,
     /// `(Idempotency-Key, request hash)`: stored with the order's response in the batch.
     pub(crate) idempotency: Option<(String, String)>,
+    /// An ask's host's free GPUs of this class as the handler read them (the host is the
+    /// caller's and live), in GPU index order; empty for a bid.
+    pub(crate) free_gpus: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -103,6 +112,19 @@ enum Item {
     },
 }
 
+impl Item {
+    /// Forgets what a failed batch decided, to run the request again.
+    fn undecide(&mut self) {
+        match self {
+            Item::Place { outcome, .. } => *outcome = None,
+            Item::Cancel { outcome, view, .. } => {
+                *outcome = None;
+                *view = None;
+            }
+        }
+    }
+}
+
 enum PlaceResult {
     Refused(ApiError),
     Replay,
@@ -132,6 +154,11 @@ pub(crate) struct Matcher {
     snapshot: Option<Arc<BookView>>,
     events: Vec<Event>,
     last_host_check: Instant,
+    /// Wallets as the last batch that touched them left them: account ids, and balances
+    /// that other transactions may have moved since (see [`Matcher::decided_from_copies`]).
+    wallets: HashMap<Uuid, Wallet>,
+    /// Whether the batch being run was decided from the copies, without the checks statement.
+    unchecked: bool,
 }
 
 fn now_ms() -> i64 {
@@ -242,6 +269,8 @@ impl Matcher {
             events: Vec::new(),
             epoch,
             last_host_check: Instant::now(),
+            wallets: HashMap::new(),
+            unchecked: false,
         }
     }
 
@@ -313,7 +342,29 @@ impl Matcher {
         let _entered = span.enter();
         let started = Instant::now();
         let size = items.len();
-        match self.commit_batch(&mut items).await {
+        let mut result = self.commit_batch(&mut items, false).await;
+        if result.is_err() && self.unchecked {
+            // Decided from copies that were out of date (a wallet spent elsewhere, a GPU taken
+            // or no longer attested): rebuild from the database and run it again, checked.
+            metrics::counter!("capex_matcher_unchecked_retries_total", "class" => self.class.clone()).increment(1);
+            if let Err(err) = &result {
+                tracing::info!(class = %self.class, error = %err.detail, "batch decided from copies failed; checking it");
+            }
+            self.wallets.clear();
+            match load_market(&self.pool, &self.class).await {
+                Ok((book, resting)) => {
+                    self.book = book;
+                    self.resting = resting;
+                    self.snapshot = None;
+                    for item in items.iter_mut() {
+                        item.undecide();
+                    }
+                    result = self.commit_batch(&mut items, true).await;
+                }
+                Err(reload) => result = Err(reload),
+            }
+        }
+        match result {
             Ok(published) => {
                 metrics::histogram!("capex_matcher_batch_size", "class" => self.class.clone()).record(size as f64);
                 metrics::histogram!("capex_matcher_commit_seconds", "class" => self.class.clone())
@@ -327,6 +378,7 @@ impl Matcher {
                 self.publish(published);
             }
             Err(err) => {
+                self.wallets.clear();
                 tracing::error!(class = %self.class, error = %err.detail, "matcher batch failed; rebuilding the book");
                 metrics::counter!("capex_matcher_batch_failures_total", "class" => self.class.clone()).increment(1);
                 match load_market(&self.pool, &self.class).await {
@@ -410,13 +462,16 @@ impl Matcher {
         }
     }
 
-    /// Runs the batch in one transaction; `None` when it changed nothing.
-    async fn commit_batch(&mut self, items: &mut [Item]) -> Result<Option<Published>, ApiError> {
+    /// Runs the batch in one transaction; `None` when it changed nothing. Unless `checked`,
+    /// a batch the matcher's copies can decide (see [`Matcher::decided_from_copies`]) skips
+    /// the checks statement.
+    async fn commit_batch(&mut self, items: &mut [Item], checked: bool) -> Result<Option<Published>, ApiError> {
+        self.unchecked = false;
         let (mut conn, mut prepared) = match self.conn.take() {
             Some(conn) => conn,
             None => (matcher_connection(&self.pool).await?, WriteStatements::default()),
         };
-        let result = self.commit_batch_on(&mut conn, &mut prepared, items).await;
+        let result = self.commit_batch_on(&mut conn, &mut prepared, items, checked).await;
         if result.is_ok() {
             self.conn = Some((conn, prepared));
         }
@@ -428,20 +483,29 @@ impl Matcher {
         conn: &mut PgConnection,
         prepared: &mut WriteStatements,
         items: &mut [Item],
+        checked_only: bool,
     ) -> Result<Option<Published>, ApiError> {
         let at_ms = now_ms().max(self.book.now_ms().unwrap_or(i64::MIN));
         let at = at_of(at_ms);
         let mut phase = PhaseTimer::new(&self.class);
-        // The transaction is opened by the checks and closed by the writes (one round trip
-        // each); on any error the connection is dropped, which rolls it back.
-        let checked = checks::begin_and_run(conn, &self.class, &check_input(items)).await?;
-        if checked.epoch != Some(self.epoch) {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "market_moving",
-                "this market moved to another process; retry",
-            ));
-        }
+        let from_copies = if checked_only { None } else { self.decided_from_copies(items) };
+        self.unchecked = from_copies.is_some();
+        let checked = match from_copies {
+            Some(checked) => checked,
+            None => {
+                // The transaction is opened by the checks and closed by the writes (one round
+                // trip each); on any error the connection is dropped, which rolls it back.
+                let checked = checks::begin_and_run(conn, &self.class, &check_input(items)).await?;
+                if checked.epoch != Some(self.epoch) {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "market_moving",
+                        "this market moved to another process; retry",
+                    ));
+                }
+                checked
+            }
+        };
         decide_idempotency(items, &checked);
         decide_funds(items, &checked);
         self.decide_gpus(items, &checked);
@@ -462,7 +526,9 @@ impl Matcher {
         }
         if self.events.is_empty() {
             // Nothing was applied: this also drops the Idempotency-Key claims of the batch.
-            sqlx::raw_sql("rollback").execute(&mut *conn).await?;
+            if !self.unchecked {
+                sqlx::raw_sql("rollback").execute(&mut *conn).await?;
+            }
             refuse_duplicates_of_refused(items);
             return Ok(None);
         }
@@ -605,7 +671,24 @@ impl Matcher {
             }
         }
 
-        self.ledger_writes(&mut writes, accounts, &transfers)?;
+        let balances_after = self.ledger_writes(&mut writes, accounts, &transfers)?;
+        if self.unchecked {
+            writes.epoch.push(EpochGuard { class: self.class.clone(), epoch: self.epoch });
+            for item in items.iter() {
+                let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound }), .. } = item else {
+                    continue;
+                };
+                let NewOrder::Ask(ask) = &req.order else { continue };
+                for gpu in gpus_bound {
+                    writes.gpus_verified.push(GpuGuard {
+                        host_id: ask.host_id,
+                        owner_id: req.owner,
+                        class: self.class.clone(),
+                        gpu_uuid: gpu.clone(),
+                    });
+                }
+            }
+        }
         self.order_writes(&mut writes, &orders, &new_in_order, &leased_gpus, at);
         // Answers, and the idempotency records that replay them.
         for item in items.iter_mut() {
@@ -634,8 +717,12 @@ impl Matcher {
             let info = orders.get(order_id).ok_or_else(|| ApiError::internal("cancelled order vanished"))?;
             *view = Some(Box::new(self.order_view(*order_id, info, &fills)));
         }
-        writes.execute_and_commit(conn, prepared).await?;
+        writes.execute_and_commit(conn, prepared, self.unchecked).await?;
         phase.done("write");
+        for (user, wallet) in &checked.wallets {
+            let balance = balances_after.get(&wallet.account_id).map(|(_, b)| *b).unwrap_or(wallet.balance);
+            self.wallets.insert(*user, Wallet { account_id: wallet.account_id, balance });
+        }
 
         for (_, info) in orders.iter().filter(|(_, o)| o.is_new && o.changed) {
             let side = if info.side_bid { "bid" } else { "ask" };
@@ -669,12 +756,13 @@ impl Matcher {
 
     /// Checks the batch's transfers against the accounts' balances (the ledger's rules) and
     /// adds the journal rows, the new escrow accounts and the changed balances.
+    /// Returns every account's kind and balance after the batch.
     fn ledger_writes(
         &self,
         writes: &mut BatchWrites,
         accounts: Accounts,
         transfers: &[TransferSpec],
-    ) -> Result<(), ApiError> {
+    ) -> Result<BTreeMap<Uuid, (AccountKind, Decimal)>, ApiError> {
         let mut after = accounts.before.clone();
         let specs: Vec<&TransferSpec> = transfers.iter().collect();
         apply_to_balances(&mut after, &specs)?;
@@ -688,10 +776,15 @@ impl Matcher {
                 balance: balance_after(account_id),
             });
         }
-        for (account_id, (_, old_balance)) in &accounts.before {
+        for (account_id, (kind, old_balance)) in &accounts.before {
             let balance = balance_after(account_id);
             if !new.contains(account_id) && balance != *old_balance {
-                writes.balances.push(BalanceChange { account_id: *account_id, old_balance: *old_balance, balance });
+                writes.balances.push(BalanceChange {
+                    account_id: *account_id,
+                    old_balance: (*kind != AccountKind::Wallet).then_some(*old_balance),
+                    balance,
+                    delta: balance - *old_balance,
+                });
             }
         }
         writes.journal = transfers
@@ -705,7 +798,7 @@ impl Matcher {
                 memo: t.memo.clone(),
             })
             .collect();
-        Ok(())
+        Ok(after)
     }
 
     /// New orders (in book order, which gives their `seq`), changed resting orders, and
@@ -770,6 +863,52 @@ impl Matcher {
         }
     }
 
+    /// What the checks statement would tell this batch, from the matcher's copies alone, when
+    /// they can tell it: no request has an Idempotency-Key; every bidder's and canceller's
+    /// wallet is known and, as last seen, covers the batch's bids; asks' hosts and free GPUs
+    /// come from their handlers' reads, less the GPUs this market's open asks offer.
+    ///
+    /// Nothing is locked. The write then proves what was assumed: the market's epoch, each
+    /// bound GPU still free, and no wallet below zero (wallets move by deltas). If anything
+    /// moved meanwhile the write fails, and the batch is run again, checked.
+    fn decided_from_copies(&self, items: &[Item]) -> Option<Checked> {
+        let mut wallets: HashMap<Uuid, Wallet> = HashMap::new();
+        let mut needed: HashMap<Uuid, Decimal> = HashMap::new();
+        let mut free_gpus: HashMap<Uuid, Vec<String>> = HashMap::new();
+        let mut hosts: HashMap<Uuid, AskHost> = HashMap::new();
+        for item in items {
+            match item {
+                Item::Place { req, .. } => {
+                    if req.idempotency.is_some() {
+                        return None;
+                    }
+                    match &req.order {
+                        NewOrder::Bid(bid) => {
+                            wallets.insert(req.owner, *self.wallets.get(&req.owner)?);
+                            *needed.entry(req.owner).or_default() += bid.escrow.as_decimal();
+                        }
+                        NewOrder::Ask(ask) => {
+                            hosts.insert(ask.host_id, AskHost { owner_id: req.owner, live: true });
+                            let free = free_gpus.entry(ask.host_id).or_default();
+                            for gpu in &req.free_gpus {
+                                if !self.resting.is_bound(gpu) && !free.contains(gpu) {
+                                    free.push(gpu.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                Item::Cancel { owner, .. } => {
+                    wallets.insert(*owner, *self.wallets.get(owner)?);
+                }
+            }
+        }
+        if needed.iter().any(|(user, amount)| wallets[user].balance < *amount) {
+            return None;
+        }
+        Some(Checked { epoch: Some(self.epoch), wallets, claimed: HashSet::new(), free_gpus, hosts })
+    }
+
     /// Picks the GPUs each ask will offer, among its host's attested free GPUs of this
     /// class not taken by an earlier ask of the batch; refuses asks for someone else's (or
     /// no) host, a host that is not live, or more GPUs than are free.
@@ -783,20 +922,7 @@ impl Matcher {
                 .get(&ask.host_id)
                 .map(|gpus| gpus.iter().filter(|gpu| !taken.contains(gpu)).collect())
                 .unwrap_or_default();
-            let refusal = match checked.hosts.get(&ask.host_id) {
-                // Someone else's host looks exactly like no host.
-                Some(host) if host.owner_id != req.owner => Some(unknown_host()),
-                None => Some(unknown_host()),
-                Some(host) if !host.live => {
-                    Some(ApiError::invalid("host_id", "host_not_live", "the host has not reported recently"))
-                }
-                Some(_) if free.len() < ask.gpus as usize => Some(ApiError::invalid(
-                    "gpus",
-                    "not_enough_free_gpus",
-                    format!("the host has {} attested free {} GPUs", free.len(), self.class),
-                )),
-                Some(_) => None,
-            };
+            let refusal = ask_refusal(checked.hosts.get(&ask.host_id), req.owner, free.len(), ask.gpus, &self.class);
             if let Some(err) = refusal {
                 *outcome = Some(PlaceResult::Refused(err));
                 continue;
@@ -983,6 +1109,31 @@ fn decide_funds(items: &mut [Item], checked: &Checked) {
                 format!("the bid's escrow of {} credits is more than your available credits", bid.escrow),
             )));
         }
+    }
+}
+
+/// Why an ask for `gpus` GPUs of `class` on a host (`None`: no such host) with `free` free
+/// GPUs of that class cannot be placed by `owner`, if it cannot.
+pub(crate) fn ask_refusal(
+    host: Option<&AskHost>,
+    owner: Uuid,
+    free: usize,
+    gpus: u32,
+    class: &str,
+) -> Option<ApiError> {
+    match host {
+        // Someone else's host looks exactly like no host.
+        Some(host) if host.owner_id != owner => Some(unknown_host()),
+        None => Some(unknown_host()),
+        Some(host) if !host.live => {
+            Some(ApiError::invalid("host_id", "host_not_live", "the host has not reported recently"))
+        }
+        Some(_) if free < gpus as usize => Some(ApiError::invalid(
+            "gpus",
+            "not_enough_free_gpus",
+            format!("the host has {free} attested free {class} GPUs"),
+        )),
+        Some(_) => None,
     }
 }
 

@@ -9,10 +9,10 @@ use uuid::Uuid;
 use super::matcher::matcher_connection;
 use super::writes::{AskGpuChange, BatchWrites, OrderChange, WriteStatements};
 
-const CLASS: &str = "H100-80GB";
-const GPUS_PER_HOST: i64 = 64;
+pub(super) const CLASS: &str = "H100-80GB";
+pub(super) const GPUS_PER_HOST: i64 = 64;
 
-async fn live_host(conn: &mut PgConnection, owner: Uuid) -> Uuid {
+pub(super) async fn live_host(conn: &mut PgConnection, owner: Uuid) -> Uuid {
     let host_id = Uuid::now_v7();
     sqlx::query(
         "insert into hosts (host_id, owner_id, name, public_key, report_interval_s, last_report_at)
@@ -38,7 +38,7 @@ async fn live_host(conn: &mut PgConnection, owner: Uuid) -> Uuid {
 }
 
 /// An open ask offering every GPU of `host_id`; returns the ask's id.
-async fn ask_binding_all_gpus(conn: &mut PgConnection, owner: Uuid, host_id: Uuid) -> Uuid {
+pub(super) async fn ask_binding_all_gpus(conn: &mut PgConnection, owner: Uuid, host_id: Uuid) -> Uuid {
     let order_id = Uuid::now_v7();
     sqlx::query(
         "insert into orders (order_id, class, side, owner_id, tif, gpus, gpus_remaining, price, host_id, available_until)

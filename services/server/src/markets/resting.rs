@@ -7,7 +7,7 @@
 //! (see [`super::writes`]), so a copy that ever drifted fails its batch, and a failed
 //! batch reloads both the book and this copy from Postgres.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use capex_book::{Book, HostId, OrderId, Price, RestingAsk, RestingBid, RestingOrder, UserId};
 use capex_core::Credits;
@@ -84,6 +84,8 @@ impl OrderInfo {
 #[derive(Debug, Default)]
 pub(crate) struct Resting {
     orders: HashMap<Uuid, OrderInfo>,
+    /// Every GPU the open asks offer (the union of their `bound`).
+    bound: HashSet<String>,
 }
 
 impl Resting {
@@ -91,17 +93,42 @@ impl Resting {
         self.orders.get(id)
     }
 
+    /// Whether an open ask of this market offers the GPU.
+    pub(crate) fn is_bound(&self, gpu_uuid: &str) -> bool {
+        self.bound.contains(gpu_uuid)
+    }
+
+    // A GPU is offered by one open ask at most (a unique index), so an ask's GPUs leave the
+    // set when that ask stops offering them.
+    fn insert(&mut self, id: Uuid, info: OrderInfo) {
+        if let Some(old) = self.orders.get(&id) {
+            for gpu in old.bound.iter().filter(|gpu| !info.bound.contains(gpu)) {
+                self.bound.remove(gpu);
+            }
+        }
+        self.bound.extend(info.bound.iter().cloned());
+        self.orders.insert(id, info);
+    }
+
+    fn remove(&mut self, id: &Uuid) {
+        if let Some(old) = self.orders.remove(id) {
+            for gpu in &old.bound {
+                self.bound.remove(gpu);
+            }
+        }
+    }
+
     /// Takes in the committed state of the orders a batch touched.
     pub(crate) fn apply(&mut self, touched: HashMap<Uuid, OrderInfo>) {
         for (id, mut info) in touched {
             if info.closed {
-                self.orders.remove(&id);
+                self.remove(&id);
             } else if info.changed || !info.is_new {
                 info.is_new = false;
                 info.changed = false;
                 info.stored_remaining = info.gpus_remaining;
                 info.stored_held = info.held;
-                self.orders.insert(id, info);
+                self.insert(id, info);
             }
         }
     }
@@ -188,7 +215,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
             return Err(ApiError::internal(format!("open bid {} has no escrow account", row.order_id)));
         }
         let held = Credits::from_db(row.escrow_balance.unwrap_or(Decimal::ZERO));
-        resting.orders.insert(
+        resting.insert(
             row.order_id,
             OrderInfo {
                 side_bid,

@@ -13,13 +13,13 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::class;
-use super::matcher::{PlaceOutcome, PlaceRequest, Request};
+use super::matcher::{PlaceOutcome, PlaceRequest, Request, ask_refusal};
 use super::ownership::OrderRef;
 use super::registry::reply;
 use super::request::{self, NewOrder, OrderRequest};
 use super::store;
 use super::views::{BookView, CandleList, MarketList, OrderPage, OrderView, TradePage, UnfilledReasonView};
+use super::{capacity, class};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, IdempotencyKey};
@@ -73,12 +73,24 @@ pub(crate) async fn place_order(
     {
         return Ok(replayed);
     }
-    // The host of an ask (owner, liveness, free GPUs) is checked in the matcher's batch,
-    // where the GPUs are bound in the same transaction.
-    match &order {
-        NewOrder::Bid(_) => auth.require(Role::Buyer)?,
-        NewOrder::Ask(_) => auth.require(Role::Provider)?,
-    }
+    // An ask's host (owner, liveness, free GPUs) is read here, and an ask it cannot take is
+    // refused before the matcher. What the read found is proved again where the GPUs are
+    // bound, in the batch's transaction.
+    let free_gpus = match &order {
+        NewOrder::Bid(_) => {
+            auth.require(Role::Buyer)?;
+            Vec::new()
+        }
+        NewOrder::Ask(ask) => {
+            auth.require(Role::Provider)?;
+            let host = capacity::ask_host(&state.pool, ask.host_id, &class).await?;
+            let free = host.as_ref().map(|(_, free)| free.len()).unwrap_or(0);
+            if let Some(err) = ask_refusal(host.as_ref().map(|(h, _)| h), auth.user_id, free, ask.gpus, &class) {
+                return Err(err);
+            }
+            host.map(|(_, free)| free).unwrap_or_default()
+        }
+    };
     let handle = state.markets.handle(&class).await?;
     let (tx, rx) = oneshot::channel();
     let place = PlaceRequest {
@@ -86,6 +98,7 @@ pub(crate) async fn place_order(
         owner: auth.user_id,
         order,
         idempotency: key.as_ref().map(|k| (k.0.clone(), hash.clone())),
+        free_gpus,
     };
     handle.send(Request::Place(place, tx))?;
     match reply(rx).await? {

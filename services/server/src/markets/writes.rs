@@ -1,13 +1,15 @@
-//! The second statement of a matcher batch: every write of the batch and its COMMIT in ONE
+//! The last statement of a matcher batch: every write of the batch and its COMMIT in ONE
 //! round trip (data-modifying CTEs fed by one JSON document).
 //!
 //! A row is written once, in its final state: a new ask's GPUs are inserted already leased
 //! or released, a new bid's escrow account is inserted with its final balance. (One
 //! statement cannot update a row it inserted.) Updates of resting rows are guarded by the
-//! values the matcher's in-memory copy had (`old_*`, the order still open), and the
-//! statement compares how many rows each part touched with what the batch meant; any
-//! difference raises, which fails the batch: it rolls back and the market is reloaded from
-//! Postgres.
+//! values the matcher's in-memory copy had (`old_*`, the order still open); wallets, which
+//! other transactions also move, change by deltas that may not take them below zero. A
+//! batch decided without the checks statement also proves the market's epoch and its new
+//! asks' GPUs (`epoch`, `gpus_verified`). The statement compares how many rows each part
+//! touched with what the batch meant; any difference raises, which fails the batch: it
+//! rolls back and the market is reloaded from Postgres.
 
 use std::collections::HashSet;
 
@@ -17,6 +19,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
 use super::literal;
 use crate::error::ApiError;
 
@@ -28,11 +31,34 @@ pub(crate) struct NewAccount {
     pub(crate) balance: Decimal,
 }
 
+/// A balance the batch changes. An account only the matcher writes (a bid's escrow) is set
+/// to `balance`, guarded by `old_balance`; a wallet, which other transactions also move, is
+/// moved by `delta`, and the ledger's CHECK (no wallet below zero) refuses an overdraft.
 #[derive(Debug, Serialize)]
 pub(crate) struct BalanceChange {
     pub(crate) account_id: Uuid,
-    pub(crate) old_balance: Decimal,
+    pub(crate) old_balance: Option<Decimal>,
     pub(crate) balance: Decimal,
+    pub(crate) delta: Decimal,
+}
+
+/// The market's owner epoch the batch was decided under; the write locks it (shared), as the
+/// checks statement does, so a batch decided without checks still cannot commit once the
+/// market has moved to another process.
+#[derive(Debug, Serialize)]
+pub(crate) struct EpochGuard {
+    pub(crate) class: String,
+    pub(crate) epoch: i64,
+}
+
+/// A GPU a new ask binds, chosen without the checks statement: the write verifies it is
+/// still the live host's owner's, attested idle and untaken.
+#[derive(Debug, Serialize)]
+pub(crate) struct GpuGuard {
+    pub(crate) host_id: Uuid,
+    pub(crate) owner_id: Uuid,
+    pub(crate) class: String,
+    pub(crate) gpu_uuid: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,6 +116,9 @@ pub(crate) struct ClaimDrop {
 /// All writes of one batch.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct BatchWrites {
+    /// Set for a batch decided from the matcher's copies alone (no checks statement).
+    pub(crate) epoch: Vec<EpochGuard>,
+    pub(crate) gpus_verified: Vec<GpuGuard>,
     pub(crate) accounts_new: Vec<NewAccount>,
     pub(crate) balances: Vec<BalanceChange>,
     pub(crate) journal: Vec<JournalRow>,
@@ -109,6 +138,8 @@ impl BatchWrites {
     /// Rows each part means to write, in [`PARTS`] order.
     fn counts(&self) -> [usize; PARTS.len()] {
         [
+            self.epoch.len(),
+            self.gpus_verified.len(),
             self.accounts_new.len(),
             self.balances.len(),
             self.journal.len(),
@@ -123,21 +154,25 @@ impl BatchWrites {
         ]
     }
 
-    /// Writes everything and commits, in one round trip. A statement that touched other
-    /// rows than meant raises (`matcher_assert_written`), so the COMMIT sent behind it is
-    /// skipped and the batch's transaction stays uncommitted.
+    /// Writes everything and commits, in one round trip; `begin` opens the transaction in
+    /// the same round trip (a batch decided without the checks statement, which otherwise
+    /// opened it). A statement that touched other rows than meant raises
+    /// (`matcher_assert_written`), so the COMMIT sent behind it is skipped and the batch's
+    /// transaction stays uncommitted.
     pub(crate) async fn execute_and_commit(
         &self,
         conn: &mut PgConnection,
         prepared: &mut WriteStatements,
+        begin: bool,
     ) -> Result<(), ApiError> {
         let WriteStatement { prepare, execute } = self.statement_for(prepared)?;
         // A statement prepared in this round trip stays prepared whatever becomes of the
         // transaction; if the round trip fails the matcher drops the connection, and the
         // record of what it prepared with it.
+        let begin = if begin { "begin; " } else { "" };
         let sql = match prepare {
-            Some(prepare) => format!("{prepare}; {execute}; commit"),
-            None => format!("{execute}; commit"),
+            Some(prepare) => format!("{begin}{prepare}; {execute}; commit"),
+            None => format!("{begin}{execute}; commit"),
         };
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
         Ok(())
@@ -199,7 +234,25 @@ pub(crate) struct WriteStatements(HashSet<Parts>);
 /// The parts of a batch's writes: a name and its data-modifying CTE, fed by the part of the
 /// same name of the batch's JSON document (`$1`). Rows go in by ordinality: journal entries
 /// and orders get their ids/seq in batch order.
-const PARTS: [(&str, &str); 11] = [
+const PARTS: [(&str, &str); 13] = [
+    (
+        "epoch",
+        "select 1 from market_owners m, jsonb_to_recordset($1->'epoch') as r(class text, epoch bigint)
+         where m.class = r.class and m.epoch = r.epoch
+         for share of m",
+    ),
+    (
+        "gpus_verified",
+        // The same conditions as the checks statement's free GPUs (capacity's constants).
+        // All parts see the database as it was before the statement, so the GPUs this
+        // statement binds do not count as taken here; two batches binding one GPU collide
+        // on the unique index of bound GPUs instead.
+        "select 1 from jsonb_to_recordset($1->'gpus_verified')
+                 as r(host_id uuid, owner_id uuid, class text, gpu_uuid text)
+             join host_gpus g on g.host_id = r.host_id and g.gpu_uuid = r.gpu_uuid and g.class = r.class
+             join hosts h on h.host_id = g.host_id and h.owner_id = r.owner_id
+         where HOST_LIVE and GPU_IDLE and GPU_UNTAKEN",
+    ),
     (
         "accounts_new",
         "insert into accounts (account_id, kind, user_id, ref_id, balance)
@@ -209,9 +262,10 @@ const PARTS: [(&str, &str); 11] = [
     ),
     (
         "balances",
-        "update accounts a set balance = r.balance
-         from jsonb_to_recordset($1->'balances') as r(account_id uuid, old_balance numeric, balance numeric)
-         where a.account_id = r.account_id and a.balance = r.old_balance
+        "update accounts a set balance = case when r.old_balance is null then a.balance + r.delta else r.balance end
+         from jsonb_to_recordset($1->'balances')
+             as r(account_id uuid, old_balance numeric, balance numeric, delta numeric)
+         where a.account_id = r.account_id and (r.old_balance is null or a.balance = r.old_balance)
          returning 1",
     ),
     (
@@ -303,7 +357,13 @@ pub(crate) fn prepare_sql(parts: Parts) -> String {
         .iter()
         .enumerate()
         .filter(|(i, _)| parts.has(*i))
-        .map(|(_, (name, cte))| (format!("w_{name} as ({cte})"), format!("(select count(*) from w_{name})")))
+        .map(|(_, (name, cte))| {
+            let cte = cte
+                .replace("HOST_LIVE", HOST_LIVE_SQL)
+                .replace("GPU_IDLE", GPU_IDLE_SQL)
+                .replace("GPU_UNTAKEN", GPU_UNTAKEN_SQL);
+            (format!("w_{name} as ({cte})"), format!("(select count(*) from w_{name})"))
+        })
         .unzip();
     let with = if ctes.is_empty() { String::new() } else { format!("with {}\n", ctes.join(",\n")) };
     format!(
@@ -321,11 +381,11 @@ mod tests {
     fn a_batch_s_parts_are_those_it_writes() {
         let mut counts = [0; PARTS.len()];
         assert_eq!(Parts::of(&counts), Parts(0));
-        counts[0] = 2;
-        counts[4] = 1;
+        counts[2] = 2;
+        counts[6] = 1;
         let parts = Parts::of(&counts);
-        assert!(parts.has(0) && parts.has(4) && !parts.has(1));
-        assert_eq!(parts.statement_name(), "matcher_writes_17");
+        assert!(parts.has(2) && parts.has(6) && !parts.has(3));
+        assert_eq!(parts.statement_name(), "matcher_writes_68");
         let sql = prepare_sql(parts);
         assert!(sql.contains("w_accounts_new as (") && sql.contains("w_orders_changed as ("));
         assert!(!sql.contains("w_balances") && !sql.contains("w_trades"));
@@ -358,15 +418,70 @@ mod tests {
         let writes = BatchWrites {
             balances: vec![BalanceChange {
                 account_id: Uuid::now_v7(),
-                old_balance: Decimal::ONE,
+                old_balance: Some(Decimal::ONE),
                 balance: Decimal::TWO,
+                delta: Decimal::ONE,
             }],
             ..BatchWrites::default()
         };
         sqlx::raw_sql("begin").execute(&mut *conn).await.unwrap();
-        writes.execute_and_commit(&mut conn, &mut WriteStatements::default()).await.unwrap_err();
+        writes.execute_and_commit(&mut conn, &mut WriteStatements::default(), false).await.unwrap_err();
         // The COMMIT behind the statement was skipped: the transaction is still open, aborted.
         let after = sqlx::raw_sql("select 1").execute(&mut *conn).await.unwrap_err();
         assert!(after.to_string().contains("current transaction is aborted"), "{after}");
+    }
+
+    /// A batch decided without the checks statement commits only if what it assumed still
+    /// holds: the market's epoch, and each GPU it binds free on its owner's live host.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn a_batch_decided_from_copies_proves_its_epoch_and_gpus(pool: sqlx::PgPool) {
+        use super::super::matcher::matcher_connection;
+        use super::super::plans::{CLASS, ask_binding_all_gpus, live_host};
+        let mut setup = pool.acquire().await.unwrap();
+        let user = |email: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.acquire().await.unwrap();
+                crate::auth::create_user(&mut conn, email, "password password".into(), &[capex_core::Role::Provider])
+                    .await
+                    .unwrap()
+                    .user_id
+            }
+        };
+        let (owner, stranger) = (user("owner@example.test").await, user("stranger@example.test").await);
+        let free_host = live_host(&mut setup, owner).await;
+        let offered_host = live_host(&mut setup, owner).await;
+        ask_binding_all_gpus(&mut setup, owner, offered_host).await;
+        sqlx::query("insert into market_owners (class, owner_url, epoch) values ($1, 'test', 7)")
+            .bind(CLASS)
+            .execute(&mut *setup)
+            .await
+            .unwrap();
+        let batch = |epoch: i64, host_id: Uuid, owner_id: Uuid| BatchWrites {
+            epoch: vec![EpochGuard { class: CLASS.into(), epoch }],
+            gpus_verified: vec![GpuGuard { host_id, owner_id, class: CLASS.into(), gpu_uuid: format!("{host_id}-0") }],
+            ..BatchWrites::default()
+        };
+        let conn = &mut matcher_connection(&pool).await.unwrap();
+        let mut prepared = WriteStatements::default();
+        batch(7, free_host, owner).execute_and_commit(conn, &mut prepared, true).await.expect("all holds");
+        let refused = [
+            ("another epoch", batch(8, free_host, owner)),
+            ("a GPU an open ask offers", batch(7, offered_host, owner)),
+            ("someone else's host", batch(7, free_host, stranger)),
+        ];
+        for (what, writes) in refused {
+            let conn = &mut matcher_connection(&pool).await.unwrap();
+            let err = writes.execute_and_commit(conn, &mut WriteStatements::default(), true).await;
+            assert!(err.is_err(), "{what} was not refused");
+        }
+        sqlx::query("update hosts set last_report_at = now() - interval '1 day' where host_id = $1")
+            .bind(free_host)
+            .execute(&mut *setup)
+            .await
+            .unwrap();
+        let conn = &mut matcher_connection(&pool).await.unwrap();
+        let err = batch(7, free_host, owner).execute_and_commit(conn, &mut WriteStatements::default(), true).await;
+        assert!(err.is_err(), "a host that stopped reporting was not refused");
     }
 }

@@ -841,3 +841,33 @@ async fn copies_of_a_refused_request_under_one_key_are_all_refused(pool: sqlx::P
         .unwrap();
     assert_eq!(stored, 0);
 }
+
+/// A bid decided from the matcher's copy of a wallet that another market has spent since is
+/// checked again before anything is written, and refused: no overdraft, no journal row.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_wallet_spent_in_another_market_is_checked_before_a_bid_holds_it(pool: sqlx::PgPool) {
+    // A class no other test trades in, so that its retry counter is this test's.
+    const OWN: &str = "L40S-48GB";
+    let Market { app, buyer, provider, .. } = market(pool, 1).await;
+    app.live_host(&provider, OWN, 1).await;
+    // Holds 100; the matcher of OWN now knows the wallet at 900.
+    let first = app.bid(&buyer, OWN, 1, "1", "100").await;
+    assert_eq!(first["status"], "open");
+    // The matcher of another market holds 850 of it.
+    app.bid(&buyer, "A100-80GB", 1, "1", "850").await;
+    assert_eq!(app.wallet(&buyer).await, ("50".into(), "950".into()));
+    let journal = app.journal_rows().await;
+
+    let res = app.place(&buyer, OWN, &bid_body(1, "1", "100", "gtc")).await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds").await;
+    assert_eq!(app.journal_rows().await, journal);
+    assert_eq!(app.wallet(&buyer).await, ("50".into(), "950".into()));
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains(&format!("capex_matcher_unchecked_retries_total{{class=\"{OWN}\"}}")), "{metrics}");
+
+    // The checked batch refreshed the copy: what the wallet covers is placed.
+    let third = app.bid(&buyer, OWN, 1, "1", "50").await;
+    assert_eq!(third["status"], "open");
+    assert_eq!(app.wallet(&buyer).await, ("0".into(), "1000".into()));
+    assert_ledger_ok(&app).await;
+}
