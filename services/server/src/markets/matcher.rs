@@ -4,11 +4,11 @@
 //! and up to `batch_max - 1` more that are already queued, then in ONE Postgres
 //! transaction: knows or checks what the book cannot know (wallet balances for bids'
 //! escrow, free attested GPUs for asks, Idempotency-Keys), applies the commands to the
-//! book, and writes every effect (orders, escrow holds and releases, trades, leases and their escrows, bound
-//! GPUs, idempotency records). Only after the commit does any request get its answer. If
-//! any step after the book changed fails, the book and the matcher's copy of the open
-//! orders ([`Resting`]) are reloaded from the database, so neither keeps effects that are
-//! not durable.
+//! book, and writes every effect (orders, escrow holds and releases, trades, leases and
+//! their escrows, bound GPUs, idempotency records). Only after the commit does any request
+//! get its answer. If any step after the book changed fails, the book and the matcher's
+//! copy of the open orders ([`Resting`]) are reloaded from the database, so neither keeps
+//! effects that are not durable.
 //!
 //! Cost per batch, whatever its size: one fsync, and one round trip (BEGIN, one statement of
 //! writes ([`writes`]), COMMIT) when the matcher's copies can decide the batch
