@@ -161,8 +161,6 @@ pub(crate) struct Matcher {
     /// Wallets as the last batch that touched them left them: account ids, and balances
     /// that other transactions may have moved since (see [`Matcher::decided_from_copies`]).
     wallets: HashMap<Uuid, Wallet>,
-    /// Whether the batch being run was decided from the copies, without the checks statement.
-    unchecked: bool,
 }
 
 fn now_ms() -> i64 {
@@ -274,7 +272,6 @@ impl Matcher {
             epoch,
             last_host_check: Instant::now(),
             wallets: HashMap::new(),
-            unchecked: false,
         }
     }
 
@@ -346,27 +343,21 @@ impl Matcher {
         let _entered = span.enter();
         let started = Instant::now();
         let size = items.len();
-        let mut result = self.commit_batch(&mut items, false).await;
-        if result.is_err() && self.unchecked {
+        let from_copies = self.decided_from_copies(&items);
+        let unchecked = from_copies.is_some();
+        let mut result = self.commit_batch(&mut items, from_copies).await;
+        if let (Err(err), true) = (&result, unchecked) {
             // Decided from copies that were out of date (a wallet spent elsewhere, a GPU taken
             // or no longer attested): rebuild from the database and run it again, checked.
             metrics::counter!("capex_matcher_unchecked_retries_total", "class" => self.class.clone()).increment(1);
-            if let Err(err) = &result {
-                tracing::info!(class = %self.class, error = %err.detail, "batch decided from copies failed; checking it");
-            }
-            self.wallets.clear();
-            match load_market(&self.pool, &self.class).await {
-                Ok((book, resting)) => {
-                    self.book = book;
-                    self.resting = resting;
-                    self.snapshot = None;
-                    for item in items.iter_mut() {
-                        item.undecide();
-                    }
-                    result = self.commit_batch(&mut items, true).await;
+            tracing::info!(class = %self.class, error = %err.detail, "batch decided from copies failed; checking it");
+            result = match self.reload().await {
+                Ok(()) => {
+                    items.iter_mut().for_each(Item::undecide);
+                    self.commit_batch(&mut items, None).await
                 }
-                Err(reload) => result = Err(reload),
-            }
+                Err(reload) => Err(reload),
+            };
         }
         match result {
             Ok(published) => {
@@ -382,31 +373,33 @@ impl Matcher {
                 self.publish(published);
             }
             Err(err) => {
-                self.wallets.clear();
                 tracing::error!(class = %self.class, error = %err.detail, "matcher batch failed; rebuilding the book");
                 metrics::counter!("capex_matcher_batch_failures_total", "class" => self.class.clone()).increment(1);
-                match load_market(&self.pool, &self.class).await {
-                    Ok((book, resting)) => {
-                        self.book = book;
-                        self.resting = resting;
+                if let Err(reload) = self.reload().await {
+                    // Without a trustworthy book the market must not trade: stop the matcher;
+                    // the registry starts a fresh one (rebuilt from the database) on next use.
+                    tracing::error!(class = %self.class, error = %reload.detail, "cannot rebuild the book");
+                    for item in items {
+                        answer(item, Some(err.clone()));
                     }
-                    Err(reload) => {
-                        // Without a trustworthy book the market must not trade: stop the matcher;
-                        // the registry starts a fresh one (rebuilt from the database) on next use.
-                        tracing::error!(class = %self.class, error = %reload.detail, "cannot rebuild the book");
-                        for item in items {
-                            answer(item, Some(err.clone()));
-                        }
-                        return false;
-                    }
+                    return false;
                 }
-                self.snapshot = None;
                 for item in items {
                     answer(item, Some(err.clone()));
                 }
             }
         }
         true
+    }
+
+    /// Rebuilds the book and the copies (open orders, wallets) from the database.
+    async fn reload(&mut self) -> Result<(), ApiError> {
+        self.wallets.clear();
+        self.snapshot = None;
+        let (book, resting) = load_market(&self.pool, &self.class).await?;
+        self.book = book;
+        self.resting = resting;
+        Ok(())
     }
 
     /// Cancels for the open asks whose host is no longer live, at most every
@@ -466,16 +459,19 @@ impl Matcher {
         }
     }
 
-    /// Runs the batch in one transaction; `None` when it changed nothing. Unless `checked`,
-    /// a batch the matcher's copies can decide (see [`Matcher::decided_from_copies`]) skips
-    /// the checks statement.
-    async fn commit_batch(&mut self, items: &mut [Item], checked: bool) -> Result<Option<Published>, ApiError> {
-        self.unchecked = false;
+    /// Runs the batch in one transaction; `None` when it changed nothing. `from_copies` is
+    /// what [`Matcher::decided_from_copies`] found, for a batch that skips the checks
+    /// statement.
+    async fn commit_batch(
+        &mut self,
+        items: &mut [Item],
+        from_copies: Option<Checked>,
+    ) -> Result<Option<Published>, ApiError> {
         let (mut conn, mut prepared) = match self.conn.take() {
             Some(conn) => conn,
             None => (matcher_connection(&self.pool).await?, WriteStatements::default()),
         };
-        let result = self.commit_batch_on(&mut conn, &mut prepared, items, checked).await;
+        let result = self.commit_batch_on(&mut conn, &mut prepared, items, from_copies).await;
         if result.is_ok() {
             self.conn = Some((conn, prepared));
         }
@@ -487,13 +483,12 @@ impl Matcher {
         conn: &mut PgConnection,
         prepared: &mut WriteStatements,
         items: &mut [Item],
-        checked_only: bool,
+        from_copies: Option<Checked>,
     ) -> Result<Option<Published>, ApiError> {
         let at_ms = now_ms().max(self.book.now_ms().unwrap_or(i64::MIN));
         let at = at_of(at_ms);
         let mut phase = PhaseTimer::new(&self.class);
-        let from_copies = if checked_only { None } else { self.decided_from_copies(items) };
-        self.unchecked = from_copies.is_some();
+        let unchecked = from_copies.is_some();
         let checked = match from_copies {
             Some(checked) => checked,
             None => {
@@ -530,7 +525,7 @@ impl Matcher {
         }
         if self.events.is_empty() {
             // Nothing was applied: this also drops the Idempotency-Key claims of the batch.
-            if !self.unchecked {
+            if !unchecked {
                 sqlx::raw_sql("rollback").execute(&mut *conn).await?;
             }
             refuse_duplicates_of_refused(items);
@@ -676,7 +671,7 @@ impl Matcher {
         }
 
         let balances_after = self.ledger_writes(&mut writes, accounts, &transfers)?;
-        if self.unchecked {
+        if unchecked {
             writes.epoch.push(EpochGuard { class: self.class.clone(), epoch: self.epoch });
             for item in items.iter() {
                 let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound }), .. } = item else {
@@ -721,7 +716,7 @@ impl Matcher {
             let info = orders.get(order_id).ok_or_else(|| ApiError::internal("cancelled order vanished"))?;
             *view = Some(Box::new(self.order_view(*order_id, info, &fills)));
         }
-        writes.execute_and_commit(conn, prepared, self.unchecked).await?;
+        writes.execute_and_commit(conn, prepared, unchecked).await?;
         phase.done("write");
         for (user, wallet) in &checked.wallets {
             let balance = balances_after.get(&wallet.account_id).map(|(_, b)| *b).unwrap_or(wallet.balance);
@@ -786,7 +781,6 @@ impl Matcher {
                 writes.balances.push(BalanceChange {
                     account_id: *account_id,
                     old_balance: (*kind != AccountKind::Wallet).then_some(*old_balance),
-                    balance,
                     delta: balance - *old_balance,
                 });
             }

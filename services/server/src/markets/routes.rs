@@ -83,12 +83,12 @@ pub(crate) async fn place_order(
         }
         NewOrder::Ask(ask) => {
             auth.require(Role::Provider)?;
-            let host = capacity::ask_host(&state.pool, ask.host_id, &class).await?;
-            let free = host.as_ref().map(|(_, free)| free.len()).unwrap_or(0);
-            if let Some(err) = ask_refusal(host.as_ref().map(|(h, _)| h), auth.user_id, free, ask.gpus, &class) {
+            let (host, free) = capacity::ask_host(&state.pool, ask.host_id, &class).await?.unzip();
+            let free = free.unwrap_or_default();
+            if let Some(err) = ask_refusal(host.as_ref(), auth.user_id, free.len(), ask.gpus, &class) {
                 return Err(err);
             }
-            host.map(|(_, free)| free).unwrap_or_default()
+            free
         }
     };
     let handle = state.markets.handle(&class).await?;

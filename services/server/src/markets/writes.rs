@@ -31,14 +31,13 @@ pub(crate) struct NewAccount {
     pub(crate) balance: Decimal,
 }
 
-/// A balance the batch changes. An account only the matcher writes (a bid's escrow) is set
-/// to `balance`, guarded by `old_balance`; a wallet, which other transactions also move, is
-/// moved by `delta`, and the ledger's CHECK (no wallet below zero) refuses an overdraft.
+/// A balance the batch moves by `delta`. An account only the matcher writes (a bid's
+/// escrow) is guarded by `old_balance`; a wallet, which other transactions also move, has
+/// none, and the ledger's CHECK (no wallet below zero) refuses an overdraft.
 #[derive(Debug, Serialize)]
 pub(crate) struct BalanceChange {
     pub(crate) account_id: Uuid,
     pub(crate) old_balance: Option<Decimal>,
-    pub(crate) balance: Decimal,
     pub(crate) delta: Decimal,
 }
 
@@ -262,9 +261,8 @@ const PARTS: [(&str, &str); 13] = [
     ),
     (
         "balances",
-        "update accounts a set balance = case when r.old_balance is null then a.balance + r.delta else r.balance end
-         from jsonb_to_recordset($1->'balances')
-             as r(account_id uuid, old_balance numeric, balance numeric, delta numeric)
+        "update accounts a set balance = a.balance + r.delta
+         from jsonb_to_recordset($1->'balances') as r(account_id uuid, old_balance numeric, delta numeric)
          where a.account_id = r.account_id and (r.old_balance is null or a.balance = r.old_balance)
          returning 1",
     ),
@@ -419,7 +417,6 @@ mod tests {
             balances: vec![BalanceChange {
                 account_id: Uuid::now_v7(),
                 old_balance: Some(Decimal::ONE),
-                balance: Decimal::TWO,
                 delta: Decimal::ONE,
             }],
             ..BatchWrites::default()
