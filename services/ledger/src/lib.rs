@@ -2,8 +2,10 @@
 //!
 //! Every movement of credits is a transfer from one account to another, written to an
 //! append-only journal in the caller's transaction. Account balances are kept beside the
-//! journal and locked in ascending id order before any change, so concurrent transfers
-//! never lose an update and never deadlock. Only the treasury may go below zero.
+//! journal. Every transaction that moves credits locks all the accounts it will touch in one
+//! step, in the one global order ([`locking`]), and is run again when it loses a deadlock
+//! anyway ([`retry`]), so concurrent transfers never lose an update and a caller never sees
+//! a deadlock. Only the treasury may go below zero.
 //!
 //! The crate knows accounts and transfers, nothing of orders or leases: an escrow account
 //! is identified by the id of whatever it holds credits for.
@@ -12,6 +14,8 @@ mod accounts;
 mod error;
 mod history;
 mod invariants;
+pub mod locking;
+pub mod retry;
 mod transfer;
 
 pub use accounts::{
@@ -21,6 +25,8 @@ pub use accounts::{
 pub use error::LedgerError;
 pub use history::{HISTORY_PAGE_MAX, HistoryCursor, LedgerLine, history};
 pub use invariants::{InvariantReport, InvariantViolation, check_invariants};
+pub use locking::{AccountSet, LockedAccounts, lock_accounts};
+pub use retry::{Retryable, lost_race, retrying};
 pub use transfer::{Transfer, TransferSpec, apply_to_balances, capture, hold, post_transfer, post_transfers, release};
 
 /// Migrations of the whole exchange. They live at the workspace root because the

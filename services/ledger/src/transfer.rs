@@ -117,28 +117,14 @@ pub async fn post_transfers(conn: &mut PgConnection, specs: &[TransferSpec]) -> 
         return Ok(results.into_iter().flatten().collect());
     }
 
-    // BTreeMap keeps the ids sorted: the lock order that keeps concurrent posts deadlock-free.
-    let mut balances: BTreeMap<Uuid, (AccountKind, Decimal)> = BTreeMap::new();
-    for (_, spec) in &pending {
-        balances.insert(spec.from, (AccountKind::Wallet, Decimal::ZERO));
-        balances.insert(spec.to, (AccountKind::Wallet, Decimal::ZERO));
-    }
-    let ids: Vec<Uuid> = balances.keys().copied().collect();
-    let rows: Vec<(Uuid, String, Decimal)> = sqlx::query_as(
-        "select account_id, kind, balance from accounts where account_id = any($1)
-         order by account_id for update",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    if rows.len() != ids.len() {
-        let found: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-        let missing = ids.iter().find(|id| !found.contains(id)).copied().unwrap_or_default();
-        return Err(LedgerError::UnknownAccount(missing));
-    }
-    for (id, kind, balance) in rows {
-        let kind = AccountKind::parse(&kind).ok_or(LedgerError::UnknownAccount(id))?;
-        balances.insert(id, (kind, balance));
+    // Locked in the ledger's one order (a no-op for accounts the caller locked already
+    // with `lock_accounts`); the placeholders are replaced by what the lock read.
+    let mut ids: Vec<Uuid> = pending.iter().flat_map(|(_, spec)| [spec.from, spec.to]).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut balances = crate::locking::lock_by_id(conn, &ids).await?;
+    if let Some(missing) = ids.iter().find(|id| !balances.contains_key(id)) {
+        return Err(LedgerError::UnknownAccount(*missing));
     }
 
     let pending_specs: Vec<&TransferSpec> = pending.iter().map(|(_, spec)| *spec).collect();

@@ -91,9 +91,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A transaction lost a deadlock or serialization race as many times as the ledger
+    /// retries it ([`capex_ledger::retry`]). Nothing was written; the request may be sent
+    /// again as it is.
+    pub fn transaction_conflict(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "transaction lost a race");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TRANSACTION_CONFLICT,
+            "the request met concurrent changes and was not applied; retry it",
+        )
+    }
+}
+
+/// The code of [`ApiError::transaction_conflict`]: what [`Retryable`] looks for.
+pub const TRANSACTION_CONFLICT: &str = "transaction_conflict";
+
+impl capex_ledger::Retryable for ApiError {
+    fn is_retryable(&self) -> bool {
+        self.code == TRANSACTION_CONFLICT
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.code, self.detail)
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        ApiError::internal(err)
+        if capex_ledger::lost_race(&err) { ApiError::transaction_conflict(err) } else { ApiError::internal(err) }
     }
 }
 
@@ -116,7 +145,7 @@ impl From<LedgerError> for ApiError {
                 ApiError::invalid("amount", "invalid_amount", "the amount must be greater than zero")
             }
             LedgerError::UnknownAccount(id) => ApiError::internal(format!("unknown ledger account {id}")),
-            LedgerError::Database(db) => ApiError::internal(db),
+            LedgerError::Database(db) => db.into(),
         }
     }
 }

@@ -347,9 +347,9 @@ async fn write_batch(
 ) {
     let counts = tally.take();
     let started = std::time::Instant::now();
-    let mut outbox = crate::jobs::settle::Outbox::default();
-    match apply_batch(pool, &reports, counts.clone(), skew_s, metering, &mut outbox).await {
-        Ok(verdicts) => {
+    let batch = || apply_batch(pool, &reports, counts.clone(), skew_s, metering);
+    match capex_ledger::retrying("report_batch", batch).await {
+        Ok((verdicts, outbox)) => {
             if let Some(feed) = &metering.feed {
                 outbox.publish(feed);
             }
@@ -363,9 +363,9 @@ async fn write_batch(
         }
         Err(err) => {
             tally.put_back(counts);
-            let error = ApiError::internal(format!("report batch failed: {err}"));
+            tracing::warn!(error = %err, reports = reports.len(), "report batch failed");
             for report in reports {
-                let _ = report.reply.send(Err(error.clone()));
+                let _ = report.reply.send(Err(err.clone()));
             }
         }
     }
@@ -377,8 +377,8 @@ async fn apply_batch(
     mut counts: HashMap<(Uuid, &'static str), i64>,
     skew_s: i64,
     metering: &crate::jobs::Metering,
-    outbox: &mut crate::jobs::settle::Outbox,
-) -> Result<Vec<Result<ReportOutcome, ApiError>>, sqlx::Error> {
+) -> Result<(Vec<Result<ReportOutcome, ApiError>>, crate::jobs::settle::Outbox), ApiError> {
+    let mut outbox = crate::jobs::settle::Outbox::default();
     let mut host_ids: Vec<Uuid> = reports.iter().map(|r| r.host_id).collect();
     host_ids.sort_unstable();
     host_ids.dedup();
@@ -386,7 +386,7 @@ async fn apply_batch(
     let mut tx = pool.begin().await?;
     let rows: Vec<(Uuid, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
         "select host_id, status, last_seq, last_payload_sha256 from hosts
-         where host_id = any($1) order by host_id for update",
+         where host_id = any($1) order by host_id for no key update",
     )
     .bind(&host_ids)
     .fetch_all(&mut *tx)
@@ -437,7 +437,12 @@ async fn apply_batch(
         update_hosts(&mut tx, &hosts, &accepted).await?;
         update_gpus(&mut tx, &accepted).await?;
         // Metering in the same transaction: a lease is billed exactly when its report is
-        // stored, and billed_until keeps an interval from being billed twice.
+        // stored, and billed_until keeps an interval from being billed twice. The leases and
+        // every account they may move are locked once, before the first bill.
+        let mut metered_hosts: Vec<Uuid> = accepted.iter().map(|r| r.host_id).collect();
+        metered_hosts.sort_unstable();
+        metered_hosts.dedup();
+        let mut leases = crate::jobs::settle::lock_active_leases(&mut tx, &metered_hosts).await?;
         for report in &accepted {
             let metered = crate::jobs::settle::ReportForMetering {
                 host_id: report.host_id,
@@ -445,14 +450,13 @@ async fn apply_batch(
                 gpus: report.report.gpus.iter().map(|g| g.uuid.as_str()).collect(),
                 leases: report.report.leases.as_deref().unwrap_or(&[]),
             };
-            crate::jobs::settle::meter_report(&mut tx, &metered, now, metering.fee_rate, outbox)
-                .await
-                .map_err(|err| sqlx::Error::Protocol(format!("metering: {}", err.detail)))?;
+            crate::jobs::settle::meter_report(&mut tx, &metered, &mut leases, now, metering.fee_rate, &mut outbox)
+                .await?;
         }
     }
     upsert_counts(&mut tx, &counts).await?;
     tx.commit().await?;
-    Ok(verdicts)
+    Ok((verdicts, outbox))
 }
 
 /// Applies the rules of DESIGN section 5 that need the host's state, in order.

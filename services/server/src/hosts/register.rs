@@ -56,7 +56,7 @@ pub(crate) async fn register_host(
 
     let mut tx = state.pool.begin().await?;
     let existing: Option<(Uuid, Uuid)> =
-        sqlx::query_as("select host_id, owner_id from hosts where public_key = $1 for update")
+        sqlx::query_as("select host_id, owner_id from hosts where public_key = $1 for no key update")
             .bind(key.as_bytes().as_slice())
             .fetch_optional(&mut *tx)
             .await?;

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use capex_ledger::retrying;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -303,10 +304,17 @@ pub(crate) async fn cancel_job(
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     let job_id = parse_job_id(&id)?;
-    let mut tx = state.pool.begin().await?;
+    let outbox = retrying("cancel_job", || cancel_lease(&state.pool, auth.user_id, job_id)).await?;
+    outbox.publish(&state.feed);
+    Ok(Json(load(&state, auth.user_id, job_id).await?))
+}
+
+/// Settles the buyer's lease as cancelled in one transaction; its events to publish.
+async fn cancel_lease(pool: &sqlx::PgPool, buyer: Uuid, job_id: Uuid) -> ApiResult<Outbox> {
+    let mut tx = pool.begin().await?;
     let mut lease = settle::lock_host_and_lease(&mut tx, job_id)
         .await?
-        .filter(|l| l.buyer_id == auth.user_id)
+        .filter(|l| l.buyer_id == buyer)
         .ok_or_else(|| ApiError::not_found("job"))?;
     if !settle::ACTIVE_STATES.contains(&lease.state.as_str()) {
         return Err(ApiError::new(
@@ -319,6 +327,5 @@ pub(crate) async fn cancel_job(
     // Billing stops here: only what accepted reports attested so far is paid.
     settle::settle(&mut tx, &mut lease, "cancelled", None, &mut outbox).await?;
     tx.commit().await?;
-    outbox.publish(&state.feed);
-    Ok(Json(load(&state, auth.user_id, job_id).await?))
+    Ok(outbox)
 }

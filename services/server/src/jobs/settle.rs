@@ -1,11 +1,15 @@
 //! Metering and settlement: the writes that move a lease's escrow. Every function runs in
-//! the caller's transaction and locks the lease row (`for update`) before its escrow, so
-//! the report writer, the sweeper and the cancel handler serialise per lease.
+//! the caller's transaction. Lock order, the same for the report writer, the sweeper and
+//! the cancel handler: the host row, then its leases, then in ONE step every account the
+//! transaction may move ([`lock_lease_accounts`]: the leases' escrows, their buyers' and
+//! providers' wallets, the fees account; the ledger orders them). So they serialise per
+//! lease and never wait on each other in a cycle, nor on a transfer or a matcher batch,
+//! which lock their accounts in the same one step.
 
 use std::collections::HashSet;
 
 use capex_core::{Credits, LeaseReport};
-use capex_ledger::{FEES_ACCOUNT, capture, release, wallet_account};
+use capex_ledger::{AccountSet, FEES_ACCOUNT, capture, lock_accounts, release, retrying, wallet_account};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -72,23 +76,48 @@ pub(crate) async fn lock_host_and_lease(
         .fetch_optional(&mut *conn)
         .await?;
     let Some(host_id) = host else { return Ok(None) };
-    sqlx::query("select 1 from hosts where host_id = $1 for update").bind(host_id).execute(&mut *conn).await?;
-    lock_lease(conn, lease_id).await
+    // `no key update`: the host's row is referenced by leases and trades that matchers
+    // insert (their foreign keys take `key share` locks, which this does not block).
+    sqlx::query("select 1 from hosts where host_id = $1 for no key update").bind(host_id).execute(&mut *conn).await?;
+    let lease = lock_lease(conn, lease_id).await?;
+    if let Some(lease) = &lease {
+        lock_lease_accounts(conn, std::slice::from_ref(lease)).await?;
+    }
+    Ok(lease)
+}
+
+/// Locks, in the ledger's one step, every account that metering or settling `leases` may
+/// move: their escrows, their providers' and buyers' wallets, and the fees account. Call
+/// it after the leases are locked and before any of them is billed or settled.
+pub(crate) async fn lock_lease_accounts(conn: &mut PgConnection, leases: &[LeaseRow]) -> Result<(), sqlx::Error> {
+    if leases.is_empty() {
+        return Ok(());
+    }
+    let mut set = AccountSet::default().fees();
+    for lease in leases {
+        set = set.escrow_of(lease.lease_id).wallet_of(lease.provider_id).wallet_of(lease.buyer_id);
+    }
+    lock_accounts(conn, &set).await.map_err(|err| match err {
+        capex_ledger::LedgerError::Database(db) => db,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?;
+    Ok(())
 }
 
 /// The lease, locked; `None` if there is no such lease.
 pub(crate) async fn lock_lease(conn: &mut PgConnection, lease_id: Uuid) -> Result<Option<LeaseRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {LEASE_ROW_COLUMNS} from leases where lease_id = $1 for update"
+        "select {LEASE_ROW_COLUMNS} from leases where lease_id = $1 for no key update"
     )))
     .bind(lease_id)
     .fetch_optional(conn)
     .await
 }
 
+/// The lease escrow's balance; the caller holds it locked ([`lock_lease_accounts`]).
 async fn escrow_left(conn: &mut PgConnection, lease_id: Uuid) -> Result<Decimal, sqlx::Error> {
     let balance: Option<Decimal> =
-        sqlx::query_scalar("select balance from accounts where kind = 'escrow' and ref_id = $1 for update")
+        sqlx::query_scalar("select balance from accounts where kind = 'escrow' and ref_id = $1")
             .bind(lease_id)
             .fetch_optional(conn)
             .await?;
@@ -226,42 +255,57 @@ pub(crate) struct ReportForMetering<'a> {
     pub(crate) leases: &'a [LeaseReport],
 }
 
+/// Locks the active leases of `host_ids` (whose rows the caller locked) and every account
+/// metering them may move, in the lock order of this module's docs. Returns the leases by
+/// lease id.
+pub(crate) async fn lock_active_leases(
+    conn: &mut PgConnection,
+    host_ids: &[Uuid],
+) -> Result<Vec<LeaseRow>, sqlx::Error> {
+    let leases: Vec<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {LEASE_ROW_COLUMNS} from leases
+         where host_id = any($1) and state in ('pending', 'running') order by lease_id for no key update"
+    )))
+    .bind(host_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    lock_lease_accounts(conn, &leases).await?;
+    Ok(leases)
+}
+
 /// Meters one accepted report: starts leases the host says are running, bills every
 /// running lease whose GPUs the report shows for the time since it was last billed
 /// (capped at [`BILL_CAP_INTERVALS`]), and closes leases that exited or reached their end.
+/// `leases` are the host's active leases, locked with their accounts by
+/// [`lock_active_leases`]; those that end are removed.
 pub(crate) async fn meter_report(
     conn: &mut PgConnection,
     report: &ReportForMetering<'_>,
+    leases: &mut Vec<LeaseRow>,
     now: DateTime<Utc>,
     fee_rate: Decimal,
     out: &mut Outbox,
 ) -> Result<(), ApiError> {
-    let leases: Vec<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {LEASE_ROW_COLUMNS} from leases
-         where host_id = $1 and state in ('pending', 'running') order by lease_id for update"
-    )))
-    .bind(report.host_id)
-    .fetch_all(&mut *conn)
-    .await?;
     let cap_ms = BILL_CAP_INTERVALS * 1000 * i64::from(report.interval_s);
-    for mut lease in leases {
+    for lease in leases.iter_mut().filter(|l| l.host_id == report.host_id) {
         let reported = report.leases.iter().find(|l| l.lease_id == lease.lease_id);
         if lease.state == "pending" {
             // The host says it started the job but its acknowledgement has not come.
             if reported.is_some_and(|l| l.state != "cancelled") {
-                start(conn, &mut lease, now, out).await?;
+                start(conn, lease, now, out).await?;
             }
             continue;
         }
         let shows_gpus = lease.gpu_uuids.iter().all(|g| report.gpus.contains(g.as_str()));
         // No attested GPUs, no pay: the interval is skipped (billed_until still moves on).
-        bill(conn, &mut lease, now, if shows_gpus { cap_ms } else { 0 }, fee_rate, out).await?;
+        bill(conn, lease, now, if shows_gpus { cap_ms } else { 0 }, fee_rate, out).await?;
         if let Some(l) = reported.filter(|l| l.state == "exited") {
-            settle(conn, &mut lease, "exited", l.exit_code, out).await?;
+            settle(conn, lease, "exited", l.exit_code, out).await?;
         } else if now >= lease.max_end_at || reported.is_some_and(|l| l.state == "max_duration") {
-            settle(conn, &mut lease, "max_duration", None, out).await?;
+            settle(conn, lease, "max_duration", None, out).await?;
         }
     }
+    leases.retain(|l| ACTIVE_STATES.contains(&l.state.as_str()));
     Ok(())
 }
 
@@ -284,27 +328,35 @@ pub(crate) async fn sweep(pool: &sqlx::PgPool, out: &mut Outbox) -> Result<usize
     .await?;
     let mut closed = 0;
     for (lease_id, lost) in rows {
-        let mut tx = pool.begin().await?;
-        let Some(mut lease) = lock_host_and_lease(&mut tx, lease_id).await? else { continue };
-        // Decided on a snapshot: check again under the locks (a report may just have come).
-        let still: Option<bool> = sqlx::query_scalar(
-            "select (h.last_report_at is null
-                     or h.last_report_at < now() - make_interval(secs => h.report_interval_s * $2::float8))
-             from hosts h where h.host_id = $1",
-        )
-        .bind(lease.host_id)
-        .bind(LOST_AFTER_INTERVALS as f64)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let lost = lost && still.unwrap_or(false);
-        if !lost && lease.max_end_at > Utc::now() {
-            continue;
+        if let Some(events) = retrying("sweep_lease", || sweep_lease(pool, lease_id, lost)).await? {
+            out.0.extend(events.0);
+            closed += 1;
         }
-        let mut events = Outbox::default();
-        settle(&mut tx, &mut lease, if lost { "host_lost" } else { "max_duration" }, None, &mut events).await?;
-        tx.commit().await?;
-        out.0.extend(events.0);
-        closed += 1;
     }
     Ok(closed)
+}
+
+/// Closes one lease the sweeper found, in its own transaction, if it is still lost or past
+/// its end under the locks. Returns its events when it closed.
+async fn sweep_lease(pool: &sqlx::PgPool, lease_id: Uuid, lost: bool) -> Result<Option<Outbox>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let Some(mut lease) = lock_host_and_lease(&mut tx, lease_id).await? else { return Ok(None) };
+    // Decided on a snapshot: check again under the locks (a report may just have come).
+    let still: Option<bool> = sqlx::query_scalar(
+        "select (h.last_report_at is null
+                 or h.last_report_at < now() - make_interval(secs => h.report_interval_s * $2::float8))
+         from hosts h where h.host_id = $1",
+    )
+    .bind(lease.host_id)
+    .bind(LOST_AFTER_INTERVALS as f64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let lost = lost && still.unwrap_or(false);
+    if !ACTIVE_STATES.contains(&lease.state.as_str()) || (!lost && lease.max_end_at > Utc::now()) {
+        return Ok(None);
+    }
+    let mut events = Outbox::default();
+    settle(&mut tx, &mut lease, if lost { "host_lost" } else { "max_duration" }, None, &mut events).await?;
+    tx.commit().await?;
+    Ok(Some(events))
 }

@@ -3,8 +3,12 @@
 //!
 //! - the market's owner epoch, row-locked until the batch ends (fencing, see
 //!   [`super::ownership`]);
-//! - the wallets of everyone whose bid or cancel is in the batch, locked in ascending
-//!   account id order (the ledger's lock order), with their balances;
+//! - the wallets of everyone whose bid or cancel is in the batch, with their balances, read
+//!   and NOT locked: the write statement locks every account the batch moves in one step,
+//!   in the ledger's order, and moves wallets by deltas that the balance CHECK keeps at or
+//!   above zero. (Locking the bidders' wallets here and the other accounts later locked
+//!   accounts in two steps, out of the one order; a wallet spent meanwhile fails the write,
+//!   and the batch runs again checked.)
 //! - the batch's Idempotency-Keys, claimed by inserting placeholder records: a key another
 //!   transaction holds makes this one wait for it, so the same key sent to two markets at
 //!   once places one order, never two and never a failed batch. The write statement fills
@@ -105,8 +109,6 @@ struct CheckDoc {
 /// document: `{class, owners: [user_id], keys: [{user_id, key, request_hash}], ask_hosts: [host_id]}`.
 pub(crate) fn prepare_sql() -> String {
     let ask_hosts = "any(array(select jsonb_array_elements_text($1->'ask_hosts')::uuid))";
-    // The claims cross-join the locked wallets so the wallets are always locked first: the
-    // same order as every other transaction that writes both.
     format!(
         "prepare matcher_checks (jsonb) as
          with owner as (
@@ -114,13 +116,10 @@ pub(crate) fn prepare_sql() -> String {
          ), wallets as (
              select user_id, account_id, balance from accounts
              where kind = 'wallet' and user_id = any(array(select jsonb_array_elements_text($1->'owners')::uuid))
-             order by account_id for update
-         ), locked as (
-             select count(*) as n from wallets
          ), claimed as (
              insert into idempotency (user_id, idempotency_key, request_hash, response_status, response_body)
              select (k.doc->>'user_id')::uuid, k.doc->>'key', k.doc->>'request_hash', 0, 'null'::jsonb
-             from jsonb_array_elements($1->'keys') with ordinality as k(doc, n) cross join locked
+             from jsonb_array_elements($1->'keys') with ordinality as k(doc, n)
              order by k.n
              on conflict do nothing
              returning user_id, idempotency_key

@@ -15,8 +15,8 @@ pub(crate) fn well_formed(class: &str) -> bool {
         && class.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// A market exists for a class when the operator configured it (`CAPEX_MARKET_CLASSES`) or
-/// when some registered GPU has that class. Anything else is refused with `unknown_market`
+/// A market exists for a class when the operator configured it (`CAPEX_MARKET_CLASSES`),
+/// when some registered GPU has that class, or while it has open orders. Anything else is refused with `unknown_market`
 /// (404, field `class`), so typos never open empty markets.
 pub(crate) async fn require_known(pool: &PgPool, configured: &[String], class: &str) -> Result<(), ApiError> {
     let unknown = || {
@@ -29,9 +29,14 @@ pub(crate) async fn require_known(pool: &PgPool, configured: &[String], class: &
     if configured.iter().any(|c| c == class) {
         return Ok(());
     }
-    let registered: bool = sqlx::query_scalar("select exists (select 1 from host_gpus where class = $1)")
-        .bind(class)
-        .fetch_one(pool)
-        .await?;
+    // A class that lost its GPUs and its place in the configuration keeps its market while it
+    // has open orders, so they can still be cancelled.
+    let registered: bool = sqlx::query_scalar(
+        "select exists (select 1 from host_gpus where class = $1)
+             or exists (select 1 from orders where status = 'open' and class = $1)",
+    )
+    .bind(class)
+    .fetch_one(pool)
+    .await?;
     if registered { Ok(()) } else { Err(unknown()) }
 }

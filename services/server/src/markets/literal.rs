@@ -22,6 +22,12 @@ pub(crate) fn bigint_array(values: &[i64]) -> String {
     format!("'{{{}}}'::bigint[]", items.join(","))
 }
 
+/// A uuid[] literal (a UUID's text is hex digits and dashes: nothing to escape).
+pub(crate) fn uuid_array(values: &[uuid::Uuid]) -> String {
+    let items: Vec<String> = values.iter().map(uuid::Uuid::to_string).collect();
+    format!("'{{{}}}'::uuid[]", items.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +43,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<serde_json::Value>(inner).unwrap(), hostile);
         assert_eq!(bigint_array(&[1, 0, -2]), "'{1,0,-2}'::bigint[]");
         assert_eq!(bigint_array(&[]), "'{}'::bigint[]");
+        let id = uuid::Uuid::from_u128(1);
+        assert_eq!(uuid_array(&[id]), "'{00000000-0000-0000-0000-000000000001}'::uuid[]");
     }
 
     /// Postgres reads the literal back as exactly the document, whatever its strings hold.

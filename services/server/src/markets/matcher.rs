@@ -39,6 +39,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::capacity::HOST_LIVE_SQL;
@@ -48,12 +49,15 @@ use super::request::NewOrder;
 use super::resting::{OrderInfo, Resting, at_of, load_market};
 use super::views::{BookView, FillView, LevelView, OrderView, UnfilledReasonView};
 use super::writes::{
-    AskGpu, AskGpuChange, BalanceChange, BatchWrites, ClaimDrop, EpochGuard, GpuGuard, IdempotencyRecord, JournalRow,
-    NewAccount, OrderChange, WriteStatements,
+    AskGpu, AskGpuChange, BATCH_CONFLICT, BalanceChange, BatchWrites, ClaimDrop, EpochGuard, GpuGuard,
+    IdempotencyRecord, JournalRow, NewAccount, OrderChange, WriteStatements,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, TRANSACTION_CONFLICT};
 use crate::feed::Feed;
 
+/// Most times one batch is run before its requests are answered with its failure: the
+/// first run and the checked reruns after a conflict (see [`Matcher::settle_batch`]).
+pub(crate) const BATCH_ATTEMPTS_MAX: u32 = 4;
 /// Price levels per side kept in the published book snapshot.
 pub(crate) const BOOK_LEVELS_MAX: usize = 100;
 /// How often a matcher looks for open asks whose host stopped reporting (and cancels them,
@@ -340,17 +344,32 @@ impl Matcher {
             return true;
         }
         let span = tracing::info_span!("matcher_batch", class = %self.class, size = items.len());
-        let _entered = span.enter();
+        self.settle_batch(items).instrument(span).await
+    }
+
+    /// Commits the batch's items and answers them; false when the matcher must stop.
+    async fn settle_batch(&mut self, mut items: Vec<Item>) -> bool {
         let started = Instant::now();
         let size = items.len();
         let from_copies = self.decided_from_copies(&items);
         let unchecked = from_copies.is_some();
         let mut result = self.commit_batch(&mut items, from_copies).await;
-        if let (Err(err), true) = (&result, unchecked) {
-            // Decided from copies that were out of date (a wallet spent elsewhere, a GPU taken
-            // or no longer attested): rebuild from the database and run it again, checked.
-            metrics::counter!("capex_matcher_unchecked_retries_total", "class" => self.class.clone()).increment(1);
-            tracing::info!(class = %self.class, error = %err.detail, "batch decided from copies failed; checking it");
+        let mut attempts = 1;
+        while let Err(err) = &result {
+            // A batch decided from copies that were out of date (a wallet spent elsewhere, a
+            // GPU taken or no longer attested), or one that lost a race with another
+            // transaction, is rebuilt from the database and run again, checked. Whatever it
+            // met has committed or rolled back by then, so the next attempt sees it.
+            let conflict = err.code == BATCH_CONFLICT || err.code == TRANSACTION_CONFLICT;
+            if !(conflict || unchecked && attempts == 1) || attempts >= BATCH_ATTEMPTS_MAX {
+                break;
+            }
+            metrics::counter!("capex_matcher_batch_reruns_total", "class" => self.class.clone()).increment(1);
+            tracing::info!(class = %self.class, error = %err.detail, attempts, "batch did not commit; checking it again");
+            if attempts > 1 {
+                tokio::time::sleep(capex_ledger::retry::pause(attempts - 1)).await;
+            }
+            attempts += 1;
             result = match self.reload().await {
                 Ok(()) => {
                     items.iter_mut().for_each(Item::undecide);

@@ -105,7 +105,11 @@ pub(crate) struct OrderRef {
 /// order routes (with the order).
 async fn market_of(state: &AppState, path: &str) -> Result<Option<(String, Option<OrderRef>)>, ApiError> {
     if let Some(rest) = path.strip_prefix("/api/v1/markets/") {
-        return Ok(rest.split('/').next().filter(|c| !c.is_empty()).map(|c| (c.to_string(), None)));
+        let Some(class) = rest.split('/').next().filter(|c| !c.is_empty()) else { return Ok(None) };
+        // Refused before anything is claimed: a claim holds two Postgres connections for as
+        // long as the process runs, so a made-up class must never get one.
+        super::class::require_known(&state.pool, &state.config.market_classes, class).await?;
+        return Ok(Some((class.to_string(), None)));
     }
     if let Some(id) = path.strip_prefix("/api/v1/orders/") {
         let Ok(order_id) = id.parse::<uuid::Uuid>() else { return Ok(None) };

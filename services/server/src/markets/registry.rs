@@ -143,7 +143,28 @@ impl Markets {
         .fetch_all(&self.pool)
         .await?;
         for class in classes {
-            self.ensure_local(&class).await?;
+            match self.ensure_local(&class).await {
+                Ok(_) => {}
+                // An owner row of a class that has no market (nor orders) is left over from
+                // before classes were checked ahead of a claim: it is dropped, not claimed.
+                Err(err) if err.code == "unknown_market" => self.drop_unknown_market(&class).await?,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_unknown_market(&self, class: &str) -> Result<(), ApiError> {
+        let dropped = sqlx::query(
+            "delete from market_owners m where m.class = $1
+             and not exists (select 1 from orders o where o.class = m.class)",
+        )
+        .bind(class)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if dropped > 0 {
+            tracing::info!(class, "dropped the owner record of a class that has no market");
         }
         Ok(())
     }
@@ -166,6 +187,9 @@ impl Markets {
         {
             return Ok(handle.clone());
         }
+        // Every running market holds two connections outside the pool (its lock and its
+        // matcher's): only a known class may have one, whoever asks.
+        super::class::require_known(&self.pool, &self.config.market_classes, class).await?;
         let Some(claim) = ownership::try_claim(&self.pool, class, &self.owner_url).await? else {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

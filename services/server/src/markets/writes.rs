@@ -10,6 +10,13 @@
 //! asks' GPUs (`epoch`, `gpus_verified`). The statement compares how many rows each part
 //! touched with what the batch meant; any difference raises, which fails the batch: it
 //! rolls back and the market is reloaded from Postgres.
+//!
+//! Lock order: the statement is preceded, in the same round trip, by one that locks every
+//! existing account whose balance the batch moves, in the ledger's one order (ascending
+//! id, `for no key update`; see `capex_ledger::locking`). The statement's own updates then
+//! wait for nobody on accounts: updates inside one statement take their row locks in plan
+//! order, which is no order, and met the ledger's transfers and other markets' batches in
+//! cycles.
 
 use std::collections::HashSet;
 
@@ -169,12 +176,29 @@ impl BatchWrites {
         // transaction; if the round trip fails the matcher drops the connection, and the
         // record of what it prepared with it.
         let begin = if begin { "begin; " } else { "" };
+        let lock = self.lock_sql();
         let sql = match prepare {
-            Some(prepare) => format!("{begin}{prepare}; {execute}; commit"),
-            None => format!("{begin}{execute}; commit"),
+            Some(prepare) => format!("{begin}{lock}{prepare}; {execute}; commit"),
+            None => format!("{begin}{lock}{execute}; commit"),
         };
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await.map_err(batch_write_error)?;
         Ok(())
+    }
+
+    /// The statement (with its `;`) that locks the accounts the batch moves, in the
+    /// ledger's order; empty when it moves none.
+    fn lock_sql(&self) -> String {
+        let mut ids: Vec<Uuid> = self.balances.iter().map(|b| b.account_id).collect();
+        if ids.is_empty() {
+            return String::new();
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        format!(
+            "select count(*) from (select 1 from accounts where account_id = any({}) \
+             order by account_id for no key update) locked; ",
+            literal::uuid_array(&ids)
+        )
     }
 
     /// The statement that writes this batch, and its PREPARE if the connection has not
@@ -192,6 +216,34 @@ impl BatchWrites {
                 literal::bigint_array(&expected)
             ),
         })
+    }
+}
+
+/// The code of a batch write that found the database other than its batch assumed: a
+/// deadlock or serialization failure, a wallet spent by another transaction since the
+/// batch read it (the balance CHECK), or rows that differ from the matcher's copies
+/// (`matcher_assert_written`). Nothing was written; the matcher reloads the market and runs
+/// the batch again, checked.
+pub(crate) const BATCH_CONFLICT: &str = "batch_conflict";
+
+fn batch_write_error(err: sqlx::Error) -> ApiError {
+    let moved = match &err {
+        sqlx::Error::Database(db) => {
+            capex_ledger::lost_race(&err)
+                || db.constraint() == Some("accounts_balance_nonnegative")
+                || db.code().as_deref() == Some("P0001") && db.message().contains("the matcher's copy")
+        }
+        _ => false,
+    };
+    if moved {
+        tracing::info!(error = %err, "batch write met concurrent changes");
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            BATCH_CONFLICT,
+            "the market met concurrent changes; retry",
+        )
+    } else {
+        err.into()
     }
 }
 

@@ -6,7 +6,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use capex_core::{Credits, Role};
-use capex_ledger::{FEES_ACCOUNT, InvariantViolation, TREASURY_ACCOUNT, TransferSpec, post_transfer, wallet_account};
+use capex_ledger::{
+    FEES_ACCOUNT, InvariantViolation, TREASURY_ACCOUNT, TransferSpec, post_transfer, retrying, wallet_account,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -71,33 +73,38 @@ pub async fn mint_credits(
     if !user_exists(&state.pool, user_id).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_user", "no user with this id").with_field("user_id"));
     }
-    let mut tx = state.pool.begin().await?;
-    let wallet = wallet_account(&mut tx, user_id).await?;
-    let transfer = post_transfer(
-        &mut tx,
-        TransferSpec {
-            from: TREASURY_ACCOUNT,
-            to: wallet,
+    let pool = &state.pool;
+    let (response, body) = retrying("mint", move || async move {
+        let mut tx = pool.begin().await?;
+        let wallet = wallet_account(&mut tx, user_id).await?;
+        let transfer = post_transfer(
+            &mut tx,
+            TransferSpec {
+                from: TREASURY_ACCOUNT,
+                to: wallet,
+                amount,
+                kind: "mint".into(),
+                memo: memo.to_string(),
+                idempotency_key: None,
+            },
+        )
+        .await?;
+        let view = TransferView {
+            transfer_id: transfer.transfer_id,
+            entry_id: transfer.entry_id,
+            from_user: None,
+            to_user: user_id,
             amount,
-            kind: "mint".into(),
-            memo: memo.to_string(),
-            idempotency_key: None,
-        },
-    )
+            kind: transfer.kind,
+            memo: transfer.memo,
+            at: transfer.created_at,
+        };
+        let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
+        let response = idempotency::commit(pool, tx, operator, key, hash, StatusCode::CREATED, body.clone()).await?;
+        Ok::<_, ApiError>((response, body))
+    })
     .await?;
     metrics::counter!("capex_credits_minted_total").increment(1);
-    let view = TransferView {
-        transfer_id: transfer.transfer_id,
-        entry_id: transfer.entry_id,
-        from_user: None,
-        to_user: user_id,
-        amount,
-        kind: transfer.kind,
-        memo: transfer.memo,
-        at: transfer.created_at,
-    };
-    let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    let response = idempotency::commit(&state.pool, tx, operator, key, hash, StatusCode::CREATED, body.clone()).await?;
     state.feed.private("wallet", user_id, body);
     Ok(response)
 }

@@ -6,7 +6,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use capex_core::Credits;
-use capex_ledger::{TransferSpec, post_transfer, wallet_account, wallet_summary};
+use capex_ledger::{TransferSpec, post_transfer, retrying, wallet_account, wallet_summary};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -206,28 +206,31 @@ pub(crate) async fn create_transfer(
     if !user_exists(&state.pool, req.to_user).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_user", "no user with this id").with_field("to_user"));
     }
-    let mut tx = state.pool.begin().await?;
-    let from = wallet_account(&mut tx, auth.user_id).await?;
-    let to = wallet_account(&mut tx, req.to_user).await?;
-    let transfer = post_transfer(
-        &mut tx,
-        TransferSpec { from, to, amount, kind: "transfer".into(), memo: req.memo.clone(), idempotency_key: None },
-    )
+    let (pool, user_id, req, key, hash) = (&state.pool, auth.user_id, &req, key.as_ref(), hash.as_str());
+    let (response, body) = retrying("transfer", move || async move {
+        let mut tx = pool.begin().await?;
+        let from = wallet_account(&mut tx, user_id).await?;
+        let to = wallet_account(&mut tx, req.to_user).await?;
+        let transfer = post_transfer(
+            &mut tx,
+            TransferSpec { from, to, amount, kind: "transfer".into(), memo: req.memo.clone(), idempotency_key: None },
+        )
+        .await?;
+        let view = TransferView {
+            transfer_id: transfer.transfer_id,
+            entry_id: transfer.entry_id,
+            from_user: Some(user_id),
+            to_user: req.to_user,
+            amount,
+            kind: transfer.kind,
+            memo: transfer.memo,
+            at: transfer.created_at,
+        };
+        let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
+        let response = idempotency::commit(pool, tx, user_id, key, hash, StatusCode::CREATED, body.clone()).await?;
+        Ok::<_, ApiError>((response, body))
+    })
     .await?;
-    let view = TransferView {
-        transfer_id: transfer.transfer_id,
-        entry_id: transfer.entry_id,
-        from_user: Some(auth.user_id),
-        to_user: req.to_user,
-        amount,
-        kind: transfer.kind,
-        memo: transfer.memo,
-        at: transfer.created_at,
-    };
-    let body = serde_json::to_value(&view).map_err(ApiError::internal)?;
-    let response =
-        idempotency::commit(&state.pool, tx, auth.user_id, key.as_ref(), &hash, StatusCode::CREATED, body.clone())
-            .await?;
     state.feed.private("wallet", auth.user_id, body.clone());
     state.feed.private("wallet", req.to_user, body);
     Ok(response)

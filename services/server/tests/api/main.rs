@@ -4,6 +4,7 @@
 
 mod auth;
 mod feed;
+mod hardening;
 mod helpers;
 mod hosts;
 mod jobs;
