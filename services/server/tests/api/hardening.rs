@@ -138,3 +138,71 @@ async fn money_moved_from_many_sides_at_once_never_answers_500(pool: PgPool) {
     let invariants = app.get_json("/api/v1/operator/invariants", &operator.token).await;
     assert_eq!(invariants["ok"], true, "{invariants}");
 }
+
+/// Records, for every event, whether a `matcher_batch` span was in its scope.
+#[derive(Clone, Default)]
+struct MatcherSpanWitness {
+    /// Events outside the matcher that carried its batch span anyway.
+    leaked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    deepest: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S> tracing_subscriber::Layer<S> for MatcherSpanWitness
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        use std::sync::atomic::Ordering;
+        let names: Vec<&'static str> =
+            ctx.event_scope(event).map(|s| s.map(|span| span.name()).collect()).unwrap_or_default();
+        self.deepest.fetch_max(names.len(), Ordering::Relaxed);
+        if names.contains(&"matcher_batch") && event.metadata().target().starts_with("api") {
+            self.leaked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A matcher batch's span covers the batch's own work only. While a batch awaits
+/// Postgres, other tasks on the same thread log too; entered across those awaits, the span
+/// was their parent as well, and unrelated log lines carried up to 132 nested spans.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_matcher_batch_span_is_not_the_parent_of_other_tasks_logs(pool: PgPool) {
+    use std::sync::atomic::Ordering;
+    use tracing_subscriber::layer::SubscriberExt;
+    let witness = MatcherSpanWitness::default();
+    let subscriber = tracing_subscriber::registry().with(witness.clone());
+    // The test's runtime has one thread: server, matcher and this test share it.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let app = std::sync::Arc::new(TestApp::spawn(pool.clone()).await);
+    let operator = app.operator().await;
+    let buyer = app.register(&["buyer"]).await;
+    app.mint(&operator, &buyer, "1000").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tracing::info!("probe from a task that is not the matcher");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut orders = Vec::new();
+    for _ in 0..40 {
+        let (app, token) = (app.clone(), buyer.token.clone());
+        orders.push(tokio::spawn(async move {
+            app.post("/api/v1/markets/H100-80GB/orders", Some(&token), &bid_body(1, "1", "0.5", "ioc")).await.status()
+        }));
+    }
+    for order in orders {
+        assert!(order.await.unwrap().is_success());
+    }
+    stop.store(true, Ordering::Relaxed);
+    probe.await.unwrap();
+    assert_eq!(witness.leaked.load(Ordering::Relaxed), 0, "other tasks' events carried the matcher_batch span");
+    assert!(
+        witness.deepest.load(Ordering::Relaxed) < 8,
+        "events nested {} spans deep",
+        witness.deepest.load(Ordering::Relaxed)
+    );
+}
