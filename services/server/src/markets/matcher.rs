@@ -364,7 +364,12 @@ impl Matcher {
             if !(conflict || unchecked && attempts == 1) || attempts >= BATCH_ATTEMPTS_MAX {
                 break;
             }
-            metrics::counter!("capex_matcher_batch_reruns_total", "class" => self.class.clone()).increment(1);
+            let counter = if unchecked && attempts == 1 {
+                "capex_matcher_unchecked_retries_total"
+            } else {
+                "capex_matcher_batch_reruns_total"
+            };
+            metrics::counter!(counter, "class" => self.class.clone()).increment(1);
             tracing::info!(class = %self.class, error = %err.detail, attempts, "batch did not commit; checking it again");
             if attempts > 1 {
                 tokio::time::sleep(capex_ledger::retry::pause(attempts - 1)).await;
