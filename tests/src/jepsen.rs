@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{JWT_SECRET_FOR_TESTS, SERVER_READY_TIMEOUT, ServerProcess, binary};
@@ -34,7 +35,8 @@ pub async fn start_logged_server(port: u16, env: &[(&str, &str)], log: &Path) ->
         cmd.env_remove("DATABASE_URL")
             .env("CAPEX_BIND", format!("127.0.0.1:{port}"))
             .env("CAPEX_JWT_SECRET", JWT_SECRET_FOR_TESTS)
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            // Warnings and errors, with the request each happened in (method, path, id).
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,[request]=info".into()))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -99,7 +101,11 @@ impl History {
 /// What one request got back.
 #[derive(Clone, Debug)]
 pub enum Reply {
-    Answered { status: u16, body: Value, replayed: bool },
+    Answered {
+        status: u16,
+        body: Value,
+        replayed: bool,
+    },
     /// No HTTP answer: refused connection, reset, timeout.
     Failed,
 }
@@ -157,14 +163,27 @@ impl RecordingClient {
     }
 }
 
-/// From the kill until the restarted server answered `/healthz`.
+/// The timestamp a server log line starts with (RFC 3339, UTC).
+pub fn log_time(line: &str) -> Option<DateTime<Utc>> {
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// From the kill until the restarted server answered `/healthz`, on the clients' clock and
+/// on the wall clock (the server log's).
 #[derive(Clone, Copy, Debug)]
 pub struct FaultWindow {
     pub start: Instant,
     pub end: Instant,
+    pub start_wall: DateTime<Utc>,
+    pub end_wall: DateTime<Utc>,
 }
 
 impl FaultWindow {
+    /// Whether a server log line was written during the window.
+    pub fn covers_log_line(&self, line: &str) -> bool {
+        log_time(line).is_some_and(|at| at >= self.start_wall && at <= self.end_wall)
+    }
+
     /// Whether the request was in flight at some moment of the window.
     pub fn overlaps(&self, record: &Record) -> bool {
         record.sent <= self.end && record.done >= self.start

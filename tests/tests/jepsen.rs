@@ -1,9 +1,9 @@
 //! A Jepsen-style run against the real binaries: one `capex-server` on a fresh database,
 //! two `capex-agent` processes (two providers, one host each, simulated GPUs) selling
 //! asks in two markets so that leases run and are metered by their signed reports, and
-//! 18 concurrent clients for 22 s mixing transfers between 12 funded buyers (with and
+//! 22 concurrent clients for 30 s mixing transfers between 12 funded buyers (with and
 //! without Idempotency-Key, some sent again with the same key), resting bids and their
-//! cancels, crossing bids that buy leases, job cancels and reads. 8 s in, the server is
+//! cancels, crossing bids that buy leases, job cancels and reads. 10 s in, the server is
 //! killed with SIGKILL and started again on the same database and port; agents and
 //! clients keep going and reconnect.
 //!
@@ -36,13 +36,13 @@ use uuid::Uuid;
 const MARKETS: [(&str, &str); 2] =
     [("H100-80GB", "H100,H100,H100,H100"), ("A100-80GB", "A100-80GB,A100-80GB,A100-80GB,A100-80GB")];
 const BUYERS: usize = 12;
-const TRANSFER_CLIENTS: usize = 8;
+const TRANSFER_CLIENTS: usize = 10;
 /// Per market: clients placing and cancelling resting bids.
-const RESTING_BID_CLIENTS: usize = 2;
+const RESTING_BID_CLIENTS: usize = 3;
 const READ_CLIENTS: usize = 2;
 /// How long the clients run, and when the server is killed.
-const LOAD: Duration = Duration::from_secs(22);
-const KILL_AFTER: Duration = Duration::from_secs(8);
+const LOAD: Duration = Duration::from_secs(30);
+const KILL_AFTER: Duration = Duration::from_secs(10);
 /// Bound on each client's loop, whatever the timing.
 const OPS_PER_CLIENT_MAX: usize = 3_000;
 /// A keyed request without a decision (no answer, or 5xx) is sent again with its key
@@ -187,7 +187,10 @@ async fn transfer_client(c: usize, client: RecordingClient, buyers: Arc<Vec<ApiU
         let key = rng.chance(65).then(|| Uuid::now_v7().to_string());
         let body = json!({"to_user": to.user_id, "amount": amount.to_string(), "memo": memo});
         let build = || {
-            keyed(client.client.post(client.url("/api/v1/transfers")).bearer_auth(&from.token).json(&body), key.as_ref())
+            keyed(
+                client.client.post(client.url("/api/v1/transfers")).bearer_auth(&from.token).json(&body),
+                key.as_ref(),
+            )
         };
         let reply = send_decided(&client, "POST /transfers", key.is_some(), build).await;
         let fate = fate_of(&reply, "transfer_id");
@@ -212,7 +215,8 @@ fn job(script: &str, tag: &str) -> Value {
 async fn cancel_order(client: &RecordingClient, user: &ApiUser, order_id: String, out: &mut Outcomes) {
     let url = client.url(&format!("/api/v1/orders/{order_id}"));
     // A cancel is safe to send again: a second one finds the order closed (409).
-    let reply = send_decided(client, "DELETE /orders", true, || client.client.delete(&url).bearer_auth(&user.token)).await;
+    let reply =
+        send_decided(client, "DELETE /orders", true, || client.client.delete(&url).bearer_auth(&user.token)).await;
     match reply.decided() {
         Some((200, ..)) => out.order_cancels.push(order_id),
         Some((409, ..)) | None => {}
@@ -220,26 +224,29 @@ async fn cancel_order(client: &RecordingClient, user: &ApiUser, order_id: String
     }
 }
 
-/// Places resting bids (below every ask) in `class` and cancels some of them.
+/// Places resting bids (below every ask) in `class` for any of the buyers, so that the
+/// matcher's batches and the transfers lock the same wallets, and cancels some of them.
 async fn resting_bid_client(
     c: usize,
     client: RecordingClient,
-    buyer: ApiUser,
+    buyers: Arc<Vec<ApiUser>>,
     class: &'static str,
     deadline: Instant,
 ) -> Outcomes {
     let mut rng = Rng::new(100 + c as u64);
     let mut out = Outcomes::default();
-    let mut open: Vec<String> = Vec::new();
+    let mut open: Vec<(usize, String)> = Vec::new();
     for n in 0..OPS_PER_CLIENT_MAX {
         if Instant::now() >= deadline {
             break;
         }
         if !open.is_empty() && rng.chance(30) {
-            let order_id = open.swap_remove(rng.below(open.len() as u64) as usize);
-            cancel_order(&client, &buyer, order_id, &mut out).await;
+            let (owner, order_id) = open.swap_remove(rng.below(open.len() as u64) as usize);
+            cancel_order(&client, &buyers[owner], order_id, &mut out).await;
             continue;
         }
+        let owner = rng.below(BUYERS as u64) as usize;
+        let buyer = &buyers[owner];
         let tag = format!("jepsen bid {class} {c}.{n}");
         let key = rng.chance(50).then(|| Uuid::now_v7().to_string());
         let body = json!({"side": "bid", "gpus": 1 + rng.below(2), "max_hours": "1",
@@ -250,7 +257,7 @@ async fn resting_bid_client(
         let fate = fate_of(&reply, "order_id");
         match &fate {
             Fate::Acked(id) => {
-                open.push(id.clone());
+                open.push((owner, id.clone()));
                 if key.is_some() && rng.chance(25) {
                     check_replay(&client, "POST /orders bid same key", build, "order_id", id, &mut out).await;
                 }
@@ -267,7 +274,7 @@ async fn resting_bid_client(
 async fn lease_client(
     c: usize,
     client: RecordingClient,
-    buyer: ApiUser,
+    buyers: Arc<Vec<ApiUser>>,
     class: &'static str,
     deadline: Instant,
 ) -> Outcomes {
@@ -277,6 +284,7 @@ async fn lease_client(
         if Instant::now() >= deadline {
             break;
         }
+        let buyer = &buyers[rng.below(BUYERS as u64) as usize];
         let tag = format!("jepsen lease {class} {c}.{n}");
         let key = rng.chance(50).then(|| Uuid::now_v7().to_string());
         let body = json!({"side": "bid", "gpus": 1, "max_hours": LEASE_MAX_HOURS, "price": LEASE_BID_PRICE,
@@ -338,14 +346,17 @@ async fn provider_client(
         let body = json!({"side": "ask", "host_id": host_id, "gpus": 1, "price": ASK_PRICE, "tif": "gtc",
                           "available_until": until});
         let url = client.url(&format!("/api/v1/markets/{class}/orders"));
-        let reply =
-            send_decided(&client, "POST /orders ask", false, || client.client.post(&url).bearer_auth(&provider.token).json(&body))
-                .await;
+        let reply = send_decided(&client, "POST /orders ask", false, || {
+            client.client.post(&url).bearer_auth(&provider.token).json(&body)
+        })
+        .await;
         let fate = fate_of(&reply, "order_id");
         match &fate {
             Fate::Acked(id) => open.push(id.clone()),
             // All GPUs offered or leased, or the host not live yet after the restart.
-            Fate::Refused(_, body) if ["not_enough_free_gpus", "host_not_live"].contains(&body["code"].as_str().unwrap_or("")) => {
+            Fate::Refused(_, body)
+                if ["not_enough_free_gpus", "host_not_live"].contains(&body["code"].as_str().unwrap_or("")) =>
+            {
                 tokio::time::sleep(Duration::from_millis(300)).await
             }
             Fate::Refused(status, body) => out.unexpected.push(format!("ask refused: {status} {body}")),
@@ -397,6 +408,27 @@ fn ceil6(d: Decimal) -> Decimal {
     d.round_dp_with_strategy(6, RoundingStrategy::ToPositiveInfinity)
 }
 
+/// A transfer in the journal, with the users on both sides.
+#[derive(Debug, sqlx::FromRow)]
+struct JournalTransfer {
+    memo: String,
+    transfer_id: Uuid,
+    amount: Decimal,
+    from_user: Option<Uuid>,
+    to_user: Option<Uuid>,
+}
+
+/// An order as stored, with the tag of its job (bids of this test).
+#[derive(Debug, sqlx::FromRow)]
+struct StoredOrder {
+    order_id: Uuid,
+    owner_id: Uuid,
+    class: String,
+    side: String,
+    status: String,
+    tag: Option<String>,
+}
+
 /// One lease with what the journal moved in and out of its escrow.
 #[derive(sqlx::FromRow)]
 struct LeaseMoney {
@@ -437,7 +469,8 @@ const LEASE_MONEY: &str = "
 fn check_lease_money(lease: &LeaseMoney, problems: &mut Vec<String>) {
     let id = lease.lease_id;
     let reserve = ceil6(lease.price * Decimal::from(lease.gpus) * lease.max_hours);
-    let metered = floor6(lease.price * Decimal::from(lease.gpus) * Decimal::from(lease.billed_ms) / Decimal::from(3_600_000));
+    let metered =
+        floor6(lease.price * Decimal::from(lease.gpus) * Decimal::from(lease.billed_ms) / Decimal::from(3_600_000));
     let expected_cost = metered.min(lease.escrow_in);
     let mut check = |ok: bool, what: String| {
         if !ok {
@@ -446,13 +479,37 @@ fn check_lease_money(lease: &LeaseMoney, problems: &mut Vec<String>) {
     };
     check(["exited", "cancelled", "max_duration", "host_lost"].contains(&lease.state.as_str()), "still active".into());
     check(lease.escrow_balance == Some(Decimal::ZERO), format!("escrow left {:?}", lease.escrow_balance));
-    check(lease.escrow_in == reserve && lease.escrow_in_all == reserve, format!("escrow got {} ({} in all), reserve {reserve}", lease.escrow_in, lease.escrow_in_all));
-    check(lease.cost == expected_cost, format!("cost {} but {} ms at {} x {} is {expected_cost}", lease.cost, lease.billed_ms, lease.price, lease.gpus));
-    check(lease.billed_out == lease.cost, format!("journal moved {} out as settlement+fee, cost {}", lease.billed_out, lease.cost));
-    check(lease.fee_out == lease.fee && lease.fee == floor6(lease.cost * FEE_RATE), format!("fee {} moved {} for cost {}", lease.fee, lease.fee_out, lease.cost));
-    check(lease.to_provider == lease.cost - lease.fee, format!("provider got {}, cost {} fee {}", lease.to_provider, lease.cost, lease.fee));
-    check(lease.refunded == lease.escrow_in - lease.cost, format!("refunded {} of escrow {} with cost {}", lease.refunded, lease.escrow_in, lease.cost));
-    check(lease.out_all == lease.billed_out + lease.refunded, format!("other moves out of escrow: {} in all", lease.out_all));
+    check(
+        lease.escrow_in == reserve && lease.escrow_in_all == reserve,
+        format!("escrow got {} ({} in all), reserve {reserve}", lease.escrow_in, lease.escrow_in_all),
+    );
+    check(
+        lease.cost == expected_cost,
+        format!(
+            "cost {} but {} ms at {} x {} is {expected_cost}",
+            lease.cost, lease.billed_ms, lease.price, lease.gpus
+        ),
+    );
+    check(
+        lease.billed_out == lease.cost,
+        format!("journal moved {} out as settlement+fee, cost {}", lease.billed_out, lease.cost),
+    );
+    check(
+        lease.fee_out == lease.fee && lease.fee == floor6(lease.cost * FEE_RATE),
+        format!("fee {} moved {} for cost {}", lease.fee, lease.fee_out, lease.cost),
+    );
+    check(
+        lease.to_provider == lease.cost - lease.fee,
+        format!("provider got {}, cost {} fee {}", lease.to_provider, lease.cost, lease.fee),
+    );
+    check(
+        lease.refunded == lease.escrow_in - lease.cost,
+        format!("refunded {} of escrow {} with cost {}", lease.refunded, lease.escrow_in, lease.cost),
+    );
+    check(
+        lease.out_all == lease.billed_out + lease.refunded,
+        format!("other moves out of escrow: {} in all", lease.out_all),
+    );
 }
 
 #[tokio::test]
@@ -496,7 +553,7 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
         .await?;
     }
 
-    // The load: 18 clients, each with its own connection pool.
+    // The load: 22 clients, each with its own connection pool.
     let history = History::default();
     let load_started = Instant::now();
     let deadline = load_started + LOAD;
@@ -509,10 +566,10 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
         for r in 0..RESTING_BID_CLIENTS {
             let c = m * RESTING_BID_CLIENTS + r;
             let client = RecordingClient::new(&base, &history)?;
-            clients.push(tokio::spawn(resting_bid_client(c, client, buyers[c % BUYERS].clone(), class, deadline)));
+            clients.push(tokio::spawn(resting_bid_client(c, client, buyers.clone(), class, deadline)));
         }
         let client = RecordingClient::new(&base, &history)?;
-        clients.push(tokio::spawn(lease_client(m, client, buyers[(BUYERS - 1 - m) % BUYERS].clone(), class, deadline)));
+        clients.push(tokio::spawn(lease_client(m, client, buyers.clone(), class, deadline)));
     }
     for (c, (provider, host_id, class)) in providers.iter().enumerate() {
         let client = RecordingClient::new(&base, &history)?;
@@ -527,9 +584,10 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
     // The fault: SIGKILL mid-run, then the same binary on the same database and port.
     tokio::time::sleep(KILL_AFTER).await;
     server.kill();
-    let killed_at = Instant::now();
+    let (killed_at, killed_wall) = (Instant::now(), chrono::Utc::now());
     let _server = start_logged_server(port, &env, &log).await?;
-    let window = FaultWindow { start: killed_at, end: Instant::now() };
+    let window =
+        FaultWindow { start: killed_at, end: Instant::now(), start_wall: killed_wall, end_wall: chrono::Utc::now() };
 
     let mut outcomes = Outcomes::default();
     for client in clients {
@@ -561,6 +619,12 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
     let figures = Figures::of(&records, Some(window));
     let deadlocks = log_lines_with(&log, "deadlock detected");
     let internal_errors = log_lines_with(&log, "internal error");
+    // The agents' requests (reports, assignments, acks, logs) are not in the history; the
+    // server logs every 5xx it answers, with the request's path.
+    let host_route_failures: Vec<String> = log_lines_with(&log, "response failed")
+        .into_iter()
+        .filter(|line| line.contains("path=/api/v1/hosts/") && !window.covers_log_line(line))
+        .collect();
     let leases: Vec<LeaseMoney> = sqlx::query_as(LEASE_MONEY).fetch_all(&pool).await?;
     let mut lease_states: BTreeMap<String, usize> = BTreeMap::new();
     for lease in &leases {
@@ -586,11 +650,12 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
         figures.server_errors_outside()
     );
     eprintln!(
-        "jepsen: server log: {} lines with 'deadlock detected', {} 'internal error' lines",
+        "jepsen: server log: {} lines with 'deadlock detected', {} 'internal error' lines, {} 5xx on the agents' routes",
         deadlocks.len(),
-        internal_errors.len()
+        internal_errors.len(),
+        host_route_failures.len()
     );
-    for line in internal_errors.iter().take(5) {
+    for line in internal_errors.iter().take(10) {
         eprintln!("  {line}");
     }
     eprintln!(
@@ -625,16 +690,16 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
 
     // 2. Transfers: each acknowledged one is in the journal once, by id, key and memo; one
     // without a decision at most once; none that no client made.
-    let journal: Vec<(String, Uuid, Decimal, Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
-        "select j.memo, j.transfer_id, j.amount, f.user_id, t.user_id from journal j
+    let journal: Vec<JournalTransfer> = sqlx::query_as(
+        "select j.memo, j.transfer_id, j.amount, f.user_id as from_user, t.user_id as to_user from journal j
          join accounts f on f.account_id = j.debit_account join accounts t on t.account_id = j.credit_account
          where j.kind = 'transfer'",
     )
     .fetch_all(&pool)
     .await?;
-    let mut by_memo: HashMap<&str, Vec<&(String, Uuid, Decimal, Option<Uuid>, Option<Uuid>)>> = HashMap::new();
+    let mut by_memo: HashMap<&str, Vec<&JournalTransfer>> = HashMap::new();
     for row in &journal {
-        by_memo.entry(row.0.as_str()).or_default().push(row);
+        by_memo.entry(row.memo.as_str()).or_default().push(row);
     }
     let keys: HashMap<(Uuid, String), String> = sqlx::query_as::<_, (Uuid, String, Option<String>)>(
         "select user_id, idempotency_key, response_body->>'transfer_id' from idempotency",
@@ -646,18 +711,21 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
     .collect();
     for op in &outcomes.transfers {
         let rows = by_memo.remove(op.memo.as_str()).unwrap_or_default();
-        let matches = |row: &&(String, Uuid, Decimal, Option<Uuid>, Option<Uuid>)| {
-            row.2 == op.amount && row.3 == Some(op.from) && row.4 == Some(op.to)
+        let matches = |row: &&JournalTransfer| {
+            row.amount == op.amount && row.from_user == Some(op.from) && row.to_user == Some(op.to)
         };
         match &op.fate {
             Fate::Acked(id) => {
-                if rows.len() != 1 || rows[0].1.to_string() != *id || !matches(&rows[0]) {
+                if rows.len() != 1 || rows[0].transfer_id.to_string() != *id || !matches(&rows[0]) {
                     problems.push(format!("acknowledged transfer {id} ({}) in the journal as {rows:?}", op.memo));
                 }
                 if let Some(key) = &op.key
                     && keys.get(&(op.from, key.clone())) != Some(id)
                 {
-                    problems.push(format!("acknowledged transfer {id}: its key {key} names {:?}", keys.get(&(op.from, key.clone()))));
+                    problems.push(format!(
+                        "acknowledged transfer {id}: its key {key} names {:?}",
+                        keys.get(&(op.from, key.clone()))
+                    ));
                 }
             }
             Fate::Refused(..) if !rows.is_empty() => {
@@ -675,22 +743,20 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
 
     // 3. Orders: each acknowledged one exists; a tagged bid at most once (exactly once if
     // acknowledged); each acknowledged cancel left its order cancelled or filled.
-    let orders: Vec<(Uuid, Uuid, String, String, String, Option<String>)> = sqlx::query_as(
-        "select order_id, owner_id, class, side, status, job->'env'->>'JEPSEN_TAG' from orders",
-    )
-    .fetch_all(&pool)
-    .await?;
-    let by_id: HashMap<String, &(Uuid, Uuid, String, String, String, Option<String>)> =
-        orders.iter().map(|o| (o.0.to_string(), o)).collect();
+    let orders: Vec<StoredOrder> =
+        sqlx::query_as("select order_id, owner_id, class, side, status, job->'env'->>'JEPSEN_TAG' as tag from orders")
+            .fetch_all(&pool)
+            .await?;
+    let by_id: HashMap<String, &StoredOrder> = orders.iter().map(|o| (o.order_id.to_string(), o)).collect();
     let mut tags: HashMap<&str, usize> = HashMap::new();
-    for tag in orders.iter().filter_map(|o| o.5.as_deref()) {
+    for tag in orders.iter().filter_map(|o| o.tag.as_deref()) {
         *tags.entry(tag).or_default() += 1;
     }
     for op in &outcomes.orders {
         let copies = op.tag.as_deref().map_or(0, |t| tags.get(t).copied().unwrap_or(0));
         match &op.fate {
             Fate::Acked(id) => match by_id.get(id) {
-                Some(o) if o.1 == op.owner && o.2 == op.class && o.3 == op.side => {
+                Some(o) if o.owner_id == op.owner && o.class == op.class && o.side == op.side => {
                     if op.tag.is_some() && copies != 1 {
                         problems.push(format!("acknowledged bid {id} stored {copies} times"));
                     }
@@ -703,7 +769,7 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
         }
     }
     for order_id in &outcomes.order_cancels {
-        let status = by_id.get(order_id).map(|o| o.4.as_str());
+        let status = by_id.get(order_id).map(|o| o.status.as_str());
         if !matches!(status, Some("cancelled" | "filled")) {
             problems.push(format!("acknowledged cancel of order {order_id}: the order is {status:?}"));
         }
@@ -747,8 +813,17 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
         problems.push(format!("invariants: {status} {report}"));
     }
 
+    // 6. No 5xx to the agents outside the window either (a deadlock behind a report that
+    // meters leases answers no client of this test, but shows here).
+    for line in host_route_failures.iter().take(20) {
+        problems.push(format!("server log: {line}"));
+    }
+
     eprintln!("jepsen: {} problems", problems.len());
     drop(agents);
+    if !problems.is_empty() {
+        eprintln!("jepsen: server log kept at {}", logs.keep().join("capex-server.log").display());
+    }
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     Ok(())
 }
