@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod jepsen;
 pub mod market;
 
 /// Where cargo put the workspace's binaries (`target/debug`), found from the test binary
