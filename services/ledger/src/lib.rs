@@ -19,7 +19,7 @@ pub use accounts::{
     wallet_account, wallet_summary,
 };
 pub use error::LedgerError;
-pub use history::{HISTORY_PAGE_MAX, HistoryCursor, LedgerLine, history};
+pub use history::{HISTORY_PAGE_MAX, HistoryCursor, HistoryPage, LedgerLine, history};
 pub use invariants::{InvariantReport, InvariantViolation, check_invariants};
 pub use transfer::{Transfer, TransferSpec, apply_to_balances, capture, hold, post_transfer, post_transfers, release};
 

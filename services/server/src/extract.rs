@@ -54,13 +54,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = inner.to_string();
         let message = message.split(" at line ").next().unwrap_or(&message).to_string();
         let field = if path == "." { missing_field_name(&message).unwrap_or_default() } else { path };
-        let code = credits_error_code(&message).unwrap_or(if message.starts_with("missing field") {
-            "missing_field"
-        } else if message.starts_with("unknown field") {
-            "unknown_field"
-        } else {
-            "invalid_field"
-        });
+        let code = credits_error_code(&message)
+            .or_else(|| crate::input::TextError::code_of(&message))
+            .or_else(|| crate::input::TimeOutOfRange::code_of(&message))
+            .unwrap_or(if message.starts_with("missing field") {
+                "missing_field"
+            } else if message.starts_with("unknown field") {
+                "unknown_field"
+            } else {
+                "invalid_field"
+            });
         let field = if field.is_empty() { unknown_field_name(&message).unwrap_or_default() } else { field };
         let error = ApiError::invalid(&field, code, format!("{field}: {message}"));
         if field.is_empty() { ApiError { field: None, ..error } } else { error }
