@@ -46,7 +46,8 @@ where
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
+        // A map key is part of the path: one holding a control character is named escaped.
+        let path = crate::input::printable(&err.path().to_string()).into_owned();
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {inner}"));

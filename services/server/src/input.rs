@@ -249,6 +249,16 @@ impl<'de> Deserialize<'de> for Time {
     }
 }
 
+/// `text` with its control characters escaped (`\u{0}`), fit to name a field in a problem.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect(),
+    )
+}
+
 /// Layer on every API route: refuses a request whose query string (names or values) or
 /// path holds a control character once percent-decoded, with 422 `invalid_text` naming the
 /// query parameter (or `path`). Handlers then never see one, whatever they bind it to.
@@ -268,7 +278,7 @@ fn uri_text_error(uri: &axum::http::Uri) -> Option<ApiError> {
     let query = uri.query()?;
     form_urlencoded::parse(query.as_bytes()).find(|(name, value)| has_control(name) || has_control(value)).map(
         |(name, _)| {
-            let field = name.escape_default().to_string();
+            let field = printable(&name).into_owned();
             ApiError::invalid(&field, "invalid_text", format!("query parameter {field} holds a control character"))
         },
     )
@@ -330,5 +340,6 @@ mod tests {
         assert_eq!(field("/api/v1/markets/H100%00/book"), Some("path".into()));
         assert_eq!(field("/api/v1/jobs?state=running&x=caf%C3%A9"), None);
         assert_eq!(field("/api/v1/jobs"), None);
+        assert_eq!(field("/api/v1/jobs?st%00ate=1"), Some("st\\u{0}ate".into()));
     }
 }
