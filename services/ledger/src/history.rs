@@ -29,17 +29,27 @@ pub struct LedgerLine {
 /// alone cannot mark where a page ended.
 pub type HistoryCursor = (i64, String);
 
+/// One page of a user's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub lines: Vec<LedgerLine>,
+    /// More lines follow the last one (read on with its cursor).
+    pub more: bool,
+}
+
 /// The user's journal lines, newest first, after the `before` cursor (the last line of
-/// the previous page).
+/// the previous page): at most `limit` (clamped to 1 to [`HISTORY_PAGE_MAX`]) of them,
+/// and whether more follow.
 pub async fn history(
     conn: &mut PgConnection,
     user_id: Uuid,
     before: Option<HistoryCursor>,
     limit: i64,
-) -> Result<Vec<LedgerLine>, LedgerError> {
+) -> Result<HistoryPage, LedgerError> {
     let (before_entry, before_direction) = before.unwrap_or((i64::MAX, "~".to_string()));
     let limit = limit.clamp(1, HISTORY_PAGE_MAX);
-    let lines = sqlx::query_as(
+    // One line past the page tells whether another page exists, also for a full-size page.
+    let mut lines: Vec<LedgerLine> = sqlx::query_as(
         "with mine as (select account_id, kind from accounts where user_id = $1)
          select * from (
              select j.entry_id, j.transfer_id, j.created_at, m.account_id, m.kind as account_kind,
@@ -59,8 +69,10 @@ pub async fn history(
     .bind(user_id)
     .bind(before_entry)
     .bind(before_direction)
-    .bind(limit)
+    .bind(limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(lines)
+    let more = lines.len() as i64 > limit;
+    lines.truncate(limit as usize);
+    Ok(HistoryPage { lines, more })
 }

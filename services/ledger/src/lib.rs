@@ -23,7 +23,7 @@ pub use accounts::{
     wallet_account, wallet_summary,
 };
 pub use error::LedgerError;
-pub use history::{HISTORY_PAGE_MAX, HistoryCursor, LedgerLine, history};
+pub use history::{HISTORY_PAGE_MAX, HistoryCursor, HistoryPage, LedgerLine, history};
 pub use invariants::{InvariantReport, InvariantViolation, check_invariants};
 pub use locking::{AccountSet, LockedAccounts, lock_accounts};
 pub use retry::{Retryable, lost_race, retrying};

@@ -46,7 +46,8 @@ where
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
+        // A map key is part of the path: one holding a control character is named escaped.
+        let path = crate::input::printable(&err.path().to_string()).into_owned();
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             return ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {inner}"));
@@ -54,13 +55,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = inner.to_string();
         let message = message.split(" at line ").next().unwrap_or(&message).to_string();
         let field = if path == "." { missing_field_name(&message).unwrap_or_default() } else { path };
-        let code = credits_error_code(&message).unwrap_or(if message.starts_with("missing field") {
-            "missing_field"
-        } else if message.starts_with("unknown field") {
-            "unknown_field"
-        } else {
-            "invalid_field"
-        });
+        let code = credits_error_code(&message)
+            .or_else(|| crate::input::TextError::code_of(&message))
+            .or_else(|| crate::input::TimeOutOfRange::code_of(&message))
+            .unwrap_or(if message.starts_with("missing field") {
+                "missing_field"
+            } else if message.starts_with("unknown field") {
+                "unknown_field"
+            } else {
+                "invalid_field"
+            });
         let field = if field.is_empty() { unknown_field_name(&message).unwrap_or_default() } else { field };
         let error = ApiError::invalid(&field, code, format!("{field}: {message}"));
         if field.is_empty() { ApiError { field: None, ..error } } else { error }

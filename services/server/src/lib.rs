@@ -10,6 +10,7 @@ pub mod extract;
 pub mod feed;
 pub mod hosts;
 pub mod idempotency;
+pub mod input;
 pub mod jobs;
 pub mod markets;
 pub mod openapi;

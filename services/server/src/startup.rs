@@ -158,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))
+        .route_layer(axum::middleware::from_fn(crate::input::refuse_control_text_in_uri))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))
         .route("/api/v1/{*rest}", axum::routing::any(api_not_found))
         .with_state(state);

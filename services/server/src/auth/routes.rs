@@ -11,6 +11,7 @@ use super::user::{AuthUser, UserView, create_user, find_user_by_email};
 use super::{api_keys, password};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
+use crate::input::Text;
 use crate::state::AppState;
 
 pub const PASSWORD_CHARS_MIN: usize = 8;
@@ -28,8 +29,10 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    pub email: String,
-    pub password: String,
+    #[schema(value_type = String)]
+    pub email: Text<EMAIL_CHARS_MAX>,
+    #[schema(value_type = String)]
+    pub password: Text<PASSWORD_CHARS_MAX>,
     /// "buyer" and/or "provider". Operators are created by configuration, not here.
     pub roles: Vec<Role>,
 }
@@ -74,7 +77,7 @@ pub(crate) async fn register(
     let mut roles = req.roles.clone();
     roles.dedup();
     let mut tx = state.pool.begin().await?;
-    let user = create_user(&mut tx, &email, req.password, &roles).await?;
+    let user = create_user(&mut tx, &email, req.password.into_string(), &roles).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
@@ -82,8 +85,10 @@ pub(crate) async fn register(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    pub email: String,
-    pub password: String,
+    #[schema(value_type = String)]
+    pub email: Text<EMAIL_CHARS_MAX>,
+    #[schema(value_type = String)]
+    pub password: Text<PASSWORD_CHARS_MAX>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -107,10 +112,10 @@ pub(crate) async fn login(
     let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password");
     let Some((user, hash)) = found else {
         // Spend the same time as a real check so response timing does not reveal which emails exist.
-        let _ = password::hash_password(req.password).await;
+        let _ = password::hash_password(req.password.into_string()).await;
         return Err(refused());
     };
-    if !password::verify_password(req.password, hash).await? {
+    if !password::verify_password(req.password.into_string(), hash).await? {
         return Err(refused());
     }
     let (token, exp) = state.jwt.issue(user.user_id).map_err(ApiError::internal)?;
@@ -122,7 +127,8 @@ pub(crate) async fn login(
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// A label to recognise the key by, e.g. "agent on rack 3".
-    pub name: String,
+    #[schema(value_type = String)]
+    pub name: Text<API_KEY_NAME_CHARS_MAX>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use super::refusal::Refusal;
 use crate::error::ApiError;
+use crate::input::TextKind;
 
 /// Most reports verified or written together.
 pub const REPORT_BATCH_MAX: usize = 512;
@@ -250,9 +251,26 @@ async fn load_keys(pool: &PgPool, host_ids: &[Uuid]) -> Result<Vec<(Uuid, Verify
         .collect())
 }
 
-/// Parses verified bytes and checks the payload's own shape (bounds, duplicates).
+/// Longest text in a report (a GPU's uuid or name, a lease's state), in characters.
+pub const REPORT_TEXT_CHARS_MAX: usize = 128;
+
+/// Every text field of a report: the input rules apply to each of them.
+fn report_text(report: &ReportPayload) -> impl Iterator<Item = (String, &str)> {
+    let gpus = report.gpus.iter().enumerate().flat_map(|(i, gpu)| {
+        [(format!("gpus[{i}].uuid"), gpu.uuid.as_str()), (format!("gpus[{i}].name"), gpu.name.as_str())]
+    });
+    let leases =
+        report.leases.iter().flatten().enumerate().map(|(i, l)| (format!("leases[{i}].state"), l.state.as_str()));
+    gpus.chain(leases)
+}
+
+/// Parses verified bytes and checks the payload's own shape (bounds, duplicates, text and
+/// times by the input rules: one bad report must never fail the batch it is written in).
 fn parse_report(payload: &[u8]) -> Result<ReportPayload, String> {
     let report: ReportPayload = serde_json::from_slice(payload).map_err(|err| format!("payload: {err}"))?;
+    for (field, time) in [("sent_at", report.sent_at), ("measured_at", report.measured_at)] {
+        crate::input::time_rules(time).map_err(|err| format!("{field}: {err}"))?;
+    }
     if report.seq > i64::MAX as u64 {
         return Err("seq is out of range".into());
     }
@@ -280,6 +298,10 @@ fn parse_report(payload: &[u8]) -> Result<ReportPayload, String> {
         if gpu.processes.len() > PROCESSES_PER_GPU_MAX {
             return Err(format!("gpus[{i}] lists more than {PROCESSES_PER_GPU_MAX} processes"));
         }
+    }
+    for (field, text) in report_text(&report) {
+        crate::input::text_rules(text, TextKind::Line, REPORT_TEXT_CHARS_MAX)
+            .map_err(|err| format!("{field}: {err}"))?;
     }
     Ok(report)
 }

@@ -15,9 +15,11 @@ use super::views::{HostView, load_host_view};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiJson;
+use crate::input::{self, TextKind};
 use crate::state::AppState;
 
 pub const HOST_NAME_CHARS_MAX: usize = 100;
+/// Longest GPU uuid, GPU name, PCI bus id, driver or CUDA version, in characters.
 pub const GPU_TEXT_CHARS_MAX: usize = 128;
 
 #[utoipa::path(post, path = "/api/v1/hosts", tag = "hosts", security(("bearer" = [])),
@@ -136,8 +138,36 @@ fn gpu_taken(inventory: &InventoryPayload, uuid: &str) -> ApiError {
         .with_field(format!("payload.gpus[{index}].uuid"))
 }
 
+/// Every text field of an inventory with its bound: the input rules apply to each of them.
+fn inventory_text(inventory: &InventoryPayload) -> Vec<(String, &str, usize)> {
+    let mut fields = vec![("payload.name".to_string(), inventory.name.as_str(), HOST_NAME_CHARS_MAX)];
+    for (field, text) in [("driver_version", &inventory.driver_version), ("cuda_version", &inventory.cuda_version)] {
+        if let Some(text) = text {
+            fields.push((format!("payload.{field}"), text.as_str(), GPU_TEXT_CHARS_MAX));
+        }
+    }
+    for (i, gpu) in inventory.gpus.iter().enumerate() {
+        fields.push((format!("payload.gpus[{i}].uuid"), gpu.uuid.as_str(), GPU_TEXT_CHARS_MAX));
+        fields.push((format!("payload.gpus[{i}].name"), gpu.name.as_str(), GPU_TEXT_CHARS_MAX));
+        if let Some(bus) = &gpu.pci_bus_id {
+            fields.push((format!("payload.gpus[{i}].pci_bus_id"), bus.as_str(), GPU_TEXT_CHARS_MAX));
+        }
+    }
+    fields
+}
+
 /// Shape rules for an inventory; all checked before anything is written.
 fn check_inventory(inventory: &InventoryPayload, skew_s: u64) -> Result<(), ApiError> {
+    if inventory.gpus.len() > GPUS_PER_HOST_MAX {
+        return Err(ApiError::invalid(
+            "payload.gpus",
+            "invalid_gpus",
+            format!("a host registers 1 to {GPUS_PER_HOST_MAX} GPUs"),
+        ));
+    }
+    for (field, text, chars_max) in inventory_text(inventory) {
+        input::check_text(&field, text, TextKind::Line, chars_max)?;
+    }
     let name = inventory.name.trim();
     if name.is_empty() || name.chars().count() > HOST_NAME_CHARS_MAX {
         return Err(ApiError::invalid(

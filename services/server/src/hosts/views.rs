@@ -353,6 +353,11 @@ pub(crate) fn telemetry_limit(query: &TelemetryQuery) -> Result<i64, ApiError> {
     Ok(limit)
 }
 
+/// The `since` of a telemetry query, checked against the times a client may send.
+pub(crate) fn telemetry_since(query: &TelemetryQuery) -> Result<Option<DateTime<Utc>>, ApiError> {
+    query.since.map(|since| crate::input::check_time("since", since)).transpose()
+}
+
 /// Per-GPU series from a host's stored (verified) reports in `window`, oldest first. The
 /// caller has checked that its user may read them.
 pub(crate) async fn read_telemetry(
@@ -406,7 +411,7 @@ pub(crate) async fn get_telemetry(
     let host_id = parse_host_id(path)?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = telemetry_limit(&query)?;
-    let since = query.since.unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(TELEMETRY_WINDOW_S));
+    let since = telemetry_since(&query)?.unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(TELEMETRY_WINDOW_S));
     let mut conn = state.pool.acquire().await?;
     owned_host(&mut conn, &auth, host_id).await?;
     let window = TelemetryWindow { since, until: None, gpu_uuids: None, limit };

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::settle::{self, Outbox};
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::input::OutputText;
 use crate::state::AppState;
 
 /// Longest an assignments poll waits for a change.
@@ -195,7 +196,9 @@ pub(crate) struct LogUpload {
 pub(crate) struct LogUploadChunk {
     /// stdout, stderr or system.
     stream: String,
-    text: String,
+    /// What the job printed; a NUL in it is stored as U+FFFD (see `input::OutputText`).
+    #[schema(value_type = String)]
+    text: OutputText,
 }
 
 /// The answer to a log upload.
@@ -245,7 +248,7 @@ pub(crate) async fn upload_logs(
     .ok_or_else(|| ApiError::not_found("lease"))?;
     let seqs: Vec<i64> = (first..first + n).collect();
     let streams: Vec<String> = upload.chunks.iter().map(|c| c.stream.clone()).collect();
-    let texts: Vec<String> = upload.chunks.iter().map(|c| c.text.replace('\0', "")).collect();
+    let texts: Vec<String> = upload.chunks.into_iter().map(|c| c.text.into_string()).collect();
     sqlx::query(
         "insert into lease_logs (lease_id, seq, stream, text)
          select $1, * from unnest($2::int8[], $3::text[], $4::text[])",

@@ -19,7 +19,9 @@ use uuid::Uuid;
 use super::settle::{self, Outbox};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::hosts::views::{Telemetry, TelemetryQuery, TelemetryWindow, read_telemetry, telemetry_limit};
+use crate::hosts::views::{
+    Telemetry, TelemetryQuery, TelemetryWindow, read_telemetry, telemetry_limit, telemetry_since,
+};
 use crate::state::AppState;
 
 /// Jobs per page at most.
@@ -286,9 +288,10 @@ pub(crate) async fn get_telemetry(
     let job_id = parse_job_id(&id)?;
     let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = telemetry_limit(&query)?;
+    let since = telemetry_since(&query)?;
     let job = load(&state, auth.user_id, job_id).await?;
     // `since` only narrows the lease's window (it pages through a long job), never widens it.
-    let since = query.since.map_or(job.created_at, |since| since.max(job.created_at));
+    let since = since.map_or(job.created_at, |since| since.max(job.created_at));
     let window = TelemetryWindow { since, until: job.ended_at, gpu_uuids: Some(&job.gpu_uuids), limit };
     let mut conn = state.pool.acquire().await?;
     Ok(Json(read_telemetry(&mut conn, job.host_id, &window).await?))

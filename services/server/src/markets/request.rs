@@ -15,15 +15,18 @@ use uuid::Uuid;
 
 use super::money::{MS_PER_HOUR, reserve};
 use crate::error::ApiError;
+use crate::input::{Text, TextBlock, Time};
 
 /// Most GPUs one order may ask for or offer.
 pub(crate) const ORDER_GPUS_MAX: i64 = 64;
 /// Decimal places a bid's `max_hours` may have (0.001 h = 3.6 s: a whole number of ms).
 pub(crate) const MAX_HOURS_SCALE_MAX: u32 = 3;
-/// Bounds on a bid's job spec.
+/// Bounds on a bid's job spec: arguments of the command, characters of one argument or
+/// environment value, variables, characters of a variable's name and of the image.
 pub(crate) const JOB_ARGS_MAX: usize = 256;
 pub(crate) const JOB_ARG_CHARS_MAX: usize = 4096;
 pub(crate) const JOB_ENV_MAX: usize = 128;
+pub(crate) const JOB_ENV_NAME_CHARS_MAX: usize = 256;
 pub(crate) const JOB_IMAGE_CHARS_MAX: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -58,18 +61,23 @@ impl TimeInForce {
     }
 }
 
-/// What to run on the GPUs a bid wins.
+/// What to run on the GPUs a bid wins. Its text is checked as it is parsed (no control
+/// characters but tabs and line breaks in arguments and values, none in names and the
+/// image; each bounded), so a bad job is refused alone and never reaches a matcher batch.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Program and arguments; at least the program.
-    pub command: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub command: Vec<TextBlock<JOB_ARG_CHARS_MAX>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub env: BTreeMap<Text<JOB_ENV_NAME_CHARS_MAX>, TextBlock<JOB_ARG_CHARS_MAX>>,
     /// Container image; without it the host runs the command as a plain process (where its
     /// owner allows that).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub image: Option<Text<JOB_IMAGE_CHARS_MAX>>,
 }
 
 /// A bid (`side: "bid"`: gpus, max_hours, price, tif, job) or an ask (`side: "ask"`:
@@ -87,7 +95,8 @@ pub struct OrderRequest {
     pub max_hours: Option<Value>,
     pub job: Option<JobSpec>,
     pub host_id: Option<Uuid>,
-    pub available_until: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub available_until: Option<Time>,
 }
 
 #[derive(Debug, Clone)]
@@ -196,16 +205,15 @@ fn check_job(job: &JobSpec) -> Result<(), ApiError> {
     if job.command.is_empty() || job.command[0].trim().is_empty() {
         return Err(ApiError::invalid("job.command", "invalid_job", "job.command needs at least the program"));
     }
-    if job.command.len() > JOB_ARGS_MAX || job.command.iter().any(|a| a.chars().count() > JOB_ARG_CHARS_MAX) {
+    // Each argument's, name's and value's characters and length were checked as they were parsed.
+    if job.command.len() > JOB_ARGS_MAX {
         return Err(ApiError::invalid(
             "job.command",
             "invalid_job",
             format!("job.command has at most {JOB_ARGS_MAX} arguments of at most {JOB_ARG_CHARS_MAX} characters"),
         ));
     }
-    if job.env.len() > JOB_ENV_MAX
-        || job.env.iter().any(|(k, v)| k.is_empty() || k.contains('=') || v.chars().count() > JOB_ARG_CHARS_MAX)
-    {
+    if job.env.len() > JOB_ENV_MAX || job.env.keys().any(|k| k.is_empty() || k.contains('=')) {
         return Err(ApiError::invalid(
             "job.env",
             "invalid_job",
@@ -213,7 +221,7 @@ fn check_job(job: &JobSpec) -> Result<(), ApiError> {
         ));
     }
     if let Some(image) = &job.image
-        && (image.trim().is_empty() || image.chars().count() > JOB_IMAGE_CHARS_MAX)
+        && image.trim().is_empty()
     {
         return Err(ApiError::invalid("job.image", "invalid_job", "job.image must be a non-empty image reference"));
     }
@@ -248,7 +256,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
             let host_id = required(req.host_id, "host_id")?;
             let gpus = parse_gpus(req.gpus)?;
             let price = parse_price(req.price.as_ref())?;
-            let available_until = required(req.available_until, "available_until")?;
+            let available_until = required(req.available_until, "available_until")?.get();
             if available_until <= now {
                 return Err(ApiError::invalid(
                     "available_until",

@@ -17,8 +17,9 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, IdempotencyKey};
 use crate::idempotency;
+use crate::input::Text;
 use crate::state::AppState;
-use crate::wallet::{TransferView, check_memo, positive_amount, user_exists};
+use crate::wallet::{MEMO_CHARS_MAX, TransferView, positive_amount, user_exists};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,7 +36,8 @@ pub struct MintRequest {
     #[schema(value_type = String, example = "1000")]
     pub amount: Credits,
     #[serde(default)]
-    pub memo: String,
+    #[schema(value_type = String)]
+    pub memo: Text<MEMO_CHARS_MAX>,
 }
 
 #[utoipa::path(post, path = "/api/v1/operator/mint", tag = "operator", request_body = MintRequest,
@@ -51,7 +53,6 @@ pub(crate) async fn mint(
 ) -> ApiResult<Response> {
     auth.require(Role::Operator)?;
     let amount = positive_amount("amount", req.amount)?;
-    check_memo(&req.memo)?;
     let hash = idempotency::request_hash("POST /api/v1/operator/mint", &req);
     if let Some(replayed) = idempotency::replay(&state.pool, auth.user_id, &key, &hash).await? {
         return Ok(replayed);

@@ -15,6 +15,7 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, IdempotencyKey};
 use crate::idempotency;
+use crate::input::Text;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -109,15 +110,11 @@ pub(crate) async fn get_ledger(
         );
     }
     let mut conn = state.pool.acquire().await?;
-    // One extra line tells whether another page exists.
-    let mut lines = capex_ledger::history(&mut conn, auth.user_id, before, limit + 1).await?;
-    let next_cursor = if lines.len() as i64 > limit {
-        lines.truncate(limit as usize);
-        lines.last().map(|l| format!("{}.{}", l.entry_id, l.direction))
-    } else {
-        None
-    };
-    let items = lines
+    let page = capex_ledger::history(&mut conn, auth.user_id, before, limit).await?;
+    let next_cursor =
+        if page.more { page.lines.last().map(|l| format!("{}.{}", l.entry_id, l.direction)) } else { None };
+    let items = page
+        .lines
         .into_iter()
         .map(|l| LedgerLineView {
             entry_id: l.entry_id,
@@ -143,7 +140,8 @@ pub struct TransferRequest {
     #[schema(value_type = String, example = "25.5")]
     pub amount: Credits,
     #[serde(default)]
-    pub memo: String,
+    #[schema(value_type = String)]
+    pub memo: Text<MEMO_CHARS_MAX>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -164,17 +162,6 @@ pub fn positive_amount(field: &str, amount: Credits) -> Result<Credits, ApiError
     Credits::positive(amount.as_decimal()).map_err(|err| ApiError::credits(field, err))
 }
 
-pub fn check_memo(memo: &str) -> Result<(), ApiError> {
-    if memo.chars().count() > MEMO_CHARS_MAX {
-        return Err(ApiError::invalid(
-            "memo",
-            "memo_too_long",
-            format!("memo must be at most {MEMO_CHARS_MAX} characters"),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn user_exists(pool: &sqlx::PgPool, user_id: Uuid) -> Result<bool, ApiError> {
     Ok(sqlx::query_scalar::<_, bool>("select exists (select 1 from users where user_id = $1)")
         .bind(user_id)
@@ -193,7 +180,6 @@ pub(crate) async fn create_transfer(
     ApiJson(req): ApiJson<TransferRequest>,
 ) -> ApiResult<Response> {
     let amount = positive_amount("amount", req.amount)?;
-    check_memo(&req.memo)?;
     if req.to_user == auth.user_id {
         return Err(ApiError::invalid("to_user", "same_account", "cannot transfer to yourself"));
     }
@@ -213,7 +199,7 @@ pub(crate) async fn create_transfer(
         let to = wallet_account(&mut tx, req.to_user).await?;
         let transfer = post_transfer(
             &mut tx,
-            TransferSpec { from, to, amount, kind: "transfer".into(), memo: req.memo.clone(), idempotency_key: None },
+            TransferSpec { from, to, amount, kind: "transfer".into(), memo: req.memo.to_string(), idempotency_key: None },
         )
         .await?;
         let view = TransferView {

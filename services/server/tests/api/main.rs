@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod auth;
+mod edge;
 mod feed;
 mod hardening;
 mod helpers;
