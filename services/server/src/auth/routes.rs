@@ -28,9 +28,13 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
     /// "buyer" and/or "provider". Operators are created by configuration, not here.
+    #[schema(min_items = 1)]
     pub roles: Vec<Role>,
 }
 
@@ -121,7 +125,8 @@ pub(crate) async fn login(
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
-    /// A label to recognise the key by, e.g. "agent on rack 3".
+    /// A label to recognise the key by, e.g. "agent on rack 3": 1 to 100 characters, not all blank.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
 }
 

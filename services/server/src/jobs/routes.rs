@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -18,6 +17,7 @@ use uuid::Uuid;
 use super::settle::{self, Outbox};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::params::{ApiPath, ApiQuery};
 use crate::hosts::views::{Telemetry, TelemetryQuery, TelemetryWindow, read_telemetry, telemetry_limit};
 use crate::state::AppState;
 
@@ -186,7 +186,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     auth: AuthUser,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<JobPage>> {
     let limit = q.limit.unwrap_or(50).clamp(1, JOBS_PAGE_MAX);
     let mut rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -215,7 +215,7 @@ pub(crate) async fn list_jobs(
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(load(&state, auth.user_id, parse_job_id(&id)?).await?))
 }
@@ -225,6 +225,7 @@ pub(crate) struct LogQuery {
     /// Lines after this sequence number (default: from the start).
     after: Option<i64>,
     /// Wait up to this many seconds (at most 25; `true` = 25) for new lines if there are none.
+    #[param(pattern = "^(true|false|[0-9]{1,19})?$")]
     follow: Option<String>,
     limit: Option<i64>,
 }
@@ -234,15 +235,16 @@ pub(crate) struct LogQuery {
 pub(crate) async fn get_logs(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<LogPage>> {
     let job_id = parse_job_id(&id)?;
     let follow_s = match q.follow.as_deref() {
         None | Some("false") | Some("0") | Some("") => 0,
         Some("true") => LOG_FOLLOW_S_MAX,
         Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError::invalid("follow", "invalid_query", "follow is true, false or a number of seconds")
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "follow is true, false or a number of seconds")
+                .with_field("follow")
         })?,
     }
     .min(LOG_FOLLOW_S_MAX);
@@ -279,11 +281,10 @@ pub(crate) async fn get_logs(
 pub(crate) async fn get_telemetry(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
-    query: Result<Query<TelemetryQuery>, QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TelemetryQuery>,
 ) -> ApiResult<Json<Telemetry>> {
     let job_id = parse_job_id(&id)?;
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = telemetry_limit(&query)?;
     let job = load(&state, auth.user_id, job_id).await?;
     // `since` only narrows the lease's window (it pages through a long job), never widens it.
@@ -300,7 +301,7 @@ pub(crate) async fn get_telemetry(
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     let job_id = parse_job_id(&id)?;
     let mut tx = state.pool.begin().await?;
