@@ -50,7 +50,9 @@ fn parse_email(raw: &str) -> Result<String, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = UserView),
+        (status = 403, body = Problem, description = "forbidden_role: the operator role cannot be self-assigned"),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
