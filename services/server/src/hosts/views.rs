@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::capacity::LIVE_SQL;
 use crate::auth::AuthUser;
-use crate::params::ApiQuery;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::params::ApiQuery;
 use crate::state::AppState;
 
 /// A host as its owner sees it.

@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::settle::{self, Outbox};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::params::{ApiPath, ApiQuery};
 use crate::hosts::views::{Telemetry, TelemetryQuery, TelemetryWindow, read_telemetry, telemetry_limit};
+use crate::params::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// Jobs per page at most.

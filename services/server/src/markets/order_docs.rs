@@ -41,11 +41,17 @@ pub(super) struct BidOrder {
     #[schema(minimum = 1, maximum = 64)]
     gpus: i64,
     /// Credits per GPU-hour: a decimal string greater than zero with at most 6 decimals.
-    #[schema(example = "2.5", pattern = r"^(?:[1-9][0-9]{0,11}(?:\.[0-9]{1,6})?|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$")]
+    #[schema(
+        example = "2.5",
+        pattern = r"^(?:[1-9][0-9]{0,11}(?:\.[0-9]{1,6})?|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$"
+    )]
     price: String,
     /// Hours: a decimal string greater than zero with at most 3 decimals, at most the
     /// server's `CAPEX_MAX_HOURS` (168 by default).
-    #[schema(example = "1.5", pattern = r"^(?:[1-9][0-9]{0,2}(?:\.[0-9]{1,3})?|0\.(?:[1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$")]
+    #[schema(
+        example = "1.5",
+        pattern = r"^(?:[1-9][0-9]{0,2}(?:\.[0-9]{1,3})?|0\.(?:[1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$"
+    )]
     max_hours: String,
     /// Default gtc.
     #[serde(default)]
@@ -65,7 +71,10 @@ pub(super) struct AskOrder {
     #[schema(minimum = 1, maximum = 64)]
     gpus: i64,
     /// Credits per GPU-hour: a decimal string greater than zero with at most 6 decimals.
-    #[schema(example = "2.5", pattern = r"^(?:[1-9][0-9]{0,11}(?:\.[0-9]{1,6})?|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$")]
+    #[schema(
+        example = "2.5",
+        pattern = r"^(?:[1-9][0-9]{0,11}(?:\.[0-9]{1,6})?|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$"
+    )]
     price: String,
     /// Must be in the future.
     available_until: DateTime<Utc>,
@@ -115,7 +124,8 @@ mod tests {
 
     #[test]
     fn documented_bids_are_accepted() {
-        for (price, hours, gpus) in [("0.000001", "0.001", 1), ("999999999999.999999", "0.001", 1), ("2.5", "168", 64)] {
+        for (price, hours, gpus) in [("0.000001", "0.001", 1), ("999999999999.999999", "0.001", 1), ("2.5", "168", 64)]
+        {
             both_parse::<BidOrder>(json!({"side": "bid", "gpus": gpus, "price": price, "max_hours": hours,
                 "job": {"command": ["python"]}}));
         }
@@ -135,6 +145,14 @@ mod tests {
         assert_eq!(refs, ["#/components/schemas/BidOrder", "#/components/schemas/AskOrder"]);
         let bid = serde_json::to_value(BidOrder::schema()).unwrap();
         assert_eq!(bid["additionalProperties"], false);
-        assert_eq!(bid["properties"]["side"]["enum"], json!(["bid"]));
+        assert_eq!(bid["properties"]["side"]["$ref"], "#/components/schemas/BidSide");
+        assert_eq!(serde_json::to_value(BidSide::schema()).unwrap()["enum"], json!(["bid"]));
+        assert_eq!(serde_json::to_value(AskSide::schema()).unwrap()["enum"], json!(["ask"]));
+        let mut components = Vec::new();
+        OrderRequest::schemas(&mut components);
+        let names: Vec<&str> = components.iter().map(|(name, _)| name.as_str()).collect();
+        for name in ["BidOrder", "AskOrder", "BidSide", "AskSide", "JobSpec", "TimeInForce"] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
     }
 }

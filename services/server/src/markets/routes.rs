@@ -228,7 +228,10 @@ pub(crate) async fn list_markets(State(state): State<AppState>) -> ApiResult<Jso
 #[utoipa::path(get, path = "/api/v1/markets/{class}/book", tag = "markets",
     params(("class" = String, Path, description = "GPU class")),
     responses((status = 200, body = BookView), (status = 404, body = Problem)))]
-pub(crate) async fn get_book(State(state): State<AppState>, ApiPath(class): ApiPath<String>) -> ApiResult<Json<BookView>> {
+pub(crate) async fn get_book(
+    State(state): State<AppState>,
+    ApiPath(class): ApiPath<String>,
+) -> ApiResult<Json<BookView>> {
     class::require_known(&state.pool, &state.config.market_classes, &class).await?;
     // A market without a running matcher has no open orders (startup starts one for each
     // market that has), so its book is empty.

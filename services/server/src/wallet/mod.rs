@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::params::ApiQuery;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, IdempotencyKey};
 use crate::idempotency;
+use crate::params::ApiQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

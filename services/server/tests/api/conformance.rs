@@ -149,8 +149,7 @@ async fn the_openapi_document_documents_401_and_problem_json_errors(pool: sqlx::
                 let content: Vec<&String> = response["content"].as_object().unwrap().keys().collect();
                 assert_eq!(content, ["application/problem+json"], "{method} {path} {status}");
                 assert_eq!(
-                    response["content"]["application/problem+json"]["schema"]["$ref"],
-                    "#/components/schemas/Problem",
+                    response["content"]["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem",
                     "{method} {path} {status}"
                 );
             }
