@@ -18,12 +18,14 @@ pub const REPORT_DOMAIN: &[u8] = b"capex/report/v1";
 pub const INVENTORY_DOMAIN: &[u8] = b"capex/inventory/v1";
 
 /// The signed wire form of a report or inventory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedEnvelope {
     /// base64 (standard alphabet, padded) of the JSON payload bytes.
+    #[schema(pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub payload: String,
     /// base64 of the 64-byte ed25519 signature over `domain || payload bytes`.
+    #[schema(pattern = r"^[A-Za-z0-9+/]{85}[AQgw]==$")]
     pub signature: String,
 }
 

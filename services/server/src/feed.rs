@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -77,7 +77,7 @@ pub struct StreamQuery {
         (status = 401, body = crate::error::Problem)))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    Query(query): Query<StreamQuery>,
+    crate::params::ApiQuery(query): crate::params::ApiQuery<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let viewer = match &query.token {
         Some(token) => Some(authenticate(&state, token).await?.user_id),

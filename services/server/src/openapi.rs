@@ -3,6 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::problem_docs::ProblemResponses;
 use crate::{auth, error, hosts, markets, operator, wallet};
 
 #[derive(OpenApi)]
@@ -22,7 +23,7 @@ use crate::{auth, error, hosts, markets, operator, wallet};
         crate::startup::healthz, crate::feed::stream,
     ),
     components(schemas(error::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     tags(
         (name = "auth", description = "Accounts, login tokens, API keys"),
         (name = "wallet", description = "Balances, ledger history, transfers"),

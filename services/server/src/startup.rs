@@ -22,6 +22,7 @@ use crate::config::{Config, JWT_SECRET_BYTES_MIN};
 use crate::error::ApiError;
 use crate::markets::Markets;
 use crate::openapi::ApiDoc;
+use crate::routing_problems::api_not_found;
 use crate::state::AppState;
 use crate::{auth, hosts, markets, operator, pgcluster, telemetry, wallet};
 
@@ -160,7 +161,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(telemetry::metrics_endpoint))
         .route_layer(axum::middleware::from_fn(crate::input::refuse_control_text_in_uri))
         .route_layer(axum::middleware::from_fn(telemetry::track_http))
-        .route("/api/v1/{*rest}", axum::routing::any(api_not_found))
+        .route("/api", axum::routing::any(api_not_found))
+        .route("/api/", axum::routing::any(api_not_found))
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
         .with_state(state);
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
@@ -168,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback_service(ServeDir::new(web_dir).fallback(ServeFile::new(index)))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn(crate::routing_problems::method_not_allowed_problem))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -185,8 +189,4 @@ pub(crate) async fn healthz(
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "database unreachable")
     })?;
     Ok("ok")
-}
-
-async fn api_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no API route matches this path and method")
 }

@@ -29,11 +29,13 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, format = Email, max_length = 254)]
     pub email: Text<EMAIL_CHARS_MAX>,
-    #[schema(value_type = String)]
+    /// 8 to 256 characters.
+    #[schema(value_type = String, min_length = 8, max_length = 256)]
     pub password: Text<PASSWORD_CHARS_MAX>,
     /// "buyer" and/or "provider". Operators are created by configuration, not here.
+    #[schema(min_items = 1)]
     pub roles: Vec<Role>,
 }
 
@@ -49,7 +51,9 @@ fn parse_email(raw: &str) -> Result<String, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 201, body = UserView),
+        (status = 403, body = Problem, description = "forbidden_role: the operator role cannot be self-assigned"),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub(crate) async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
@@ -126,8 +130,8 @@ pub(crate) async fn login(
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
-    /// A label to recognise the key by, e.g. "agent on rack 3".
-    #[schema(value_type = String)]
+    /// A label to recognise the key by, e.g. "agent on rack 3": 1 to 100 characters, not all blank.
+    #[schema(value_type = String, min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: Text<API_KEY_NAME_CHARS_MAX>,
 }
 

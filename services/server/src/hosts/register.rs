@@ -23,7 +23,7 @@ pub const HOST_NAME_CHARS_MAX: usize = 100;
 pub const GPU_TEXT_CHARS_MAX: usize = 128;
 
 #[utoipa::path(post, path = "/api/v1/hosts", tag = "hosts", security(("bearer" = [])),
-    request_body(content = String, description = "A signed envelope: {\"payload\": base64(JSON InventoryPayload), \"signature\": base64(ed25519 over 'capex/inventory/v1' || payload)} signed by the host key named in the payload"),
+    request_body(content = capex_core::report::SignedEnvelope, description = "A signed envelope: {\"payload\": base64(JSON InventoryPayload), \"signature\": base64(ed25519 over 'capex/inventory/v1' || payload)} signed by the host key named in the payload"),
     responses(
         (status = 201, body = HostView, description = "Registered"),
         (status = 200, body = HostView, description = "This key was already registered by you: the existing host"),

@@ -32,7 +32,7 @@ pub struct ReportReceipt {
 
 #[utoipa::path(post, path = "/api/v1/hosts/{host_id}/reports", tag = "hosts",
     params(("host_id" = Uuid, Path, description = "The reporting host")),
-    request_body(content = String, description = "A signed envelope: {\"payload\": base64(JSON ReportPayload), \"signature\": base64(ed25519 over 'capex/report/v1' || payload)}"),
+    request_body(content = capex_core::report::SignedEnvelope, description = "A signed envelope: {\"payload\": base64(JSON ReportPayload), \"signature\": base64(ed25519 over 'capex/report/v1' || payload)}"),
     responses(
         (status = 200, body = ReportReceipt, description = "Accepted, or a no-op repeat of the last accepted report"),
         (status = 400, body = Problem, description = "invalid_envelope, invalid_base64"),

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::capacity::LIVE_SQL;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::params::ApiQuery;
 use crate::state::AppState;
 
 /// A host as its owner sees it.
@@ -231,6 +232,7 @@ pub struct HostListQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,
     /// Hosts per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -248,9 +250,8 @@ pub const HOST_PAGE_DEFAULT: i64 = 50;
 pub(crate) async fn list_hosts(
     State(state): State<AppState>,
     auth: AuthUser,
-    query: Result<Query<HostListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<HostListQuery>,
 ) -> ApiResult<Json<HostPage>> {
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = query.limit.unwrap_or(HOST_PAGE_DEFAULT);
     if !(1..=HOST_PAGE_MAX).contains(&limit) {
         return Err(
@@ -298,6 +299,7 @@ pub struct TelemetryQuery {
     /// Only samples measured after this time (RFC 3339). Default: the last hour.
     pub since: Option<DateTime<Utc>>,
     /// Most reports to read, 1 to 2000 (default 500).
+    #[param(minimum = 1, maximum = 2000)]
     pub limit: Option<i64>,
 }
 
@@ -406,10 +408,9 @@ pub(crate) async fn get_telemetry(
     State(state): State<AppState>,
     auth: AuthUser,
     path: Result<Path<Uuid>, PathRejection>,
-    query: Result<Query<TelemetryQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<TelemetryQuery>,
 ) -> ApiResult<Json<Telemetry>> {
     let host_id = parse_host_id(path)?;
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = telemetry_limit(&query)?;
     let since = telemetry_since(&query)?.unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(TELEMETRY_WINDOW_S));
     let mut conn = state.pool.acquire().await?;
@@ -423,6 +424,7 @@ pub struct ReportListQuery {
     /// `next_cursor` of the previous page: only reports with a lower sequence number.
     pub cursor: Option<i64>,
     /// Reports per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -468,10 +470,9 @@ pub(crate) async fn list_reports(
     State(state): State<AppState>,
     auth: AuthUser,
     path: Result<Path<Uuid>, PathRejection>,
-    query: Result<Query<ReportListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ReportListQuery>,
 ) -> ApiResult<Json<ReportPage>> {
     let host_id = parse_host_id(path)?;
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = query.limit.unwrap_or(REPORT_PAGE_DEFAULT);
     if !(1..=REPORT_PAGE_MAX).contains(&limit) {
         return Err(

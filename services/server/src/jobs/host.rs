@@ -8,8 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use capex_core::report::{
@@ -24,6 +23,7 @@ use uuid::Uuid;
 use super::settle::{self, Outbox};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::input::OutputText;
+use crate::params::{ApiBytes, ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// Longest an assignments poll waits for a change.
@@ -119,8 +119,8 @@ async fn active_leases(state: &AppState, host_id: Uuid) -> Result<Vec<Assignment
     responses((status = 200, body = Assignments), (status = 401, body = Problem, description = "host_signature_missing, invalid_host_signature, host_time_skew")))]
 pub(crate) async fn assignments(
     State(state): State<AppState>,
-    Path(host_id): Path<Uuid>,
-    Query(q): Query<AssignmentsQuery>,
+    ApiPath(host_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<AssignmentsQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Assignments>> {
     let path = format!("/api/v1/hosts/{host_id}/assignments");
@@ -165,13 +165,12 @@ pub struct AckReceipt {
 
 #[utoipa::path(post, path = "/api/v1/hosts/{host_id}/leases/{lease_id}/ack", tag = "hosts",
     params(("host_id" = Uuid, Path, description = "The host"), ("lease_id" = Uuid, Path, description = "The lease")),
-    request_body(content = String, description = "Empty; the signature covers it"),
     responses((status = 200, body = AckReceipt), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub(crate) async fn ack(
     State(state): State<AppState>,
-    Path((host_id, lease_id)): Path<(Uuid, Uuid)>,
+    ApiPath((host_id, lease_id)): ApiPath<(Uuid, Uuid)>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<AckReceipt>> {
     let path = format!("/api/v1/hosts/{host_id}/leases/{lease_id}/ack");
     authenticate_host(&state, host_id, "POST", &path, &headers, &body).await?;
@@ -215,9 +214,9 @@ pub struct LogReceipt {
         (status = 413, body = Problem, description = "logs_too_large"), (status = 422, body = Problem)))]
 pub(crate) async fn upload_logs(
     State(state): State<AppState>,
-    Path((host_id, lease_id)): Path<(Uuid, Uuid)>,
+    ApiPath((host_id, lease_id)): ApiPath<(Uuid, Uuid)>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<LogReceipt>> {
     if body.len() > LOG_UPLOAD_BYTES_MAX {
         return Err(ApiError::new(

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use capex_ledger::retrying;
 use chrono::{DateTime, Utc};
@@ -22,6 +21,7 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::hosts::views::{
     Telemetry, TelemetryQuery, TelemetryWindow, read_telemetry, telemetry_limit, telemetry_since,
 };
+use crate::params::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 /// Jobs per page at most.
@@ -189,7 +189,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     auth: AuthUser,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<JobPage>> {
     let limit = q.limit.unwrap_or(50).clamp(1, JOBS_PAGE_MAX);
     let mut rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -218,7 +218,7 @@ pub(crate) async fn list_jobs(
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     Ok(Json(load(&state, auth.user_id, parse_job_id(&id)?).await?))
 }
@@ -228,6 +228,7 @@ pub(crate) struct LogQuery {
     /// Lines after this sequence number (default: from the start).
     after: Option<i64>,
     /// Wait up to this many seconds (at most 25; `true` = 25) for new lines if there are none.
+    #[param(pattern = "^(true|false|[0-9]{1,19})?$")]
     follow: Option<String>,
     limit: Option<i64>,
 }
@@ -237,15 +238,16 @@ pub(crate) struct LogQuery {
 pub(crate) async fn get_logs(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<LogPage>> {
     let job_id = parse_job_id(&id)?;
     let follow_s = match q.follow.as_deref() {
         None | Some("false") | Some("0") | Some("") => 0,
         Some("true") => LOG_FOLLOW_S_MAX,
         Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError::invalid("follow", "invalid_query", "follow is true, false or a number of seconds")
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "follow is true, false or a number of seconds")
+                .with_field("follow")
         })?,
     }
     .min(LOG_FOLLOW_S_MAX);
@@ -282,11 +284,10 @@ pub(crate) async fn get_logs(
 pub(crate) async fn get_telemetry(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
-    query: Result<Query<TelemetryQuery>, QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TelemetryQuery>,
 ) -> ApiResult<Json<Telemetry>> {
     let job_id = parse_job_id(&id)?;
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let limit = telemetry_limit(&query)?;
     let since = telemetry_since(&query)?;
     let job = load(&state, auth.user_id, job_id).await?;
@@ -304,7 +305,7 @@ pub(crate) async fn get_telemetry(
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     let job_id = parse_job_id(&id)?;
     let outbox = retrying("cancel_job", || cancel_lease(&state.pool, auth.user_id, job_id)).await?;

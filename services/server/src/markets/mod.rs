@@ -12,6 +12,7 @@ mod class;
 mod literal;
 mod matcher;
 mod money;
+mod order_docs;
 mod ownership;
 mod registry;
 mod request;

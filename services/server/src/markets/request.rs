@@ -67,35 +67,34 @@ impl TimeInForce {
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// Program and arguments; at least the program.
-    #[schema(value_type = Vec<String>)]
+    /// Program and arguments (at most 256, each at most 4096 characters); at least the program.
+    #[schema(value_type = Vec<String>, min_items = 1, max_items = 256)]
     pub command: Vec<TextBlock<JOB_ARG_CHARS_MAX>>,
+    /// At most 128 variables; names are not empty and have no `=`.
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, String>)]
     pub env: BTreeMap<Text<JOB_ENV_NAME_CHARS_MAX>, TextBlock<JOB_ARG_CHARS_MAX>>,
     /// Container image; without it the host runs the command as a plain process (where its
     /// owner allows that).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 512)]
     pub image: Option<Text<JOB_IMAGE_CHARS_MAX>>,
 }
 
 /// A bid (`side: "bid"`: gpus, max_hours, price, tif, job) or an ask (`side: "ask"`:
 /// host_id, gpus, available_until, price, tif). Prices are credits per GPU-hour as decimal
 /// strings (or JSON numbers) with at most 6 decimals.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+/// Its schema is written in [`super::order_docs`]: one of a bid or an ask.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     pub side: Side,
     pub gpus: Option<i64>,
-    #[schema(value_type = Option<String>, example = "2.5")]
     pub price: Option<Value>,
     pub tif: Option<TimeInForce>,
-    #[schema(value_type = Option<String>, example = "1.5")]
     pub max_hours: Option<Value>,
     pub job: Option<JobSpec>,
     pub host_id: Option<Uuid>,
-    #[schema(value_type = Option<DateTime<Utc>>)]
     pub available_until: Option<Time>,
 }
 

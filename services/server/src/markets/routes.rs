@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +24,7 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, IdempotencyKey};
 use crate::idempotency;
+use crate::params::{ApiPath, ApiQuery};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -43,10 +44,6 @@ pub fn owned_router(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state, super::ownership::route_to_owner))
 }
 
-fn bad_query(err: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text())
-}
-
 fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
     // A malformed id names no order of the caller: the same 404 as someone else's order.
     id.parse().map_err(|_| ApiError::not_found("order"))
@@ -61,7 +58,7 @@ fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
 pub(crate) async fn place_order(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(class): Path<String>,
+    ApiPath(class): ApiPath<String>,
     key: Option<IdempotencyKey>,
     ApiJson(req): ApiJson<OrderRequest>,
 ) -> ApiResult<Response> {
@@ -118,7 +115,7 @@ pub(crate) async fn place_order(
 pub(crate) async fn cancel_order(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     routed: Option<Extension<OrderRef>>,
 ) -> ApiResult<Json<OrderView>> {
     let order_id = parse_order_id(&id)?;
@@ -152,7 +149,7 @@ pub(crate) async fn cancel_order(
 pub(crate) async fn get_order(
     State(state): State<AppState>,
     auth: AuthUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<OrderView>> {
     let order_id = parse_order_id(&id)?;
     let mut view = store::order_view(&state.pool, auth.user_id, order_id).await?;
@@ -169,10 +166,12 @@ pub(crate) async fn get_order(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct OrderListQuery {
     /// "open" (default) or "all".
+    #[param(pattern = "^(open|all)$")]
     pub status: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Orders per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -205,9 +204,8 @@ fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, ApiError> {
 pub(crate) async fn list_orders(
     State(state): State<AppState>,
     auth: AuthUser,
-    query: Result<Query<OrderListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<OrderListQuery>,
 ) -> ApiResult<Json<OrderPage>> {
-    let Query(query) = query.map_err(bad_query)?;
     let open_only = match query.status.as_deref() {
         None | Some("open") => true,
         Some("all") => false,
@@ -230,7 +228,10 @@ pub(crate) async fn list_markets(State(state): State<AppState>) -> ApiResult<Jso
 #[utoipa::path(get, path = "/api/v1/markets/{class}/book", tag = "markets",
     params(("class" = String, Path, description = "GPU class")),
     responses((status = 200, body = BookView), (status = 404, body = Problem)))]
-pub(crate) async fn get_book(State(state): State<AppState>, Path(class): Path<String>) -> ApiResult<Json<BookView>> {
+pub(crate) async fn get_book(
+    State(state): State<AppState>,
+    ApiPath(class): ApiPath<String>,
+) -> ApiResult<Json<BookView>> {
     class::require_known(&state.pool, &state.config.market_classes, &class).await?;
     // A market without a running matcher has no open orders (startup starts one for each
     // market that has), so its book is empty.
@@ -245,6 +246,7 @@ pub(crate) struct TradeListQuery {
     /// `next_cursor` of the previous page (newest trades come first).
     pub cursor: Option<String>,
     /// Trades per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -253,10 +255,9 @@ pub(crate) struct TradeListQuery {
     responses((status = 200, body = TradePage), (status = 404, body = Problem)))]
 pub(crate) async fn list_trades(
     State(state): State<AppState>,
-    Path(class): Path<String>,
-    query: Result<Query<TradeListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(class): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TradeListQuery>,
 ) -> ApiResult<Json<TradePage>> {
-    let Query(query) = query.map_err(bad_query)?;
     class::require_known(&state.pool, &state.config.market_classes, &class).await?;
     let limit = parse_limit(query.limit)?;
     let before = parse_cursor(query.cursor.as_deref())?;
@@ -265,7 +266,8 @@ pub(crate) async fn list_trades(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct CandleQuery {
-    /// "1m" or "1h".
+    /// "1m" (default) or "1h".
+    #[param(pattern = "^(1m|1h)$")]
     pub interval: Option<String>,
 }
 
@@ -274,10 +276,9 @@ pub(crate) struct CandleQuery {
     responses((status = 200, body = CandleList), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub(crate) async fn list_candles(
     State(state): State<AppState>,
-    Path(class): Path<String>,
-    query: Result<Query<CandleQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(class): ApiPath<String>,
+    ApiQuery(query): ApiQuery<CandleQuery>,
 ) -> ApiResult<Json<CandleList>> {
-    let Query(query) = query.map_err(bad_query)?;
     class::require_known(&state.pool, &state.config.market_classes, &class).await?;
     let interval_s = match query.interval.as_deref() {
         Some("1m") | None => 60,

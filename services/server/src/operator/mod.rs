@@ -33,10 +33,12 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct MintRequest {
     pub user_id: Uuid,
-    #[schema(value_type = String, example = "1000")]
+    /// Credits: a decimal string, greater than zero, at most 6 decimals.
+    #[schema(value_type = String, example = "1000", pattern = r"^(?:[1-9][0-9]{0,14}(?:\.[0-9]{1,6})?|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$")]
     pub amount: Credits,
+    /// At most 200 characters.
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 200)]
     pub memo: Text<MEMO_CHARS_MAX>,
 }
 

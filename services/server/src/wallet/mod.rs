@@ -1,6 +1,6 @@
 //! A user's wallet: balances, ledger history and transfers between users.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, IdempotencyKey};
 use crate::idempotency;
 use crate::input::Text;
+use crate::params::ApiQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -52,6 +53,7 @@ pub struct LedgerQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Lines per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -99,9 +101,8 @@ fn parse_cursor(cursor: &str) -> Result<capex_ledger::HistoryCursor, ApiError> {
 pub(crate) async fn get_ledger(
     State(state): State<AppState>,
     auth: AuthUser,
-    query: Result<Query<LedgerQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<LedgerQuery>,
 ) -> ApiResult<Json<LedgerPage>> {
-    let Query(query) = query.map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text()))?;
     let before = query.cursor.as_deref().map(parse_cursor).transpose()?;
     let limit = query.limit.unwrap_or(LEDGER_PAGE_DEFAULT);
     if !(1..=capex_ledger::HISTORY_PAGE_MAX).contains(&limit) {
@@ -137,10 +138,12 @@ pub const MEMO_CHARS_MAX: usize = 200;
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     pub to_user: Uuid,
-    #[schema(value_type = String, example = "25.5")]
+    /// Credits: a decimal string, greater than zero, at most 6 decimals.
+    #[schema(value_type = String, example = "25.5", pattern = r"^(?:[1-9][0-9]{0,14}(?:\.[0-9]{1,6})?|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$")]
     pub amount: Credits,
+    /// At most 200 characters.
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 200)]
     pub memo: Text<MEMO_CHARS_MAX>,
 }
 

@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod auth;
+mod conformance;
 mod edge;
 mod feed;
 mod hardening;
