@@ -2,12 +2,15 @@
 //! random port, and talks to it over real HTTP.
 #![allow(unreachable_pub)]
 
+mod api_keys;
 mod auth;
 mod feed;
 mod helpers;
+mod host_replay;
 mod hosts;
 mod jobs;
 mod markets;
 mod operator;
 mod problems;
+mod report_attribution;
 mod wallet;
