@@ -284,14 +284,7 @@ pub fn format_host_nonce(bytes: &[u8; 16]) -> String {
 /// What a host-authenticated request's signature covers (after [`HOST_REQUEST_DOMAIN`]):
 /// method, path (without the query), host id, unix time, nonce and the exact body bytes,
 /// so a signature cannot be moved to another route, host, time, nonce or body.
-pub fn host_request_message(
-    method: &str,
-    path: &str,
-    host_id: Uuid,
-    unix_s: i64,
-    nonce: &str,
-    body: &[u8],
-) -> Vec<u8> {
+pub fn host_request_message(method: &str, path: &str, host_id: Uuid, unix_s: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
     let mut message = format!("{method}\n{path}\n{host_id}\n{unix_s}\n{nonce}\n").into_bytes();
     message.extend_from_slice(body);
     message

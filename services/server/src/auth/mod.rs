@@ -8,10 +8,10 @@ pub mod routes;
 pub mod user;
 
 pub(crate) use api_keys::{__path_list_api_keys, __path_revoke_api_key};
+pub use api_keys::{ApiKeyList, ApiKeyView};
 pub(crate) use routes::__path_create_api_key;
 pub(crate) use routes::__path_login;
 pub(crate) use routes::__path_me;
 pub(crate) use routes::__path_register;
-pub use api_keys::{ApiKeyList, ApiKeyView};
 pub use routes::{ApiKeyCreated, LoginRequest, LoginResponse, NewApiKey, RegisterRequest, router};
 pub use user::{AuthUser, UserView, authenticate, create_user, find_user_by_email};

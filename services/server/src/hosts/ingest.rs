@@ -660,7 +660,10 @@ async fn upsert_counts(conn: &mut sqlx::PgConnection, counts: &HashMap<TallyKey,
     Ok(())
 }
 
-async fn upsert_unattributed(conn: &mut sqlx::PgConnection, counts: &HashMap<TallyKey, i64>) -> Result<(), sqlx::Error> {
+async fn upsert_unattributed(
+    conn: &mut sqlx::PgConnection,
+    counts: &HashMap<TallyKey, i64>,
+) -> Result<(), sqlx::Error> {
     let mut entries: Vec<(&str, i64)> =
         counts.iter().filter(|((id, _), _)| id.is_none()).map(|((_, code), n)| (*code, *n)).collect();
     if entries.is_empty() {

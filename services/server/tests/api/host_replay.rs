@@ -3,7 +3,9 @@
 //! and has no effect, even when both copies arrive at once.
 
 use capex_core::report::{encode_public_key, format_host_nonce, sign_host_request};
-use capex_core::{GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, REPORT_DOMAIN, ReportPayload, SignedEnvelope};
+use capex_core::{
+    GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, REPORT_DOMAIN, ReportPayload, SignedEnvelope,
+};
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use reqwest::{Response, StatusCode};

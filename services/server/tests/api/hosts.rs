@@ -397,9 +397,14 @@ async fn every_report_refusal_has_its_code_and_is_counted(pool: sqlx::PgPool) {
     assert_eq!(view["reports_duplicate"], 1);
     let refused = &view["reports_refused"];
     assert_eq!(refused["invalid_payload"], 2, "{counts}");
-    for code in
-        ["replayed_sequence", "sent_at_future", "sent_at_stale", "foreign_gpu", "energy_went_backwards", "host_mismatch"]
-    {
+    for code in [
+        "replayed_sequence",
+        "sent_at_future",
+        "sent_at_stale",
+        "foreign_gpu",
+        "energy_went_backwards",
+        "host_mismatch",
+    ] {
         assert!(refused[code].as_i64().unwrap_or(0) >= 1, "{code} counted: {counts}");
     }
     // Refusals before the signature verified may come from anyone: not the host's counts
@@ -409,9 +414,8 @@ async fn every_report_refusal_has_its_code_and_is_counted(pool: sqlx::PgPool) {
     }
     let operator = app.operator().await;
     let global = app.get_json("/api/v1/operator/report-refusals", &operator.token).await;
-    let global_count = |code: &str| {
-        global["items"].as_array().unwrap().iter().find(|i| i["code"] == code).map(|i| i["count"].clone())
-    };
+    let global_count =
+        |code: &str| global["items"].as_array().unwrap().iter().find(|i| i["code"] == code).map(|i| i["count"].clone());
     assert_eq!(global_count("invalid_signature"), Some(json!(3)), "{global}");
     for code in ["report_too_large", "invalid_envelope", "invalid_base64", "unknown_host"] {
         assert!(global_count(code).is_some(), "{code} counted for the operator: {global}");

@@ -5,7 +5,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use capex_core::report::encode_public_key;
-use capex_core::{GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, REPORT_DOMAIN, ReportPayload, SignedEnvelope};
+use capex_core::{
+    GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, REPORT_DOMAIN, ReportPayload, SignedEnvelope,
+};
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use reqwest::{Response, StatusCode};
