@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capex_core::LeaseReport;
-use capex_core::report::{HOST_SIGNATURE_HEADER, HOST_TIME_HEADER, sign_host_request};
+use capex_core::report::{
+    HOST_NONCE_HEADER, HOST_SIGNATURE_HEADER, HOST_TIME_HEADER, format_host_nonce, sign_host_request,
+};
 use capex_runtime::{ExitReason, JobEvent, JobSpec, LogBuffer, OutputStream, RuntimeConfig, RuntimeKind};
 use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
@@ -145,11 +147,14 @@ struct HostClient {
 
 impl HostClient {
     fn request(&self, method: reqwest::Method, path: &str, query: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        // A fresh nonce per request: the exchange refuses one it has seen (replay).
+        let nonce = format_host_nonce(&rand::random());
         let (time, signature) =
-            sign_host_request(&self.key, method.as_str(), path, self.host_id, Utc::now().timestamp(), &body);
+            sign_host_request(&self.key, method.as_str(), path, self.host_id, Utc::now().timestamp(), &nonce, &body);
         self.client
             .request(method, format!("{}{path}{query}", self.base))
             .header(HOST_TIME_HEADER, time)
+            .header(HOST_NONCE_HEADER, nonce)
             .header(HOST_SIGNATURE_HEADER, signature)
             .header("content-type", "application/json")
             .body(body)

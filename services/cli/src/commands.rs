@@ -108,6 +108,26 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                 eprintln!("API key {} created; it is shown only once", cell(&key["api_key_id"]));
             }
         }
+        Command::ApiKeys => {
+            let keys = client(&cli, true)?.get("/api/v1/auth/api-keys").await?;
+            if cli.json {
+                print_json(&keys);
+            } else {
+                print_table(
+                    &keys,
+                    &["id", "name", "prefix", "created", "last used"],
+                    &["api_key_id", "name", "prefix", "created_at", "last_used_at"],
+                );
+            }
+        }
+        Command::RevokeApiKey { api_key_id } => {
+            client(&cli, true)?.delete(&format!("/api/v1/auth/api-keys/{api_key_id}")).await?;
+            if cli.json {
+                print_json(&json!({"api_key_id": api_key_id, "revoked": true}));
+            } else {
+                println!("API key {api_key_id} revoked");
+            }
+        }
         Command::Wallet => {
             let wallet = client(&cli, true)?.get("/api/v1/wallet").await?;
             if cli.json {

@@ -53,6 +53,10 @@ pub(crate) enum Command {
         #[arg(long)]
         name: String,
     },
+    /// My API keys (names and prefixes; the keys themselves are shown only when created).
+    ApiKeys,
+    /// Revoke one of my API keys: it stops working at once.
+    RevokeApiKey { api_key_id: String },
     /// Available and held credits.
     Wallet,
     /// Ledger history of my accounts, newest first.

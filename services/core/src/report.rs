@@ -251,31 +251,60 @@ pub struct InventoryGpu {
 }
 
 /// Domain tag of host-authenticated API requests (assignments, acknowledgements, logs).
-pub const HOST_REQUEST_DOMAIN: &[u8] = b"capex/host-request/v1";
+/// v2 added the nonce to the signed bytes; a v1 request (no nonce) is refused.
+pub const HOST_REQUEST_DOMAIN: &[u8] = b"capex/host-request/v2";
 /// Header with the request's unix time in seconds (checked against the clock-skew window).
 pub const HOST_TIME_HEADER: &str = "x-capex-host-time";
+/// Header with the request's nonce: [`HOST_NONCE_HEX_CHARS`] lowercase hex characters
+/// (128 random bits), new for every request. The server refuses a nonce it has seen from
+/// the same host within the clock-skew window, so a captured request cannot be replayed.
+pub const HOST_NONCE_HEADER: &str = "x-capex-host-nonce";
 /// Header with base64 of the host key's signature over [`host_request_message`].
 pub const HOST_SIGNATURE_HEADER: &str = "x-capex-host-signature";
+/// Length of a nonce in hex characters (16 bytes).
+pub const HOST_NONCE_HEX_CHARS: usize = 32;
+
+/// A nonce's 16 bytes from its header value: exactly [`HOST_NONCE_HEX_CHARS`] lowercase
+/// hex characters (one spelling per nonce, so a replay cannot dodge the check by case).
+pub fn parse_host_nonce(text: &str) -> Option<[u8; 16]> {
+    if text.len() != HOST_NONCE_HEX_CHARS || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        bytes[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(bytes)
+}
+
+/// The header spelling of a nonce's bytes.
+pub fn format_host_nonce(bytes: &[u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// What a host-authenticated request's signature covers (after [`HOST_REQUEST_DOMAIN`]):
-/// method, path (without the query), host id, unix time and the exact body bytes, so a
-/// signature cannot be moved to another route, host, time or body.
-pub fn host_request_message(method: &str, path: &str, host_id: Uuid, unix_s: i64, body: &[u8]) -> Vec<u8> {
-    let mut message = format!("{method}\n{path}\n{host_id}\n{unix_s}\n").into_bytes();
+/// method, path (without the query), host id, unix time, nonce and the exact body bytes,
+/// so a signature cannot be moved to another route, host, time, nonce or body.
+pub fn host_request_message(method: &str, path: &str, host_id: Uuid, unix_s: i64, nonce: &str, body: &[u8]) -> Vec<u8> {
+    let mut message = format!("{method}\n{path}\n{host_id}\n{unix_s}\n{nonce}\n").into_bytes();
     message.extend_from_slice(body);
     message
 }
 
-/// Signs a host request; returns the two header values (time, signature).
+/// Signs a host request; returns the time and signature header values (the nonce header
+/// is `nonce` itself).
 pub fn sign_host_request(
     key: &SigningKey,
     method: &str,
     path: &str,
     host_id: Uuid,
     unix_s: i64,
+    nonce: &str,
     body: &[u8],
 ) -> (String, String) {
-    let message = signed_message(HOST_REQUEST_DOMAIN, &host_request_message(method, path, host_id, unix_s, body));
+    let message =
+        signed_message(HOST_REQUEST_DOMAIN, &host_request_message(method, path, host_id, unix_s, nonce, body));
     let signature = key.sign(&message);
     (unix_s.to_string(), BASE64.encode(signature.to_bytes()))
 }
@@ -286,6 +315,18 @@ mod tests {
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
+    }
+
+    #[test]
+    fn host_nonces_have_one_spelling() {
+        let bytes = [0xab; 16];
+        let text = format_host_nonce(&bytes);
+        assert_eq!(text.len(), HOST_NONCE_HEX_CHARS);
+        assert_eq!(parse_host_nonce(&text), Some(bytes));
+        assert_eq!(parse_host_nonce(&text.to_uppercase()), None);
+        assert_eq!(parse_host_nonce(&text[1..]), None);
+        assert_eq!(parse_host_nonce(&format!("{}g", &text[1..])), None);
+        assert_eq!(parse_host_nonce("+1234567890abcdef1234567890abcde"), None);
     }
 
     #[test]

@@ -10,13 +10,14 @@ use crate::{auth, error, hosts, markets, operator, wallet};
 #[openapi(
     info(title = "Capex API", description = "Compute-credit ledger and GPU capacity exchange"),
     paths(
-        auth::register, auth::login, auth::create_api_key, auth::me,
+        auth::register, auth::login, auth::create_api_key, auth::list_api_keys, auth::revoke_api_key, auth::me,
         wallet::get_wallet, wallet::get_ledger, wallet::create_transfer,
         operator::mint, operator::invariants, operator::users, operator::fees,
         markets::place_order, markets::cancel_order, markets::get_order, markets::list_orders,
         markets::list_markets, markets::get_book, markets::list_trades, markets::list_candles,
         hosts::register::register_host, hosts::views::list_hosts, hosts::views::get_host,
         hosts::reports::post_report, hosts::views::list_reports, hosts::views::get_telemetry, hosts::capacity::get_capacity,
+        hosts::unattributed::list_unattributed,
         crate::jobs::routes::list_jobs, crate::jobs::routes::get_job, crate::jobs::routes::get_logs,
         crate::jobs::routes::get_telemetry, crate::jobs::routes::cancel_job,
         crate::jobs::host::assignments, crate::jobs::host::ack, crate::jobs::host::upload_logs,

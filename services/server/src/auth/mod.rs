@@ -7,6 +7,8 @@ pub mod roles;
 pub mod routes;
 pub mod user;
 
+pub(crate) use api_keys::{__path_list_api_keys, __path_revoke_api_key};
+pub use api_keys::{ApiKeyList, ApiKeyView};
 pub(crate) use routes::__path_create_api_key;
 pub(crate) use routes::__path_login;
 pub(crate) use routes::__path_me;

@@ -1,6 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use capex_core::Role;
 use chrono::{DateTime, TimeZone, Utc};
@@ -22,7 +22,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/api-keys", post(create_api_key))
+        .route("/api/v1/auth/api-keys", post(create_api_key).get(api_keys::list_api_keys))
+        .route("/api/v1/auth/api-keys/{api_key_id}", delete(api_keys::revoke_api_key))
         .route("/api/v1/me", get(me))
 }
 

@@ -56,11 +56,8 @@ impl FromRequestParts<AppState> for AuthUser {
 /// Resolves a bearer token (JWT or API key) to its user.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
     let user_id = if api_keys::looks_like_api_key(token) {
-        let found: Option<Uuid> =
-            sqlx::query_scalar("select user_id from api_keys where key_hash = $1 and revoked_at is null")
-                .bind(api_keys::hash(token))
-                .fetch_optional(&state.pool)
-                .await?;
+        // Checked in the database every time (not cached): revocation applies at once.
+        let found = api_keys::user_of_key(&state.pool, token).await?;
         found.ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?
     } else {
         state.jwt.verify(token).map_err(|err| ApiError::unauthorized(format!("invalid token: {err}")))?.sub

@@ -78,23 +78,31 @@ struct VerifiedReport {
     reply: Reply,
 }
 
-/// Refusals counted per host between flushes into `host_report_counts`.
+/// What a count is kept under: the host and code, or no host for a refusal decided before
+/// the host's signature verified. Such a report may come from anyone (no key, another
+/// host's key, a forged signature), so it is counted by code alone in
+/// `report_refusals_unattributed`, never on the host in the URL, whose owner would read it
+/// as its own host's health.
+type TallyKey = (Option<Uuid>, &'static str);
+
+/// Report outcomes counted between flushes into `host_report_counts` and
+/// `report_refusals_unattributed`.
 #[derive(Default)]
-struct RefusalTally(Mutex<HashMap<(Uuid, &'static str), i64>>);
+struct RefusalTally(Mutex<HashMap<TallyKey, i64>>);
 
 impl RefusalTally {
-    fn add(&self, host_id: Uuid, code: &'static str) {
+    fn add(&self, host_id: Option<Uuid>, code: &'static str) {
         let mut counts = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if counts.len() < TALLY_KEYS_MAX || counts.contains_key(&(host_id, code)) {
             *counts.entry((host_id, code)).or_insert(0) += 1;
         }
     }
 
-    fn take(&self) -> HashMap<(Uuid, &'static str), i64> {
+    fn take(&self) -> HashMap<TallyKey, i64> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    fn put_back(&self, counts: HashMap<(Uuid, &'static str), i64>) {
+    fn put_back(&self, counts: HashMap<TallyKey, i64>) {
         let mut held = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for (key, n) in counts {
             *held.entry(key).or_insert(0) += n;
@@ -136,9 +144,10 @@ impl ReportIngest {
         verdict.await.map_err(|_| ApiError::internal("report ingester dropped a report"))?
     }
 
-    /// Counts a refusal decided before the ingester saw the report (e.g. a bad envelope).
-    pub(crate) fn count_refusal(&self, host_id: Uuid, refusal: Refusal) {
-        self.tally.add(host_id, refusal.code());
+    /// Counts a refusal decided before the host's signature verified (e.g. a bad
+    /// envelope): by code only, not on the host the URL names.
+    pub(crate) fn count_unattributed(&self, refusal: Refusal) {
+        self.tally.add(None, refusal.code());
     }
 }
 
@@ -178,6 +187,7 @@ async fn verify_loop(
             match keys.get(&job.host_id) {
                 Some(key) => known.push((*key, job)),
                 None => {
+                    tally.add(None, Refusal::UnknownHost.code());
                     let detail = format!("no host {} is registered", job.host_id);
                     let _ = job.reply.send(Err(Refusal::UnknownHost.into_error(detail)));
                 }
@@ -210,12 +220,14 @@ async fn verify_loop(
         for (job, parsed) in checked {
             match parsed {
                 None => {
-                    tally.add(job.host_id, Refusal::InvalidSignature.code());
+                    // Not the host's (or not provably): counted by code only.
+                    tally.add(None, Refusal::InvalidSignature.code());
                     let detail = "the signature does not verify under this host's key";
                     let _ = job.reply.send(Err(Refusal::InvalidSignature.into_error(detail)));
                 }
                 Some(Err(detail)) => {
-                    tally.add(job.host_id, Refusal::InvalidPayload.code());
+                    // Signed by the host's key: the host's own refusal.
+                    tally.add(Some(job.host_id), Refusal::InvalidPayload.code());
                     let _ = job.reply.send(Err(Refusal::InvalidPayload.into_error(detail)));
                 }
                 Some(Ok(report)) => {
@@ -396,7 +408,7 @@ async fn write_batch(
 async fn apply_batch(
     pool: &PgPool,
     reports: &[VerifiedReport],
-    mut counts: HashMap<(Uuid, &'static str), i64>,
+    mut counts: HashMap<TallyKey, i64>,
     skew_s: i64,
     metering: &crate::jobs::Metering,
 ) -> Result<(Vec<Result<ReportOutcome, ApiError>>, crate::jobs::settle::Outbox), ApiError> {
@@ -450,7 +462,7 @@ async fn apply_batch(
             Ok(ReportOutcome::Duplicate { .. }) => "duplicate",
             Err((refusal, _)) => refusal.code(),
         };
-        *counts.entry((report.host_id, code)).or_insert(0) += 1;
+        *counts.entry((Some(report.host_id), code)).or_insert(0) += 1;
         verdicts.push(verdict.map_err(|(refusal, detail)| refusal.into_error(detail)));
     }
 
@@ -644,15 +656,15 @@ async fn update_gpus(conn: &mut sqlx::PgConnection, accepted: &[&VerifiedReport]
     Ok(())
 }
 
-/// Adds to `host_report_counts`; counts for hosts that do not exist are dropped.
-async fn upsert_counts(
-    conn: &mut sqlx::PgConnection,
-    counts: &HashMap<(Uuid, &'static str), i64>,
-) -> Result<(), sqlx::Error> {
-    if counts.is_empty() {
+/// Adds to `host_report_counts` (counts for hosts that do not exist are dropped) and to
+/// `report_refusals_unattributed`.
+async fn upsert_counts(conn: &mut sqlx::PgConnection, counts: &HashMap<TallyKey, i64>) -> Result<(), sqlx::Error> {
+    upsert_unattributed(&mut *conn, counts).await?;
+    let mut entries: Vec<(Uuid, &str, i64)> =
+        counts.iter().filter_map(|((id, code), n)| id.map(|id| (id, *code, *n))).collect();
+    if entries.is_empty() {
         return Ok(());
     }
-    let mut entries: Vec<(Uuid, &str, i64)> = counts.iter().map(|((id, code), n)| (*id, *code, *n)).collect();
     // A fixed order keeps concurrent upserts from deadlocking on each other.
     entries.sort_unstable();
     let ids: Vec<Uuid> = entries.iter().map(|e| e.0).collect();
@@ -667,6 +679,33 @@ async fn upsert_counts(
          set count = host_report_counts.count + excluded.count, last_at = now()",
     )
     .bind(ids)
+    .bind(codes)
+    .bind(ns)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_unattributed(
+    conn: &mut sqlx::PgConnection,
+    counts: &HashMap<TallyKey, i64>,
+) -> Result<(), sqlx::Error> {
+    let mut entries: Vec<(&str, i64)> =
+        counts.iter().filter(|((id, _), _)| id.is_none()).map(|((_, code), n)| (*code, *n)).collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // A fixed order keeps concurrent upserts from deadlocking on each other.
+    entries.sort_unstable();
+    let codes: Vec<String> = entries.iter().map(|e| e.0.to_string()).collect();
+    let ns: Vec<i64> = entries.iter().map(|e| e.1).collect();
+    sqlx::query(
+        "insert into report_refusals_unattributed (code, count)
+         select u.code, u.n from unnest($1::text[], $2::int8[]) as u(code, n)
+         order by u.code
+         on conflict (code) do update
+         set count = report_refusals_unattributed.count + excluded.count, last_at = now()",
+    )
     .bind(codes)
     .bind(ns)
     .execute(conn)

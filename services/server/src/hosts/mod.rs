@@ -7,6 +7,7 @@ pub mod ingest;
 pub(crate) mod refusal;
 pub mod register;
 pub mod reports;
+pub mod unattributed;
 pub mod views;
 
 use axum::Router;
@@ -24,4 +25,5 @@ pub fn router() -> Router<crate::AppState> {
         .route("/api/v1/hosts/{host_id}/reports", post(reports::post_report).get(views::list_reports))
         .route("/api/v1/hosts/{host_id}/telemetry", get(views::get_telemetry))
         .route("/api/v1/capacity", get(capacity::get_capacity))
+        .route("/api/v1/operator/report-refusals", get(unattributed::list_unattributed))
 }

@@ -52,8 +52,9 @@ pub(crate) async fn post_report(
     let Ok(Path(host_id)) = host_id else {
         return Err(Refusal::UnknownHost.into_error("the host id is not a UUID"));
     };
+    // Nothing here is proven to come from the host yet: counted by code, not on the host.
     let refuse = |refusal: Refusal, detail: String| {
-        state.reports.count_refusal(host_id, refusal);
+        state.reports.count_unattributed(refusal);
         refusal.into_error(detail)
     };
     let too_large = || format!("a report body is at most {REPORT_BODY_BYTES_MAX} bytes");

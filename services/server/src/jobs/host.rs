@@ -1,8 +1,9 @@
 //! The agent's side of placement: assignments (long-poll), acknowledgement that a job
 //! started, and log upload. Authenticated by the host key: each request carries
-//! [`HOST_TIME_HEADER`] and [`HOST_SIGNATURE_HEADER`], an ed25519 signature (checked with
-//! `verify_strict`) over the domain tag, method, path, host id, time and body; the time
-//! must be within the report clock-skew window.
+//! [`HOST_TIME_HEADER`], [`HOST_NONCE_HEADER`] and [`HOST_SIGNATURE_HEADER`], an ed25519
+//! signature (checked with `verify_strict`) over the domain tag, method, path, host id,
+//! time, nonce and body; the time must be within the report clock-skew window and the
+//! nonce new for the host (see `nonces.rs`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use capex_core::report::{
-    HOST_REQUEST_DOMAIN, HOST_SIGNATURE_HEADER, HOST_TIME_HEADER, host_request_message, verify_strict,
+    HOST_NONCE_HEADER, HOST_REQUEST_DOMAIN, HOST_SIGNATURE_HEADER, HOST_TIME_HEADER, host_request_message,
+    parse_host_nonce, verify_strict,
 };
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -48,10 +50,18 @@ pub(crate) async fn authenticate_host(
     body: &[u8],
 ) -> Result<(), ApiError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(time), Some(signature)) = (header(HOST_TIME_HEADER), header(HOST_SIGNATURE_HEADER)) else {
-        return Err(unauthorized("host_signature_missing", "host requests need the host time and signature headers"));
+    let (Some(time), Some(nonce_text), Some(signature)) =
+        (header(HOST_TIME_HEADER), header(HOST_NONCE_HEADER), header(HOST_SIGNATURE_HEADER))
+    else {
+        return Err(unauthorized(
+            "host_signature_missing",
+            "host requests (capex/host-request/v2) need the x-capex-host-time, x-capex-host-nonce and \
+             x-capex-host-signature headers",
+        ));
     };
     let unix_s: i64 = time.parse().map_err(|_| unauthorized("invalid_host_signature", "bad host time header"))?;
+    let nonce = parse_host_nonce(nonce_text)
+        .ok_or_else(|| unauthorized("invalid_host_signature", "the nonce must be 32 lowercase hex characters"))?;
     let skew_s = (Utc::now().timestamp() - unix_s).abs();
     if skew_s > state.config.report_skew_s as i64 {
         return Err(unauthorized("host_time_skew", "the request time is outside the clock-skew window"));
@@ -68,13 +78,14 @@ pub(crate) async fn authenticate_host(
     let Some((key, status)) = row else { return Err(ApiError::not_found("host")) };
     let key: [u8; 32] = key.try_into().map_err(|_| ApiError::internal("stored host key is not 32 bytes"))?;
     let key = VerifyingKey::from_bytes(&key).map_err(ApiError::internal)?;
-    let message = host_request_message(method, path, host_id, unix_s, body);
+    let message = host_request_message(method, path, host_id, unix_s, nonce_text, body);
     verify_strict(HOST_REQUEST_DOMAIN, &key, &message, &Signature::from_bytes(&signature))
         .map_err(|_| unauthorized("invalid_host_signature", "the signature does not verify under this host's key"))?;
     if status != "active" {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "host_inactive", "this host is disabled"));
     }
-    Ok(())
+    // Last, once the request is proven to be the host's: nobody else can spend its nonces.
+    super::nonces::spend(&state.pool, host_id, &nonce, state.config.report_skew_s).await
 }
 
 /// One lease the host should be running.
@@ -116,7 +127,8 @@ async fn active_leases(state: &AppState, host_id: Uuid) -> Result<Vec<Assignment
 }
 
 #[utoipa::path(get, path = "/api/v1/hosts/{host_id}/assignments", tag = "hosts", params(("host_id" = Uuid, Path, description = "The host"), AssignmentsQuery),
-    responses((status = 200, body = Assignments), (status = 401, body = Problem, description = "host_signature_missing, invalid_host_signature, host_time_skew")))]
+    responses((status = 200, body = Assignments), (status = 401, body = Problem, description = "host_signature_missing, invalid_host_signature, host_time_skew"),
+        (status = 409, body = Problem, description = "host_request_replayed: the nonce was used before")))]
 pub(crate) async fn assignments(
     State(state): State<AppState>,
     ApiPath(host_id): ApiPath<Uuid>,
@@ -165,7 +177,8 @@ pub struct AckReceipt {
 
 #[utoipa::path(post, path = "/api/v1/hosts/{host_id}/leases/{lease_id}/ack", tag = "hosts",
     params(("host_id" = Uuid, Path, description = "The host"), ("lease_id" = Uuid, Path, description = "The lease")),
-    responses((status = 200, body = AckReceipt), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = AckReceipt), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "host_request_replayed: the nonce was used before")))]
 pub(crate) async fn ack(
     State(state): State<AppState>,
     ApiPath((host_id, lease_id)): ApiPath<(Uuid, Uuid)>,
@@ -211,6 +224,7 @@ pub struct LogReceipt {
     params(("host_id" = Uuid, Path, description = "The host"), ("lease_id" = Uuid, Path, description = "The lease")),
     request_body = LogUpload,
     responses((status = 200, body = LogReceipt), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "host_request_replayed: the nonce was used before"),
         (status = 413, body = Problem, description = "logs_too_large"), (status = 422, body = Problem)))]
 pub(crate) async fn upload_logs(
     State(state): State<AppState>,

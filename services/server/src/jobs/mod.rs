@@ -12,6 +12,7 @@
 
 pub mod host;
 pub mod metering;
+mod nonces;
 pub mod routes;
 pub mod settle;
 

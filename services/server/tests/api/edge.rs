@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use capex_core::report::{encode_public_key, sign_host_request};
+use capex_core::report::{encode_public_key, format_host_nonce, sign_host_request};
 use capex_core::{
     GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, REPORT_DOMAIN, ReportPayload, SignedEnvelope,
 };
@@ -331,12 +331,15 @@ async fn job_output_keeps_its_control_characters_and_nul_becomes_a_replacement_c
     let path = format!("/api/v1/hosts/{}/leases/{job_id}/logs", host.host_id);
     let body =
         serde_json::to_vec(&json!({"chunks": [{"stream": "stdout", "text": "\u{1b}[32mok\u{0}\tdone\r\n"}]})).unwrap();
-    let (time, signature) = sign_host_request(&host.key, "POST", &path, host.host_id, Utc::now().timestamp(), &body);
+    let nonce = format_host_nonce(&rand::random());
+    let (time, signature) =
+        sign_host_request(&host.key, "POST", &path, host.host_id, Utc::now().timestamp(), &nonce, &body);
     let res = app
         .client
         .post(app.url(&path))
         .header("x-capex-host-time", time)
         .header("x-capex-host-signature", signature)
+        .header("x-capex-host-nonce", nonce)
         .body(body)
         .send()
         .await

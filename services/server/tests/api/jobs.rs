@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use capex_core::report::{encode_public_key, sign_host_request};
+use capex_core::report::{encode_public_key, format_host_nonce, sign_host_request};
 use capex_core::{
     GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, LeaseReport, REPORT_DOMAIN, ReportPayload,
     SignedEnvelope,
@@ -113,11 +113,13 @@ impl World {
     }
 
     async fn host_request(&self, method: &str, path: &str, query: &str, body: &[u8]) -> Response {
+        let nonce = format_host_nonce(&rand::random());
         let (time, signature) =
-            sign_host_request(&self.host.key, method, path, self.host.host_id, Utc::now().timestamp(), body);
+            sign_host_request(&self.host.key, method, path, self.host.host_id, Utc::now().timestamp(), &nonce, body);
         let url = self.app.url(&format!("{path}{query}"));
         let req = if method == "GET" { self.app.client.get(url) } else { self.app.client.post(url) };
         req.header("x-capex-host-time", time)
+            .header("x-capex-host-nonce", nonce)
             .header("x-capex-host-signature", signature)
             .body(body.to_vec())
             .send()
@@ -355,24 +357,27 @@ async fn host_requests_need_the_host_signature_and_logs_round_trip(pool: sqlx::P
     let res = w.app.get(&path, None).await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "host_signature_missing").await;
     let other = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let (time, sig) = sign_host_request(&other, "GET", &path, w.host.host_id, Utc::now().timestamp(), b"");
+    let nonce = format_host_nonce(&rand::random());
+    let (time, sig) = sign_host_request(&other, "GET", &path, w.host.host_id, Utc::now().timestamp(), &nonce, b"");
     let res = w
         .app
         .client
         .get(w.app.url(&path))
         .header("x-capex-host-time", time)
+        .header("x-capex-host-nonce", &nonce)
         .header("x-capex-host-signature", sig)
         .send()
         .await
         .unwrap();
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_host_signature").await;
     let stale = Utc::now().timestamp() - 3600;
-    let (time, sig) = sign_host_request(&w.host.key, "GET", &path, w.host.host_id, stale, b"");
+    let (time, sig) = sign_host_request(&w.host.key, "GET", &path, w.host.host_id, stale, &nonce, b"");
     let res = w
         .app
         .client
         .get(w.app.url(&path))
         .header("x-capex-host-time", time)
+        .header("x-capex-host-nonce", &nonce)
         .header("x-capex-host-signature", sig)
         .send()
         .await

@@ -2,15 +2,18 @@
 //! random port, and talks to it over real HTTP.
 #![allow(unreachable_pub)]
 
+mod api_keys;
 mod auth;
 mod conformance;
 mod edge;
 mod feed;
 mod hardening;
 mod helpers;
+mod host_replay;
 mod hosts;
 mod jobs;
 mod markets;
 mod operator;
 mod problems;
+mod report_attribution;
 mod wallet;
