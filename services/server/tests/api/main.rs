@@ -4,6 +4,7 @@
 
 mod auth;
 mod feed;
+mod feed_replicas;
 mod helpers;
 mod hosts;
 mod jobs;
