@@ -103,7 +103,7 @@ async fn a_trade_on_one_replica_reaches_every_replicas_subscribers_once(pool: sq
     for (replica, events) in [("B", &on_b), ("A", &on_a)] {
         let trades = named(events, "trade");
         assert_eq!(trades.len(), 1, "replica {replica} sees the trade exactly once: {events:?}");
-        assert_eq!(trades[0]["bid_id"], bid["order_id"]);
+        assert_eq!(trades[0]["trade_id"], bid["fills"][0]["trade_id"], "{bid}");
         assert_eq!(trades[0]["class"], CLASS);
         assert!(named(events, "job").is_empty() && named(events, "order").is_empty(), "private events stay private");
     }
