@@ -77,7 +77,8 @@ async fn sigterm_ends_long_polls_and_streams_and_exits_within_two_seconds() {
     let (host_id, key) = host_with_key(&pool, alice.user_id).await;
 
     // A browser's feed stream.
-    let mut stream = api.client.get(format!("{}/api/v1/stream?token={}", server.base_url, alice.token)).send().await.unwrap();
+    let mut stream =
+        api.client.get(format!("{}/api/v1/stream?token={}", server.base_url, alice.token)).send().await.unwrap();
     assert_eq!(stream.status(), 200);
     assert!(stream.chunk().await.unwrap().is_some(), "the stream says hello");
     // An agent's long-poll: it has every lease there is (none), so it waits up to 30 s.
@@ -112,13 +113,12 @@ async fn sigterm_ends_long_polls_and_streams_and_exits_within_two_seconds() {
     let signalled = std::time::Instant::now();
     let pid = server.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let poll = tokio::time::timeout(Duration::from_secs(2), poll).await.expect("the long-poll answers at once").unwrap();
+    let poll =
+        tokio::time::timeout(Duration::from_secs(2), poll).await.expect("the long-poll answers at once").unwrap();
     let poll_answered = signalled.elapsed();
     assert_eq!(poll.unwrap().status(), 200, "the long-poll gets an ordinary answer");
-    let ended = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(Some(_)) = stream.chunk().await {}
-    })
-    .await;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(2), async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
     assert!(ended.is_ok(), "the feed stream ends at once");
     let stream_ended = signalled.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -138,7 +138,9 @@ async fn sigterm_ends_long_polls_and_streams_and_exits_within_two_seconds() {
     );
     assert!(exited.0.success(), "a graceful shutdown exits 0, got {}", exited.0);
     assert!(exited.1 < Duration::from_millis(2500), "exit took {:?}", exited.1);
-    let moved: i64 =
-        sqlx::query_scalar("select count(*) from journal where memo = 'in flight'").fetch_one(&pool).await.unwrap_or(-1);
+    let moved: i64 = sqlx::query_scalar("select count(*) from journal where memo = 'in flight'")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(-1);
     assert_eq!(moved, 1, "the transfer is committed");
 }

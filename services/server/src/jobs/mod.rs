@@ -50,7 +50,12 @@ pub fn router() -> Router<crate::AppState> {
 
 /// The sweeper: closes leases past their max end and those of hosts that went silent.
 /// Runs until `stop` is cancelled (a sweep under way finishes first) or the pool closes.
-pub fn start_sweeper(pool: PgPool, feed: Feed, every: Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn start_sweeper(
+    pool: PgPool,
+    feed: Feed,
+    every: Duration,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

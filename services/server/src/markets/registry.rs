@@ -106,8 +106,7 @@ impl Markets {
         owner_url: String,
     ) -> anyhow::Result<Arc<Markets>> {
         let (shutdown, _) = watch::channel(false);
-        let markets =
-            Arc::new(Markets {
+        let markets = Arc::new(Markets {
             pool,
             owner_url,
             config,

@@ -108,11 +108,8 @@ async fn a_trade_on_one_replica_reaches_every_replicas_subscribers_once(pool: sq
         assert!(named(events, "job").is_empty() && named(events, "order").is_empty(), "private events stay private");
     }
 
-    let (buyer_events, provider_events, stranger_events) = tokio::join!(
-        buyer_b.events_within(window),
-        provider_b.events_within(window),
-        stranger_b.events_within(window)
-    );
+    let (buyer_events, provider_events, stranger_events) =
+        tokio::join!(buyer_b.events_within(window), provider_b.events_within(window), stranger_b.events_within(window));
     let jobs = named(&buyer_events, "job");
     assert_eq!(jobs.len(), 1, "the buyer sees its new job on B once: {buyer_events:?}");
     assert_eq!(jobs[0]["host_id"], json!(host));
