@@ -4,6 +4,11 @@
 //! `EventSource` by themselves, and it passes through any HTTP proxy. Public events (book,
 //! trade, market) go to everyone; private ones (order, job, wallet, host) only to their
 //! owner, who authenticates with `?token=` because `EventSource` cannot set headers.
+//!
+//! Every replica's subscribers see every replica's events ([`replicas`]). A stream ends
+//! when the process shuts down; the browser's `EventSource` reconnects to another replica.
+
+mod replicas;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use uuid::Uuid;
 
+pub use self::replicas::{FEED_CHANNEL, Replicas};
 use crate::auth::authenticate;
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -30,7 +36,8 @@ pub const FEED_KEEPALIVE: Duration = Duration::from_secs(15);
 /// One event on the feed.
 #[derive(Debug, Clone, Serialize)]
 pub struct FeedEvent {
-    /// SSE event name: book, trade, market, order, job, wallet, host.
+    /// SSE event name: book, trade, market, order, job, wallet, host; or resync (refetch:
+    /// events may have been missed).
     pub kind: &'static str,
     /// Owner of a private event; `None` for public ones.
     #[serde(skip)]
@@ -42,23 +49,42 @@ pub struct FeedEvent {
 #[derive(Clone)]
 pub struct Feed {
     sender: broadcast::Sender<FeedEvent>,
+    /// Where events go to the other replicas; `None` for a feed of this process alone.
+    replicas: Option<replicas::Outgoing>,
 }
 
+/// A feed of this process alone.
 impl Default for Feed {
     fn default() -> Self {
-        Feed { sender: broadcast::channel(FEED_BUFFER_EVENTS).0 }
+        Feed { sender: broadcast::channel(FEED_BUFFER_EVENTS).0, replicas: None }
     }
 }
 
 impl Feed {
+    /// A feed shared with every process on `pool`'s database; stop its tasks with
+    /// [`Replicas::stop`] after the last event was published.
+    pub async fn connect(pool: &sqlx::PgPool) -> anyhow::Result<(Feed, Replicas)> {
+        let sender = broadcast::channel(FEED_BUFFER_EVENTS).0;
+        let (outgoing, replicas) = replicas::start(pool, sender.clone()).await?;
+        Ok((Feed { sender, replicas: Some(outgoing) }, replicas))
+    }
+
     /// Publishes an event for everyone.
     pub fn public(&self, kind: &'static str, data: serde_json::Value) {
-        let _ = self.sender.send(FeedEvent { kind, user_id: None, data });
+        self.send(FeedEvent { kind, user_id: None, data });
     }
 
     /// Publishes an event only its owner receives.
     pub fn private(&self, kind: &'static str, user_id: Uuid, data: serde_json::Value) {
-        let _ = self.sender.send(FeedEvent { kind, user_id: Some(user_id), data });
+        self.send(FeedEvent { kind, user_id: Some(user_id), data });
+    }
+
+    /// To this process's subscribers at once, to the other replicas' soon after.
+    fn send(&self, event: FeedEvent) {
+        if let Some(replicas) = &self.replicas {
+            replicas.offer(&event);
+        }
+        let _ = self.sender.send(event);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
@@ -86,6 +112,7 @@ pub(crate) async fn stream(
     let hello = futures::stream::once(async move {
         Ok(Event::default().event("hello").data(serde_json::json!({"authenticated": viewer.is_some()}).to_string()))
     });
+    let shutdown = state.shutdown.clone().cancelled_owned();
     let events = BroadcastStream::new(state.feed.subscribe()).filter_map(move |item| match item {
         Ok(event) if event.user_id.is_none() || event.user_id == viewer => {
             Some(Ok(Event::default().event(event.kind).data(event.data.to_string())))
@@ -95,5 +122,7 @@ pub(crate) async fn stream(
             Some(Ok(Event::default().event("resync").data(serde_json::json!({"missed": missed}).to_string())))
         }
     });
-    Ok(Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(FEED_KEEPALIVE)))
+    // Ends with the process, so a shutdown need not wait for open streams.
+    let stream = futures::StreamExt::take_until(hello.chain(events), shutdown);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(FEED_KEEPALIVE)))
 }

@@ -1,6 +1,7 @@
 //! Building the application (database, migrations, router) apart from running it, so tests
 //! build the very same app on port 0.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use axum::routing::get;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
@@ -33,10 +36,19 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
 /// `capex_ledger_invariant_ok` gauge stays current without anyone asking.
 pub const INVARIANT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
-async fn watch_invariants(pool: PgPool) {
+/// How long a shutdown waits for in-flight requests before it closes their connections.
+pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_millis(1200);
+/// How long a shutdown then waits for the matchers' last batches, the feed's last events
+/// and the pool to close: together with the drain, the process exits within 2 s.
+pub const SHUTDOWN_STOP_MAX: Duration = Duration::from_millis(600);
+
+async fn watch_invariants(pool: PgPool, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(INVARIANT_CHECK_INTERVAL);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
         match crate::operator::check_invariants(&pool).await {
             Ok(report) if !report.ok => {
                 tracing::error!(violations = report.violations.len(), "ledger invariants violated")
@@ -51,6 +63,14 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     pub state: AppState,
+    background: Background,
+}
+
+/// The tasks a shutdown stops after the last request was answered.
+struct Background {
+    replicas: crate::feed::Replicas,
+    sweeper: JoinHandle<()>,
+    invariants: JoinHandle<()>,
 }
 
 impl Application {
@@ -94,7 +114,8 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default()));
         // Rebuilds every book with open orders (that no other process owns) before the first request is served.
-        let feed = crate::feed::Feed::default();
+        let (feed, replicas) = crate::feed::Feed::connect(&pool).await?;
+        let shutdown = CancellationToken::new();
         let markets = Markets::start(pool.clone(), config_arc.clone(), feed.clone(), owner_url).await?;
         let state = AppState {
             pool: pool.clone(),
@@ -109,18 +130,20 @@ impl Application {
             feed,
             markets,
             forwarder: reqwest::Client::new(),
+            shutdown: shutdown.clone(),
         };
         if config.fee_rate < rust_decimal::Decimal::ZERO || config.fee_rate > rust_decimal::Decimal::ONE {
             anyhow::bail!("CAPEX_FEE_RATE must be between 0 and 1");
         }
-        crate::jobs::start_sweeper(pool.clone(), state.feed.clone(), Duration::from_millis(config.sweep_ms.max(50)));
+        let sweep_every = Duration::from_millis(config.sweep_ms.max(50));
+        let sweeper = crate::jobs::start_sweeper(pool.clone(), state.feed.clone(), sweep_every, shutdown.clone());
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;
         }
-        tokio::spawn(watch_invariants(state.pool.clone()));
+        let invariants = tokio::spawn(watch_invariants(state.pool.clone(), shutdown));
         let router = router(state.clone());
-        Ok(Application { listener, router, state })
+        Ok(Application { listener, router, state, background: Background { replicas, sweeper, invariants } })
     }
 
     pub fn port(&self) -> u16 {
@@ -131,13 +154,48 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Serves until `shutdown` resolves (or [`AppState::shutdown`] is cancelled), then
+    /// stops accepting, lets in-flight requests finish (long-polls and feed streams answer
+    /// at once), stops the matchers after their batch and the background tasks, and closes
+    /// the pool: all within [`SHUTDOWN_DRAIN_MAX`] + [`SHUTDOWN_STOP_MAX`].
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
-        self.state.markets.shutdown();
+        let token = self.state.shutdown.clone();
+        let signal = {
+            let token = token.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = token.cancelled() => {}
+                }
+                tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                token.cancel();
+            }
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal).into_future();
+        let served = tokio::select! {
+            served = serve => served,
+            _ = async { token.cancelled().await; tokio::time::sleep(SHUTDOWN_DRAIN_MAX).await } => {
+                tracing::warn!(after = ?SHUTDOWN_DRAIN_MAX, "shutdown: requests still running; closing their connections");
+                Ok(())
+            }
+        };
+        let state = self.state;
+        let background = self.background;
+        let stopped = tokio::time::timeout(SHUTDOWN_STOP_MAX, async move {
+            state.markets.stop().await;
+            let _ = background.sweeper.await;
+            let _ = background.invariants.await;
+            // After the matchers and the sweeper: their last events still reach other replicas.
+            background.replicas.stop().await;
+            state.pool.close().await;
+        })
+        .await;
+        if stopped.is_err() {
+            tracing::warn!(after = ?SHUTDOWN_STOP_MAX, "shutdown: background tasks did not stop in time");
+        }
         served
     }
 }

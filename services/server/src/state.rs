@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::roles::RoleCache;
@@ -24,4 +25,7 @@ pub struct AppState {
     pub feed: Feed,
     /// HTTP client for forwarding market requests to the process that owns the market.
     pub forwarder: reqwest::Client,
+    /// Cancelled when the process starts shutting down: long-polls, log follows and feed
+    /// streams answer at once instead of holding the shutdown up.
+    pub shutdown: CancellationToken,
 }

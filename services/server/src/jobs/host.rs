@@ -147,14 +147,21 @@ pub(crate) async fn assignments(
     loop {
         let items = active_leases(&state, host_id).await?;
         let now: BTreeSet<Uuid> = items.iter().map(|a| a.lease_id).collect();
-        if now != have || tokio::time::Instant::now() >= deadline {
+        // A shutdown answers with what is there: the agent polls again (another replica).
+        if now != have || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
             return Ok(Json(Assignments { items }));
         }
-        // Wait for a job event about this host (a trade, cancel, or settlement).
+        // Wait for a job event about this host (a trade, cancel, or settlement), a resync
+        // (events may have been missed) or the shutdown.
         let woke = tokio::time::timeout_at(deadline, async {
             loop {
-                match events.recv().await {
+                let event = tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    event = events.recv() => event,
+                };
+                match event {
                     Ok(event) if event.kind == "job" && event.data["host_id"] == host => return,
+                    Ok(event) if event.kind == "resync" => return,
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -22,6 +22,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::feed::Feed;
 
@@ -49,13 +50,21 @@ pub fn router() -> Router<crate::AppState> {
 }
 
 /// The sweeper: closes leases past their max end and those of hosts that went silent.
-/// Runs until the pool closes.
-pub fn start_sweeper(pool: PgPool, feed: Feed, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Runs until `stop` is cancelled (a sweep under way finishes first) or the pool closes.
+pub fn start_sweeper(
+    pool: PgPool,
+    feed: Feed,
+    every: Duration,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
             if pool.is_closed() {
                 break;
             }

@@ -265,12 +265,17 @@ pub(crate) async fn get_logs(
         .bind(limit)
         .fetch_all(&state.pool)
         .await?;
-        if !rows.is_empty() || ended || tokio::time::Instant::now() >= deadline {
+        let shutting_down = state.shutdown.is_cancelled();
+        if !rows.is_empty() || ended || tokio::time::Instant::now() >= deadline || shutting_down {
             let next_after = rows.last().map(|r| r.0).unwrap_or(after);
             let items = rows.into_iter().map(|(seq, stream, text, at)| LogLine { seq, stream, text, at }).collect();
             return Ok(Json(LogPage { items, next_after, ended }));
         }
-        tokio::time::sleep(LOG_FOLLOW_POLL).await;
+        // A shutdown answers at once with what is there; the client follows again.
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(LOG_FOLLOW_POLL) => {}
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 
 use super::matcher::{Matcher, Request};
 use super::ownership;
@@ -65,7 +66,8 @@ async fn keep_claim(
     use sqlx::Connection;
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            // The value, not a change: a matcher started during a shutdown stops at once.
+            _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => break,
             _ = requests.closed() => break,
             _ = tokio::time::sleep(ownership::CLAIM_INTERVAL) => {
                 if claim.conn.ping().await.is_err() {
@@ -81,7 +83,7 @@ async fn keep_claim(
     let _ = claim.conn.close().await;
 }
 
-/// Every market's matcher. Cheap to share; matchers stop on [`Markets::shutdown`].
+/// Every market's matcher. Cheap to share; matchers stop on [`Markets::stop`].
 pub struct Markets {
     pool: PgPool,
     /// Where other processes forward this process's markets' requests.
@@ -90,6 +92,8 @@ pub struct Markets {
     feed: Feed,
     matchers: Mutex<HashMap<String, MatcherHandle>>,
     shutdown: watch::Sender<bool>,
+    /// Every matcher and its claim keeper, so a shutdown can wait for their last batch.
+    tasks: TaskTracker,
 }
 
 impl Markets {
@@ -102,8 +106,15 @@ impl Markets {
         owner_url: String,
     ) -> anyhow::Result<Arc<Markets>> {
         let (shutdown, _) = watch::channel(false);
-        let markets =
-            Arc::new(Markets { pool, owner_url, config, feed, matchers: Mutex::new(HashMap::new()), shutdown });
+        let markets = Arc::new(Markets {
+            pool,
+            owner_url,
+            config,
+            feed,
+            matchers: Mutex::new(HashMap::new()),
+            shutdown,
+            tasks: TaskTracker::new(),
+        });
         markets.claim_orphans().await.map_err(|err| anyhow::anyhow!("starting markets: {}", err.detail))?;
         // Takes over the markets of processes that die, for as long as this one runs.
         let weak = Arc::downgrade(&markets);
@@ -187,6 +198,9 @@ impl Markets {
         {
             return Ok(handle.clone());
         }
+        if *self.shutdown.borrow() {
+            return Err(matcher_stopped());
+        }
         // Every running market holds two connections outside the pool (its lock and its
         // matcher's): only a known class may have one, whoever asks.
         super::class::require_known(&self.pool, &self.config.market_classes, class).await?;
@@ -210,8 +224,8 @@ impl Markets {
         );
         let (tx, rx) = mpsc::channel(self.config.matcher_queue_max.max(1));
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(matcher.run(rx, stop_rx, self.config.matcher_tick_ms));
-        tokio::spawn(keep_claim(claim, tx.clone(), stop_tx, self.shutdown.subscribe()));
+        self.tasks.spawn(matcher.run(rx, stop_rx, self.config.matcher_tick_ms));
+        self.tasks.spawn(keep_claim(claim, tx.clone(), stop_tx, self.shutdown.subscribe()));
         let handle = MatcherHandle { requests: tx };
         matchers.insert(class.to_string(), handle.clone());
         Ok(handle)
@@ -225,5 +239,13 @@ impl Markets {
     /// Stops every matcher after its current batch.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Stops every matcher after its current batch and waits until each has stopped and
+    /// released its market's lock.
+    pub async fn stop(&self) {
+        self.shutdown();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }

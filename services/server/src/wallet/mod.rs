@@ -202,7 +202,14 @@ pub(crate) async fn create_transfer(
         let to = wallet_account(&mut tx, req.to_user).await?;
         let transfer = post_transfer(
             &mut tx,
-            TransferSpec { from, to, amount, kind: "transfer".into(), memo: req.memo.to_string(), idempotency_key: None },
+            TransferSpec {
+                from,
+                to,
+                amount,
+                kind: "transfer".into(),
+                memo: req.memo.to_string(),
+                idempotency_key: None,
+            },
         )
         .await?;
         let view = TransferView {

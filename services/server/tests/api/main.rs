@@ -7,6 +7,7 @@ mod auth;
 mod conformance;
 mod edge;
 mod feed;
+mod feed_replicas;
 mod hardening;
 mod helpers;
 mod host_replay;
