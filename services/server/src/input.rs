@@ -23,6 +23,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -260,8 +261,10 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 }
 
 /// Layer on every API route: refuses a request whose query string (names or values) or
-/// path holds a control character once percent-decoded, with 422 `invalid_text` naming the
-/// query parameter (or `path`). Handlers then never see one, whatever they bind it to.
+/// path holds a control character once percent-decoded, so handlers never see one,
+/// whatever they bind it to. The answers follow the API's rules for query and path errors
+/// (see `params`): a query parameter with one is 400 `invalid_text` naming the parameter;
+/// a path with one names nothing, 404 `not_found` (field `path`), like any malformed id.
 pub async fn refuse_control_text_in_uri(request: Request, next: Next) -> Response {
     if let Some(err) = uri_text_error(request.uri()) {
         return err.into_response();
@@ -273,13 +276,21 @@ fn uri_text_error(uri: &axum::http::Uri) -> Option<ApiError> {
     let has_control = |text: &str| text.chars().any(char::is_control);
     let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
     if has_control(&path) {
-        return Some(ApiError::invalid("path", "invalid_text", "the path holds a control character"));
+        return Some(
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "nothing is at a path that holds a control character")
+                .with_field("path"),
+        );
     }
     let query = uri.query()?;
     form_urlencoded::parse(query.as_bytes()).find(|(name, value)| has_control(name) || has_control(value)).map(
         |(name, _)| {
             let field = printable(&name).into_owned();
-            ApiError::invalid(&field, "invalid_text", format!("query parameter {field} holds a control character"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_text",
+                format!("query parameter {field} holds a control character"),
+            )
+            .with_field(field)
         },
     )
 }

@@ -82,15 +82,24 @@ async fn control_characters_in_account_and_wallet_text_are_refused_naming_the_fi
 async fn control_characters_in_queries_and_paths_are_refused_naming_the_parameter(pool: sqlx::PgPool) {
     let app = TestApp::spawn(pool).await;
     let alice = app.register(&["buyer"]).await;
+    // Query errors are 400 and name the parameter (the API's rule for query strings).
     for (path, field) in [
         ("/api/v1/jobs?state=%00", "state"),
         ("/api/v1/jobs?state=running%0A", "state"),
         ("/api/v1/orders?status=all&cursor=%00", "cursor"),
         ("/api/v1/wallet/ledger?cursor=1.credit%00", "cursor"),
-        ("/api/v1/markets/H100-80GB%00/book", "path"),
     ] {
         let res = app.get(path, Some(&alice.token)).await;
-        assert_refused(res, "invalid_text", field).await;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "invalid_text").await;
+        assert_eq!(body["field"], field, "{body}");
+    }
+    // A path that holds one names nothing: 404, as a malformed id is.
+    for path in
+        ["/api/v1/markets/H100-80GB%00/book", "/api/v1/jobs/%17%C2%B1", "/api/v1/hosts/%C3%B2%C2%82%0A/assignments"]
+    {
+        let res = app.get(path, Some(&alice.token)).await;
+        let body = assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+        assert_eq!(body["field"], "path", "{body}");
     }
     assert_eq!(app.get("/api/v1/jobs?state=running", Some(&alice.token)).await.status(), StatusCode::OK);
 }
