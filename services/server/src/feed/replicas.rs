@@ -167,11 +167,19 @@ fn encode(seq: &mut u64, kind: &str, user: Option<Uuid>, data: &Value) -> String
     serde_json::to_string(&WireOut { s: *seq, k: kind, u: user, d: data }).unwrap_or_default()
 }
 
+/// Notifies `$1` of each of `$2`, in order. A transaction that notifies is given a
+/// transaction id and its commit is flushed to disk like any write, one more flush per relay
+/// batch; feed events are not records (a lost one is made good by `resync` and a refetch),
+/// so this commit does not wait for its flush (`synchronous_commit` off for this transaction
+/// only).
+const NOTIFY_SQL: &str = "select pg_notify($1, p)
+     from (select set_config('synchronous_commit', 'off', true)) as unflushed, unnest($2::text[]) as p";
+
 /// Notifies every listener of `bodies`, in order, in one transaction.
 async fn send(pool: &PgPool, origin: &str, bodies: Vec<String>) -> Result<(), sqlx::Error> {
     if bodies.iter().all(|body| origin.len() + 1 + body.len() <= NOTIFY_PAYLOAD_MAX) {
         let payloads: Vec<String> = bodies.iter().map(|body| format!("{origin} {body}")).collect();
-        sqlx::query("select pg_notify($1, p) from unnest($2::text[]) as p")
+        sqlx::query(NOTIFY_SQL)
             .bind(FEED_CHANNEL)
             .bind(&payloads)
             .execute(pool)
@@ -192,7 +200,7 @@ async fn send(pool: &PgPool, origin: &str, bodies: Vec<String>) -> Result<(), sq
             .await?;
         payloads.push(format!("{origin} #{id}"));
     }
-    sqlx::query("select pg_notify($1, p) from unnest($2::text[]) as p")
+    sqlx::query(NOTIFY_SQL)
         .bind(FEED_CHANNEL)
         .bind(&payloads)
         .execute(&mut *tx)
