@@ -11,15 +11,19 @@
 //!
 //! Publishing never waits for Postgres: events go into a bounded queue that one task
 //! drains, sending what has gathered with one statement while the next batch gathers.
+//! While no other replica listens (a single process, the usual case), nothing is sent at
+//! all: each listen connection carries the process's origin in its `application_name`, the
+//! relay looks for others' at most every [`PEER_CHECK`], and a replica that starts
+//! listening announces itself at once with a `hello` notification.
 //! Events the queue could not take or Postgres refused are lost to the other replicas;
 //! their subscribers are told to `resync` instead, as are this process's subscribers when
 //! its listen connection is lost and re-established (notifications sent meanwhile never
 //! arrive).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -43,6 +47,12 @@ pub(crate) const RELAY_QUEUE_EVENTS: usize = 8192;
 pub(crate) const RELAY_BATCH_MAX: usize = 256;
 /// Pause after Postgres refused a batch or a listen connection, before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// How often the relay looks for other replicas' listen connections.
+const PEER_CHECK: Duration = Duration::from_secs(1);
+/// The body of the notification a replica sends once it listens.
+const HELLO: &str = "!hello";
+/// Prefix of a listen connection's `application_name`, followed by its origin.
+const LISTENER_APP_PREFIX: &str = "capex-feed:";
 /// Distinct event kinds a listener accepts (kinds are few and fixed in the code).
 const KINDS_MAX: usize = 64;
 
@@ -85,13 +95,15 @@ impl Replicas {
 pub(super) async fn start(pool: &PgPool, local: broadcast::Sender<FeedEvent>) -> anyhow::Result<(Outgoing, Replicas)> {
     let origin = Uuid::now_v7().simple().to_string();
     // Its own one-connection pool, so the listen connection never takes a request's slot.
-    let listen_pool = PgPoolOptions::new().max_connections(1).connect_lazy_with((*pool.connect_options()).clone());
-    let listener = listen(&listen_pool).await?;
+    let options = (*pool.connect_options()).clone().application_name(&format!("{LISTENER_APP_PREFIX}{origin}"));
+    let listen_pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options);
+    let listener = listen(&listen_pool, pool, &origin).await?;
     let stop = CancellationToken::new();
     let (queue, queued) = mpsc::channel(RELAY_QUEUE_EVENTS);
     let dropped = Arc::new(AtomicU64::new(0));
-    let relay = tokio::spawn(relay(pool.clone(), origin.clone(), queued, dropped.clone(), stop.clone()));
-    let listener = tokio::spawn(follow(listener, listen_pool, pool.clone(), origin, local, stop.clone()));
+    let peers = Arc::new(AtomicBool::new(false));
+    let relay = tokio::spawn(relay(pool.clone(), origin.clone(), queued, dropped.clone(), peers.clone(), stop.clone()));
+    let listener = tokio::spawn(follow(listener, listen_pool, pool.clone(), origin, local, peers, stop.clone()));
     Ok((Outgoing { queue, dropped }, Replicas { stop, relay, listener }))
 }
 
@@ -120,9 +132,11 @@ async fn relay(
     origin: String,
     mut queued: mpsc::Receiver<FeedEvent>,
     dropped: Arc<AtomicU64>,
+    peers: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     let mut seq = 0_u64;
+    let mut peers_checked: Option<Instant> = None;
     let mut lost = 0_u64;
     let mut batch = Vec::with_capacity(RELAY_BATCH_MAX);
     let mut stopping = false;
@@ -139,6 +153,19 @@ async fn relay(
         };
         if received == 0 {
             return;
+        }
+        if peers_checked.is_none_or(|at| at.elapsed() >= PEER_CHECK) {
+            peers_checked = Some(Instant::now());
+            match other_listeners(&pool, &origin).await {
+                Ok(found) => peers.store(found, Ordering::Relaxed),
+                Err(err) => tracing::warn!(error = %err, "cannot look for other replicas"),
+            }
+        }
+        if !peers.load(Ordering::Relaxed) {
+            // Nobody else listens: nothing to send, nothing lost.
+            dropped.store(0, Ordering::Relaxed);
+            batch.clear();
+            continue;
         }
         let missed = dropped.swap(0, Ordering::Relaxed) + lost;
         let mut bodies = Vec::with_capacity(batch.len() + 1);
@@ -162,6 +189,19 @@ async fn relay(
     }
 }
 
+/// Whether another process listens to the feed on this database.
+async fn other_listeners(pool: &PgPool, origin: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from pg_stat_activity
+                        where datname = current_database() and application_name like $1 || '%'
+                          and application_name <> $1 || $2)",
+    )
+    .bind(LISTENER_APP_PREFIX)
+    .bind(origin)
+    .fetch_one(pool)
+    .await
+}
+
 fn encode(seq: &mut u64, kind: &str, user: Option<Uuid>, data: &Value) -> String {
     *seq += 1;
     serde_json::to_string(&WireOut { s: *seq, k: kind, u: user, d: data }).unwrap_or_default()
@@ -179,11 +219,7 @@ const NOTIFY_SQL: &str = "select pg_notify($1, p)
 async fn send(pool: &PgPool, origin: &str, bodies: Vec<String>) -> Result<(), sqlx::Error> {
     if bodies.iter().all(|body| origin.len() + 1 + body.len() <= NOTIFY_PAYLOAD_MAX) {
         let payloads: Vec<String> = bodies.iter().map(|body| format!("{origin} {body}")).collect();
-        sqlx::query(NOTIFY_SQL)
-            .bind(FEED_CHANNEL)
-            .bind(&payloads)
-            .execute(pool)
-            .await?;
+        sqlx::query(NOTIFY_SQL).bind(FEED_CHANNEL).bind(&payloads).execute(pool).await?;
         return Ok(());
     }
     let mut tx = pool.begin().await?;
@@ -200,17 +236,15 @@ async fn send(pool: &PgPool, origin: &str, bodies: Vec<String>) -> Result<(), sq
             .await?;
         payloads.push(format!("{origin} #{id}"));
     }
-    sqlx::query(NOTIFY_SQL)
-        .bind(FEED_CHANNEL)
-        .bind(&payloads)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(NOTIFY_SQL).bind(FEED_CHANNEL).bind(&payloads).execute(&mut *tx).await?;
     tx.commit().await
 }
 
-async fn listen(listen_pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+/// Listens, then tells the other replicas (so they start sending at once).
+async fn listen(listen_pool: &PgPool, pool: &PgPool, origin: &str) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(listen_pool).await?;
     listener.listen(FEED_CHANNEL).await?;
+    sqlx::query("select pg_notify($1, $2)").bind(FEED_CHANNEL).bind(format!("{origin} {HELLO}")).execute(pool).await?;
     Ok(listener)
 }
 
@@ -222,6 +256,7 @@ async fn follow(
     pool: PgPool,
     origin: String,
     local: broadcast::Sender<FeedEvent>,
+    peers: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     loop {
@@ -230,14 +265,20 @@ async fn follow(
             received = listener.try_recv() => received,
         };
         match received {
-            Ok(Some(notification)) => deliver(&pool, &origin, notification.payload(), &local).await,
+            Ok(Some(notification)) => {
+                let payload = notification.payload();
+                if payload.split_once(' ').is_some_and(|(from, _)| from != origin) {
+                    peers.store(true, Ordering::Relaxed);
+                }
+                deliver(&pool, &origin, payload, &local).await
+            }
             // The connection dropped; `try_recv` has reconnected and listens again.
             Ok(None) => resync(&local, "listen connection re-established"),
             Err(err) => {
                 tracing::warn!(error = %err, "feed listen connection lost; reconnecting");
                 // Its connection is the listen pool's only one.
                 drop(listener);
-                listener = match reopen(&listen_pool, &stop).await {
+                listener = match reopen(&listen_pool, &pool, &origin, &stop).await {
                     Some(listener) => listener,
                     None => return listen_pool.close().await,
                 };
@@ -250,13 +291,13 @@ async fn follow(
 }
 
 /// A new listen connection, tried until it opens; `None` once `stop` is cancelled.
-async fn reopen(listen_pool: &PgPool, stop: &CancellationToken) -> Option<PgListener> {
+async fn reopen(listen_pool: &PgPool, pool: &PgPool, origin: &str, stop: &CancellationToken) -> Option<PgListener> {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return None,
             _ = tokio::time::sleep(RETRY_AFTER) => {}
         }
-        match listen(listen_pool).await {
+        match listen(listen_pool, pool, origin).await {
             Ok(listener) => return Some(listener),
             Err(err) => tracing::warn!(error = %err, "feed listen connection not re-established"),
         }
@@ -272,7 +313,7 @@ fn resync(local: &broadcast::Sender<FeedEvent>, reason: &str) {
 /// Delivers one notification to the local subscribers unless this process sent it.
 async fn deliver(pool: &PgPool, origin: &str, payload: &str, local: &broadcast::Sender<FeedEvent>) {
     let Some((from, body)) = payload.split_once(' ') else { return };
-    if from == origin {
+    if from == origin || body == HELLO {
         return;
     }
     let spilled;
