@@ -26,7 +26,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::LedgerError;
-use crate::accounts::{AccountKind, FEES_ACCOUNT, TREASURY_ACCOUNT};
+use crate::accounts::{AccountKind, FEES_ACCOUNT};
 
 /// The accounts a transaction will touch, named by what they belong to.
 #[derive(Debug, Clone, Default)]
@@ -35,7 +35,7 @@ pub struct AccountSet {
     pub wallets_of: Vec<Uuid>,
     /// Orders or leases whose escrow accounts are touched (those that exist).
     pub escrows_of: Vec<Uuid>,
-    /// Accounts named by id (the treasury, the fees account, a known account).
+    /// Accounts named by id (the fees account, a known account).
     pub accounts: Vec<Uuid>,
 }
 
@@ -54,22 +54,10 @@ impl AccountSet {
         self.accounts.push(FEES_ACCOUNT);
         self
     }
-
-    pub fn treasury(mut self) -> Self {
-        self.accounts.push(TREASURY_ACCOUNT);
-        self
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.wallets_of.is_empty() && self.escrows_of.is_empty() && self.accounts.is_empty()
-    }
 }
 
-/// The accounts a transaction holds locked, with their balances as locked.
-#[derive(Debug, Clone, Default)]
-pub struct LockedAccounts {
-    pub balances: BTreeMap<Uuid, (AccountKind, Decimal)>,
-}
+/// The accounts a transaction holds locked, by id, with their kinds and balances as locked.
+pub type LockedAccounts = BTreeMap<Uuid, (AccountKind, Decimal)>;
 
 /// Opens the wallets of `set` that do not exist yet, then locks every account of `set` in
 /// ascending id order in one statement. Call it once, before the transaction's first write
@@ -110,14 +98,10 @@ pub async fn lock_accounts(conn: &mut PgConnection, set: &AccountSet) -> Result<
         let kind = AccountKind::parse(&kind).ok_or(LedgerError::UnknownAccount(id))?;
         balances.insert(id, (kind, balance));
     }
-    Ok(LockedAccounts { balances })
+    Ok(balances)
 }
 
 /// Locks the accounts with these ids, in ascending id order, in one statement.
-pub(crate) async fn lock_by_id(
-    conn: &mut PgConnection,
-    ids: &[Uuid],
-) -> Result<BTreeMap<Uuid, (AccountKind, Decimal)>, LedgerError> {
-    let set = AccountSet { accounts: ids.to_vec(), ..AccountSet::default() };
-    Ok(lock_accounts(conn, &set).await?.balances)
+pub(crate) async fn lock_by_id(conn: &mut PgConnection, ids: &[Uuid]) -> Result<LockedAccounts, LedgerError> {
+    lock_accounts(conn, &AccountSet { accounts: ids.to_vec(), ..AccountSet::default() }).await
 }

@@ -49,7 +49,7 @@ fn inventory(key: &SigningKey, gpus: &[(String, String)]) -> SignedEnvelope {
     SignedEnvelope::seal_json(INVENTORY_DOMAIN, key, &payload)
 }
 
-fn h100s(n: usize) -> Vec<(String, String)> {
+pub(crate) fn h100s(n: usize) -> Vec<(String, String)> {
     (0..n).map(|_| (format!("GPU-{}", Uuid::new_v4()), "NVIDIA H100 80GB HBM3".to_string())).collect()
 }
 
@@ -57,7 +57,7 @@ async fn provider(app: &TestApp) -> TestUser {
     app.register(&["provider"]).await
 }
 
-async fn register_host(app: &TestApp, user: &TestUser, gpus: Vec<(String, String)>) -> TestHost {
+pub(crate) async fn register_host(app: &TestApp, user: &TestUser, gpus: Vec<(String, String)>) -> TestHost {
     let key = new_key();
     let res = app.post("/api/v1/hosts", Some(&user.token), &json!(inventory(&key, &gpus))).await;
     assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
@@ -65,7 +65,7 @@ async fn register_host(app: &TestApp, user: &TestUser, gpus: Vec<(String, String
     TestHost { host_id: body["host_id"].as_str().unwrap().parse().unwrap(), key, gpus }
 }
 
-fn report(host: &TestHost, seq: u64, energy_mj: u64) -> ReportPayload {
+pub(crate) fn report(host: &TestHost, seq: u64, energy_mj: u64) -> ReportPayload {
     let now = Utc::now();
     ReportPayload {
         host_id: host.host_id,
@@ -92,11 +92,11 @@ fn report(host: &TestHost, seq: u64, energy_mj: u64) -> ReportPayload {
     }
 }
 
-fn seal(key: &SigningKey, report: &ReportPayload) -> SignedEnvelope {
+pub(crate) fn seal(key: &SigningKey, report: &ReportPayload) -> SignedEnvelope {
     SignedEnvelope::seal_json(REPORT_DOMAIN, key, report)
 }
 
-async fn send_raw(app: &TestApp, host_id: Uuid, body: Vec<u8>) -> Response {
+pub(crate) async fn send_raw(app: &TestApp, host_id: Uuid, body: Vec<u8>) -> Response {
     app.client
         .post(app.url(&format!("/api/v1/hosts/{host_id}/reports")))
         .header("content-type", "application/json")
@@ -106,11 +106,11 @@ async fn send_raw(app: &TestApp, host_id: Uuid, body: Vec<u8>) -> Response {
         .unwrap()
 }
 
-async fn send(app: &TestApp, host_id: Uuid, envelope: &SignedEnvelope) -> Response {
+pub(crate) async fn send(app: &TestApp, host_id: Uuid, envelope: &SignedEnvelope) -> Response {
     send_raw(app, host_id, serde_json::to_vec(envelope).unwrap()).await
 }
 
-async fn send_ok(app: &TestApp, host: &TestHost, report: &ReportPayload) -> Value {
+pub(crate) async fn send_ok(app: &TestApp, host: &TestHost, report: &ReportPayload) -> Value {
     let res = send(app, host.host_id, &seal(&host.key, report)).await;
     assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap_or_default());
     res.json().await.unwrap()
