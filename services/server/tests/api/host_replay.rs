@@ -2,10 +2,7 @@
 //! same request sent again within the skew window is refused with `host_request_replayed`
 //! and has no effect, even when both copies arrive at once.
 
-use capex_core::report::{encode_public_key, format_host_nonce, sign_host_request};
-use capex_core::{
-    GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, REPORT_DOMAIN, ReportPayload, SignedEnvelope,
-};
+use capex_core::report::{format_host_nonce, sign_host_request};
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use reqwest::{Response, StatusCode};
@@ -13,6 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestUser, assert_problem};
+use crate::hosts::{TestHost, h100s, register_host, report, send_ok};
 
 const CLASS: &str = "H100-80GB";
 
@@ -41,55 +39,9 @@ async fn world(pool: sqlx::PgPool) -> World {
     let buyer = app.register(&["buyer"]).await;
     let provider = app.register(&["provider"]).await;
     app.mint(&operator, &buyer, "100").await;
-    let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let gpu = format!("GPU-{}", Uuid::new_v4());
-    let inventory = InventoryPayload {
-        public_key: encode_public_key(&key.verifying_key()),
-        name: "rack-1".into(),
-        created_at: Utc::now(),
-        interval_s: 10,
-        driver_version: None,
-        cuda_version: None,
-        gpus: vec![InventoryGpu {
-            index: 0,
-            uuid: gpu.clone(),
-            name: "NVIDIA H100 80GB HBM3".into(),
-            memory_total_mib: 81_559,
-            pci_bus_id: None,
-        }],
-    };
-    let envelope = SignedEnvelope::seal_json(INVENTORY_DOMAIN, &key, &inventory);
-    let res = app.post("/api/v1/hosts", Some(&provider.token), &json!(envelope)).await;
-    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
-    let host_id = res.json::<Value>().await.unwrap()["host_id"].as_str().unwrap().parse().unwrap();
-    let now = Utc::now();
-    let report = ReportPayload {
-        host_id,
-        seq: 0,
-        sent_at: now,
-        measured_at: now,
-        interval_s: 10,
-        gpus: vec![GpuSample {
-            uuid: gpu.clone(),
-            name: "NVIDIA H100 80GB HBM3".into(),
-            memory_total_mib: 81_559,
-            memory_used_mib: 0,
-            utilization_pct: 0,
-            power_mw: 70_000,
-            energy_mj: 1_000,
-            temperature_c: 35,
-            processes: vec![],
-        }],
-        leases: None,
-    };
-    let res = app
-        .post(
-            &format!("/api/v1/hosts/{host_id}/reports"),
-            None,
-            &json!(SignedEnvelope::seal_json(REPORT_DOMAIN, &key, &report)),
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap_or_default());
+    let host = register_host(&app, &provider, h100s(1)).await;
+    send_ok(&app, &host, &report(&host, 0, 1_000)).await;
+    let TestHost { host_id, key, .. } = host;
     World { app, buyer, provider, host_id, key }
 }
 
