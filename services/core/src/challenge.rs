@@ -537,3 +537,83 @@ mod tests {
         assert_eq!(pick_rows(&s, &[1; 32], 1000).len(), 64, "at most every leaf");
     }
 }
+
+/// Answers for tests and benches at any `n` without computing all of `C`: the named leaves
+/// hold the true segments, every other subtree is a placeholder hash, so the root and the
+/// proofs are consistent with each other (but not a commitment to a real `C`).
+pub mod testing {
+    use super::*;
+
+    fn placeholder(level: u32, index: u64) -> [u8; 32] {
+        Sha256::new().chain_update(b"placeholder").chain_update(level.to_le_bytes()).chain_update(index.to_le_bytes()).finalize().into()
+    }
+
+    struct Sparse<'a> {
+        widths: Vec<u64>,
+        leaves: &'a [(u32, [u8; 32])],
+    }
+
+    impl Sparse<'_> {
+        /// Whether any named leaf lies under node `(level, index)`.
+        fn covers(&self, level: u32, index: u64) -> bool {
+            let (lo, hi) = (index << level, (index + 1) << level);
+            self.leaves.iter().any(|(i, _)| (lo..hi).contains(&u64::from(*i)))
+        }
+
+        fn hash(&self, level: u32, index: u64) -> [u8; 32] {
+            if level == 0 {
+                return self.leaves.iter().find(|(i, _)| u64::from(*i) == index).map_or_else(|| placeholder(0, index), |(_, h)| *h);
+            }
+            if !self.covers(level, index) {
+                return placeholder(level, index);
+            }
+            let below = self.widths[level as usize - 1];
+            if 2 * index + 1 < below {
+                node_hash(&self.hash(level - 1, 2 * index), &self.hash(level - 1, 2 * index + 1))
+            } else {
+                self.hash(level - 1, 2 * index)
+            }
+        }
+    }
+
+    /// The root and the answer opening `asked`; with `corrupt`, that leaf's first value is
+    /// off by one *before* hashing (a committed wrong leaf).
+    pub fn sparse_answer(spec: &ChallengeSpec, asked: &[u32], corrupt: Option<u32>) -> ([u8; 32], ChallengeAnswer) {
+        let mut widths = vec![u64::from(spec.leaf_count())];
+        while *widths.last().unwrap_or(&1) > 1 {
+            let next = widths.last().copied().unwrap_or(1).div_ceil(2);
+            widths.push(next);
+        }
+        let values: Vec<(u32, [i32; SEGMENT_COLS])> = asked
+            .iter()
+            .map(|&i| {
+                let mut v = c_segment(spec, i);
+                if corrupt == Some(i) {
+                    v[0] = v[0].wrapping_add(1);
+                }
+                (i, v)
+            })
+            .collect();
+        let leaves: Vec<(u32, [u8; 32])> = values.iter().map(|(i, v)| (*i, leaf_hash(*i, v))).collect();
+        let sparse = Sparse { widths: widths.clone(), leaves: &leaves };
+        let top = widths.len() as u32 - 1;
+        let root = sparse.hash(top, 0);
+        let rows = values
+            .iter()
+            .map(|(i, v)| {
+                let mut proof = Vec::new();
+                let mut index = u64::from(*i);
+                for level in 0..top {
+                    let sibling = index ^ 1;
+                    if sibling < widths[level as usize] {
+                        proof.push(encode_hash(&sparse.hash(level, sibling)));
+                    }
+                    index /= 2;
+                }
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                RowOpening { index: *i, values: BASE64.encode(bytes), proof }
+            })
+            .collect();
+        (root, ChallengeAnswer { rows })
+    }
+}
