@@ -96,25 +96,44 @@ impl ParsedCert {
         if curve != SECP384R1 {
             return Err(format!("{}: key is on curve {curve}, not P-384", self.subject()));
         }
-        let point = spki.subject_public_key.as_bytes().ok_or_else(|| format!("{}: key bits are not whole bytes", self.subject()))?;
-        p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| format!("{}: key is not a P-384 point", self.subject()))
+        let point = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| format!("{}: key bits are not whole bytes", self.subject()))?;
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+            .map_err(|_| format!("{}: key is not a P-384 point", self.subject()))
     }
 
     /// Checks that `issuer` signed this certificate (names chain, ECDSA P-384 / SHA-384).
     fn signed_by(&self, issuer: &ParsedCert) -> Result<(), String> {
         let tbs = &self.cert.tbs_certificate;
         if tbs.issuer != issuer.cert.tbs_certificate.subject {
-            return Err(format!("{} names issuer {}, but the next certificate is {}", self.subject(), tbs.issuer, issuer.subject()));
+            return Err(format!(
+                "{} names issuer {}, but the next certificate is {}",
+                self.subject(),
+                tbs.issuer,
+                issuer.subject()
+            ));
         }
         if self.cert.signature_algorithm.oid != ECDSA_WITH_SHA384 || tbs.signature.oid != ECDSA_WITH_SHA384 {
-            return Err(format!("{}: signature algorithm {} is not ecdsa-with-SHA384", self.subject(), self.cert.signature_algorithm.oid));
+            return Err(format!(
+                "{}: signature algorithm {} is not ecdsa-with-SHA384",
+                self.subject(),
+                self.cert.signature_algorithm.oid
+            ));
         }
         let key = issuer.p384_key()?;
-        let signature = self.cert.signature.as_bytes().ok_or_else(|| format!("{}: signature bits are not whole bytes", self.subject()))?;
-        let signature = p384::ecdsa::Signature::from_der(signature).map_err(|_| format!("{}: signature is not a DER ECDSA signature", self.subject()))?;
+        let signature = self
+            .cert
+            .signature
+            .as_bytes()
+            .ok_or_else(|| format!("{}: signature bits are not whole bytes", self.subject()))?;
+        let signature = p384::ecdsa::Signature::from_der(signature)
+            .map_err(|_| format!("{}: signature is not a DER ECDSA signature", self.subject()))?;
         let tbs_der = tbs.to_der().map_err(|e| e.to_string())?;
         use p384::ecdsa::signature::Verifier;
-        key.verify(&tbs_der, &signature).map_err(|_| format!("{}: signature by {} does not verify", self.subject(), issuer.subject()))
+        key.verify(&tbs_der, &signature)
+            .map_err(|_| format!("{}: signature by {} does not verify", self.subject(), issuer.subject()))
     }
 
     fn check_validity(&self, now_unix_s: u64) -> Result<(), String> {
@@ -134,7 +153,8 @@ impl ParsedCert {
     /// key usage. `below` is how many CA certificates sit under it in the path.
     fn check_ca(&self, below: usize) -> Result<(), String> {
         let tbs = &self.cert.tbs_certificate;
-        let constraints = tbs.get::<BasicConstraints>().map_err(|e| format!("{}: basic constraints: {e}", self.subject()))?;
+        let constraints =
+            tbs.get::<BasicConstraints>().map_err(|e| format!("{}: basic constraints: {e}", self.subject()))?;
         match constraints {
             Some((_, bc)) if bc.ca => {
                 if let Some(max) = bc.path_len_constraint
@@ -189,7 +209,8 @@ pub fn parse_chain(bytes: &[u8]) -> Result<Vec<ParsedCert>, String> {
     let end = bytes.iter().rposition(|b| *b != 0 && !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
     let bytes = &bytes[..end];
     let ders: Vec<Vec<u8>> = if bytes.starts_with(b"-----BEGIN") {
-        let certs = Certificate::load_pem_chain(bytes).map_err(|e| format!("certificate chain PEM does not parse: {e}"))?;
+        let certs =
+            Certificate::load_pem_chain(bytes).map_err(|e| format!("certificate chain PEM does not parse: {e}"))?;
         certs.iter().map(|c| c.to_der().map_err(|e| e.to_string())).collect::<Result<_, _>>()?
     } else {
         split_der(bytes)?
@@ -210,8 +231,10 @@ fn split_der(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             return Err(format!("certificate chain has more than {CHAIN_CERTS_MAX} certificates"));
         }
         let mut reader = der::SliceReader::new(bytes).map_err(|e| e.to_string())?;
-        let header = der::Header::decode(&mut reader).map_err(|e| format!("certificate chain DER does not parse: {e}"))?;
-        let header_len = usize::try_from(u32::from(header.encoded_len().map_err(|e| e.to_string())?)).map_err(|e| e.to_string())?;
+        let header =
+            der::Header::decode(&mut reader).map_err(|e| format!("certificate chain DER does not parse: {e}"))?;
+        let header_len =
+            usize::try_from(u32::from(header.encoded_len().map_err(|e| e.to_string())?)).map_err(|e| e.to_string())?;
         let body_len = usize::try_from(u32::from(header.length)).map_err(|e| e.to_string())?;
         let total = header_len.checked_add(body_len).ok_or("certificate length overflows")?;
         let cert = bytes.get(..total).ok_or("certificate chain DER is truncated")?;
@@ -241,7 +264,9 @@ pub fn verify_chain(chain: &[ParsedCert], roots: &[ParsedCert], now_unix_s: u64)
     let root = roots
         .iter()
         .find(|r| r.cert.tbs_certificate.subject == top.cert.tbs_certificate.issuer && top.signed_by(r).is_ok())
-        .ok_or_else(|| format!("{} is not issued by a trusted root (issuer {})", top.subject(), top.cert.tbs_certificate.issuer))?;
+        .ok_or_else(|| {
+            format!("{} is not issued by a trusted root (issuer {})", top.subject(), top.cert.tbs_certificate.issuer)
+        })?;
     root.check_validity(now_unix_s)?;
     root.check_ca(path.len() - 1)?;
     for (i, cert) in path.iter().enumerate() {

@@ -217,7 +217,10 @@ pub fn decode_evidence(evidence: &CcEvidence) -> Result<(Vec<u8>, Vec<u8>), CcRe
             .decode(text.trim())
             .map_err(|e| CcRefusal::BadFormat(format!("{field} is not base64: {e}")))
     };
-    Ok((decode("attestation_report", &evidence.attestation_report)?, decode("certificate_chain", &evidence.certificate_chain)?))
+    Ok((
+        decode("attestation_report", &evidence.attestation_report)?,
+        decode("certificate_chain", &evidence.certificate_chain)?,
+    ))
 }
 
 /// [`verify_at`] at the current time.
@@ -242,10 +245,11 @@ pub fn verify_at(
     now: SystemTime,
 ) -> Result<CcVerified, CcRefusal> {
     // 1. Format.
-    let stated_nonce = parse_nonce(&evidence.nonce)
-        .ok_or_else(|| CcRefusal::BadFormat("nonce is not 64 hex characters".into()))?;
+    let stated_nonce =
+        parse_nonce(&evidence.nonce).ok_or_else(|| CcRefusal::BadFormat("nonce is not 64 hex characters".into()))?;
     let (report_bytes, chain_bytes) = decode_evidence(evidence)?;
-    let report = spdm::parse_report(&report_bytes).map_err(|e| CcRefusal::BadFormat(format!("attestation report: {e}")))?;
+    let report =
+        spdm::parse_report(&report_bytes).map_err(|e| CcRefusal::BadFormat(format!("attestation report: {e}")))?;
     let certs = chain::parse_chain(&chain_bytes).map_err(CcRefusal::BadFormat)?;
 
     // 2. Chain.
@@ -307,7 +311,9 @@ pub fn verify_at(
     if let Some(rims) = rims {
         for (index, accepted) in rims.indices() {
             let value = report.measurement(*index).ok_or_else(|| {
-                CcRefusal::MeasurementMismatch(format!("measurement {index} has a reference value but is not in the report"))
+                CcRefusal::MeasurementMismatch(format!(
+                    "measurement {index} has a reference value but is not in the report"
+                ))
             })?;
             if !accepted.iter().any(|a| a.as_slice() == value) {
                 return Err(CcRefusal::MeasurementMismatch(format!(
@@ -368,7 +374,8 @@ pub struct EvidenceSummary {
 /// Parses evidence without verifying it, for diagnostics.
 pub fn summarize(evidence: &CcEvidence) -> Result<EvidenceSummary, CcRefusal> {
     let (report_bytes, chain_bytes) = decode_evidence(evidence)?;
-    let report = spdm::parse_report(&report_bytes).map_err(|e| CcRefusal::BadFormat(format!("attestation report: {e}")))?;
+    let report =
+        spdm::parse_report(&report_bytes).map_err(|e| CcRefusal::BadFormat(format!("attestation report: {e}")))?;
     let certs = chain::parse_chain(&chain_bytes).map_err(CcRefusal::BadFormat)?;
     Ok(EvidenceSummary {
         report_bytes: report_bytes.len(),

@@ -101,7 +101,10 @@ impl ReferenceValues {
             out.add_text(&text, &file.display().to_string())?;
         }
         if out.is_empty() {
-            return Err(format!("{}: no reference values (expected *.txt files of `<index> <hex digest>` lines)", dir.display()));
+            return Err(format!(
+                "{}: no reference values (expected *.txt files of `<index> <hex digest>` lines)",
+                dir.display()
+            ));
         }
         Ok(out)
     }

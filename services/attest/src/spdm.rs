@@ -193,7 +193,9 @@ pub fn parse_report(report: &[u8]) -> Result<AttestationReport, FormatError> {
 
     let version = r.u8("response SPDMVersion")?;
     if version != spdm_version {
-        return Err(bad(format!("response SPDM version {version:#04x} differs from the request's {spdm_version:#04x}")));
+        return Err(bad(format!(
+            "response SPDM version {version:#04x} differs from the request's {spdm_version:#04x}"
+        )));
     }
     let code = r.u8("response code")?;
     if code != MEASUREMENTS {
