@@ -22,9 +22,10 @@
 //!
 //! # Matching
 //!
-//! An ask can hold a bid when all four hold at the clock `now`:
+//! An ask can hold a bid when all five hold at the clock `now`:
 //! `ask.remaining_gpus >= bid.gpus` (all of a bid's GPUs come from one host, the ask's),
-//! `now + bid.duration_ms <= ask.available_until_ms`, `ask.owner != bid.owner`, and
+//! `now + bid.duration_ms <= ask.available_until_ms`, `ask.owner != bid.owner`,
+//! `bid.requires.admits(&ask.grade)` (see [Supply](#supply)), and
 //! `bid.price >= ask.price`.
 //!
 //! - A bid is all or nothing: it trades once, for all its GPUs, with one ask.
@@ -49,12 +50,29 @@
 //! down to) loses time priority; one that only lowers the size keeps it. The amended
 //! order is then matched as if it were incoming, and whatever is left rests again.
 //!
+//! # Supply
+//!
+//! Buyers may need more than a price: a workload with secrets needs GPUs the exchange has
+//! checked, a long job needs a host that stays up. A bid's [`Requirements`] name a floor
+//! for the weakest [`Verification`] of the GPUs it gets and for the host's 7-day uptime; an
+//! ask carries the [`AskGrade`] the server computed (the minimum level over its bound
+//! GPUs, and the host's uptime). Uptime is in parts per million ([`PPM_MAX`] is 100%) so
+//! that the book compares integers exactly and its orders stay `Copy`. Each floor is
+//! inclusive: an ask at exactly `min_uptime_7d_ppm` meets it.
+//!
+//! A requirement is one more way an ask can fail to hold a bid, nothing else: an ask the
+//! bid does not admit is passed over like one that is too small, and both keep their
+//! place. The grade is the exchange's knowledge, not the provider's offer, so
+//! [`Command::Regrade`] changes it without an owner and without touching priority; a
+//! raised grade is matched at once against the waiting bids, a lowered one only stops
+//! later trades.
+//!
 //! # Events
 //!
 //! Per command, in order: expiries (by `available_until_ms`, then age), then either one
 //! [`Event::Rejected`] (nothing else changes), or [`Event::Accepted`] /
-//! [`Event::Amended`] / [`Event::Cancelled`], followed for placements and amendments by
-//! trades in the order they happened and, for IOC, the cancellation of the leftover.
+//! [`Event::Amended`] / [`Event::Regraded`] / [`Event::Cancelled`], followed for
+//! placements, amendments and regrades by trades in the order they happened and, for IOC, the cancellation of the leftover.
 //!
 //! # Limits
 //!
@@ -75,6 +93,7 @@
 
 mod book;
 mod event;
+mod grade;
 mod id_hash;
 mod ids;
 mod order;
@@ -83,6 +102,7 @@ mod side;
 
 pub use book::{Book, DURATION_MS_MAX, Depth, GPUS_PER_ORDER_MAX, Level, ORDERS_RESTING_MAX};
 pub use event::{Command, Event, RejectReason, UnfilledReason};
+pub use grade::{AskGrade, PPM_MAX, Requirements, Verification, VerificationError};
 pub use ids::{HostId, OrderId, UserId};
 pub use order::{Ask, Bid, RestingAsk, RestingBid, RestingOrder, Tif};
 pub use price::{PRICE_SCALE, Price, PriceError};

@@ -3,7 +3,7 @@
 //! Shared by `benches/engine.rs` and `examples/throughput.rs`. Uses its own splitmix64 so
 //! the crate needs no `rand` dependency and the stream is the same on every machine.
 
-use capex_book::{Ask, Bid, Book, Command, HostId, OrderId, Price, Tif, UserId};
+use capex_book::{Ask, AskGrade, Bid, Book, Command, HostId, OrderId, Price, Requirements, Tif, UserId};
 use uuid::Uuid;
 
 /// Resting orders the generator steers the book towards.
@@ -82,6 +82,9 @@ impl Generator {
             duration_ms: self.rng.range_i64(10, 120) * MINUTE_MS,
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
+            // Without requirements and grades the stream (and its random draws) stays the
+            // one earlier figures were measured on; the predicate still runs on every fit.
+            requires: Requirements::default(),
         };
         Command::PlaceBid { at_ms: self.now_ms, bid }
     }
@@ -105,6 +108,7 @@ impl Generator {
             available_until_ms: self.now_ms + available_ms,
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
+            grade: AskGrade::UNGRADED,
         };
         Command::PlaceAsk { at_ms: self.now_ms, ask }
     }

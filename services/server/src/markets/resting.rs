@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use capex_book::{Book, HostId, OrderId, Price, RestingAsk, RestingBid, RestingOrder, UserId};
+use capex_book::{AskGrade, Book, HostId, OrderId, Price, Requirements, RestingAsk, RestingBid, RestingOrder, UserId};
 use capex_core::Credits;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -195,6 +195,8 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 duration_ms: row.duration_ms.unwrap_or(0),
                 price,
                 seq: row.seq as u64,
+                // Not stored yet: every bid was placed without requirements.
+                requires: Requirements::default(),
             })
         } else {
             RestingOrder::Ask(RestingAsk {
@@ -206,6 +208,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 available_until_ms: row.available_until.map(|t| t.timestamp_millis()).unwrap_or(0),
                 price,
                 seq: row.seq as u64,
+                grade: AskGrade::UNGRADED,
             })
         };
         book.restore(order, at_ms).map_err(|reason| {
