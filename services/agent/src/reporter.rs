@@ -42,6 +42,7 @@ pub async fn register(config: &AgentConfig, exchange_url: &str, api_key: &str) -
         name: config.name.clone(),
         created_at: Utc::now(),
         interval_s: config.interval_s,
+        backend: probe.backend(),
         driver_version: inventory.driver_version,
         cuda_version: inventory.cuda_version,
         gpus: inventory.gpus,
@@ -92,7 +93,7 @@ pub async fn run_with_probe(
     let spool = Arc::new(Mutex::new(Spool::open(&config.state_dir, config.spool_reports_max)?));
     {
         let spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-        tracing::info!(%host_id, exchange = exchange_url, backend = probe.backend(), interval_s = config.interval_s,
+        tracing::info!(%host_id, exchange = exchange_url, backend = %probe.backend(), interval_s = config.interval_s,
             next_seq = spool.next_seq(), spooled = spool.len(), "capex-agent reporting");
     }
     let exchange = Exchange::new(exchange_url, Duration::from_secs(config.request_timeout_s))?;
@@ -152,6 +153,7 @@ async fn sample_loop(
             sent_at: measured_at,
             measured_at,
             interval_s,
+            backend: probe.backend(),
             gpus,
             leases,
         })?;

@@ -144,6 +144,7 @@ mod tests {
             sent_at: Utc::now(),
             measured_at: Utc::now(),
             interval_s: 1,
+            backend: capex_core::GpuBackend::Simulated,
             gpus: vec![],
             leases: None,
         }

@@ -10,7 +10,7 @@ pub mod role;
 pub use credits::{Credits, CreditsError};
 pub use gpu_class::GpuClass;
 pub use report::{
-    GpuProcess, GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, LeaseReport, REPORT_DOMAIN, ReportPayload,
-    SignedEnvelope,
+    GpuBackend, GpuProcess, GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, LeaseReport, REPORT_DOMAIN,
+    ReportPayload, SignedEnvelope,
 };
 pub use role::Role;

@@ -159,6 +159,33 @@ pub fn encode_public_key(key: &VerifyingKey) -> String {
     BASE64.encode(key.as_bytes())
 }
 
+/// Which probe produced an inventory or report. Signed with it, so a host cannot sell
+/// simulated GPUs as real ones without a modified agent (which is why `reported` is the
+/// lowest level the exchange sells outside demo mode, and challenges exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuBackend {
+    /// NVIDIA's management library on real GPUs.
+    Nvml,
+    /// The agent's simulated GPUs (demos and tests).
+    Simulated,
+}
+
+impl std::fmt::Display for GpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl GpuBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuBackend::Nvml => "nvml",
+            GpuBackend::Simulated => "simulated",
+        }
+    }
+}
+
 /// One usage report: what the host's GPUs did during the last interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +200,8 @@ pub struct ReportPayload {
     pub measured_at: DateTime<Utc>,
     /// The agent's reporting interval; liveness allows three of them between reports.
     pub interval_s: u32,
+    /// The probe that sampled the GPUs; must be the one the host registered with.
+    pub backend: GpuBackend,
     pub gpus: Vec<GpuSample>,
     /// State of each lease the host runs. Absent until the job runtime fills it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +262,8 @@ pub struct InventoryPayload {
     /// When the inventory was signed; checked against the clock-skew window.
     pub created_at: DateTime<Utc>,
     pub interval_s: u32,
+    /// The probe that found the GPUs; the server refuses `simulated` outside demo mode.
+    pub backend: GpuBackend,
     pub driver_version: Option<String>,
     pub cuda_version: Option<String>,
     pub gpus: Vec<InventoryGpu>,
@@ -388,6 +419,7 @@ mod tests {
             sent_at: Utc::now(),
             measured_at: Utc::now(),
             interval_s: 10,
+            backend: GpuBackend::Nvml,
             gpus: vec![],
             leases: None,
         };

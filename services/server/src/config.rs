@@ -100,6 +100,47 @@ pub struct Config {
     /// How often the sweeper closes leases past their max end or on silent hosts, in ms.
     #[arg(long, env = "CAPEX_SWEEP_MS", default_value_t = 1000)]
     pub sweep_ms: u64,
+
+    /// Accept hosts whose GPUs come from the agent's simulated backend outside demo mode
+    /// (they trade at level `simulated`, and are never challenged outside demo mode).
+    #[arg(long, env = "CAPEX_ALLOW_SIMULATED", default_value_t = false)]
+    pub allow_simulated: bool,
+
+    /// Issue proof-of-compute challenges (at registration, at random times, on demand).
+    #[arg(long, env = "CAPEX_CHALLENGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub challenges: bool,
+
+    /// How long a passed challenge keeps a GPU at level `challenged`, in hours.
+    #[arg(long, env = "CAPEX_CHALLENGE_VALID_H", default_value_t = 24)]
+    pub challenge_valid_h: u32,
+
+    /// Mean time between a host's scheduled challenges, in hours (exponentially
+    /// distributed, so a host cannot predict the next one).
+    #[arg(long, env = "CAPEX_CHALLENGE_MEAN_INTERVAL_H", default_value = "6")]
+    pub challenge_mean_interval_h: rust_decimal::Decimal,
+
+    /// Failed challenges in a row after which a host may not place asks until an
+    /// operator clears it.
+    #[arg(long, env = "CAPEX_CHALLENGE_FAILURES_MAX", default_value_t = 3)]
+    pub challenge_failures_max: u32,
+
+    /// Ask NVML-backed hosts for confidential-computing evidence at registration.
+    #[arg(long, env = "CAPEX_ATTESTATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub attestations: bool,
+
+    /// How long verified CC evidence keeps a GPU at level `cc_attested`, in hours.
+    #[arg(long, env = "CAPEX_ATTESTATION_VALID_H", default_value_t = 24)]
+    pub attestation_valid_h: u32,
+
+    /// PEM file of the trusted root(s) of NVIDIA's device identity chain. Default: the
+    /// root shipped with the server.
+    #[arg(long, env = "CAPEX_CC_ROOT_PEM")]
+    pub cc_root_pem: Option<PathBuf>,
+
+    /// Folder of reference measurement values; without it evidence is recorded with
+    /// "measurements not checked".
+    #[arg(long, env = "CAPEX_CC_RIM_DIR")]
+    pub cc_rim_dir: Option<PathBuf>,
 }
 
 /// Shortest JWT secret accepted: HS256 wants a key at least as long as its hash.
@@ -129,6 +170,17 @@ impl Config {
             report_skew_s: 120,
             fee_rate: rust_decimal::Decimal::new(2, 2),
             sweep_ms: 200,
+            allow_simulated: false,
+            // API tests that are not about verification register hosts and sell at once;
+            // the verification tests turn these on.
+            challenges: false,
+            challenge_valid_h: 24,
+            challenge_mean_interval_h: rust_decimal::Decimal::new(6, 0),
+            challenge_failures_max: 3,
+            attestations: false,
+            attestation_valid_h: 24,
+            cc_root_pem: None,
+            cc_rim_dir: None,
         }
     }
 }

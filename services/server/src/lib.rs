@@ -22,6 +22,7 @@ pub mod routing_problems;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod verification;
 pub mod wallet;
 
 pub use capex_ledger::MIGRATOR;

@@ -22,6 +22,10 @@ use crate::{auth, error, hosts, markets, operator, wallet};
         crate::jobs::routes::get_telemetry, crate::jobs::routes::cancel_job,
         crate::jobs::host::assignments, crate::jobs::host::ack, crate::jobs::host::upload_logs,
         crate::startup::healthz, crate::feed::stream,
+        crate::verification::views::get_verification, crate::verification::challenges::post_commitment,
+        crate::verification::challenges::post_answer, crate::verification::attestations::post_attestation,
+        crate::verification::operator_challenge, crate::verification::operator_attest,
+        crate::verification::operator_clear_block,
     ),
     components(schemas(error::Problem)),
     modifiers(&BearerAuth, &ProblemResponses),
@@ -33,6 +37,7 @@ use crate::{auth, error, hosts, markets, operator, wallet};
         (name = "hosts", description = "Provider hosts, signed reports, telemetry, capacity"),
         (name = "jobs", description = "Leases as jobs: state, logs, cancel, metered cost"),
         (name = "feed", description = "Live Server-Sent Events"),
+        (name = "verification", description = "What the exchange checked about each GPU: levels, challenges, CC evidence"),
         (name = "system", description = "Health"),
     )
 )]

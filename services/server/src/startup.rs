@@ -71,6 +71,7 @@ struct Background {
     replicas: crate::feed::Replicas,
     sweeper: JoinHandle<()>,
     invariants: JoinHandle<()>,
+    verification: JoinHandle<()>,
 }
 
 impl Application {
@@ -141,9 +142,11 @@ impl Application {
         if config.demo {
             crate::demo::seed(&state).await?;
         }
+        let verification = crate::verification::scheduler::start(state.clone(), sweep_every, shutdown.clone());
         let invariants = tokio::spawn(watch_invariants(state.pool.clone(), shutdown));
         let router = router(state.clone());
-        Ok(Application { listener, router, state, background: Background { replicas, sweeper, invariants } })
+        let background = Background { replicas, sweeper, invariants, verification };
+        Ok(Application { listener, router, state, background })
     }
 
     pub fn port(&self) -> u16 {
@@ -188,6 +191,7 @@ impl Application {
             state.markets.stop().await;
             let _ = background.sweeper.await;
             let _ = background.invariants.await;
+            let _ = background.verification.await;
             // After the matchers and the sweeper: their last events still reach other replicas.
             background.replicas.stop().await;
             state.pool.close().await;
@@ -214,6 +218,7 @@ pub fn router(state: AppState) -> Router {
         .merge(markets::owned_router(state.clone()))
         .merge(hosts::router())
         .merge(crate::jobs::router())
+        .merge(crate::verification::router())
         .route("/api/v1/stream", get(crate::feed::stream))
         .route("/healthz", get(healthz))
         .route("/metrics", get(telemetry::metrics_endpoint))

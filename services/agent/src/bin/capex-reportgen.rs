@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use capex_core::report::{REPORT_DOMAIN, encode_public_key, verify_many_strict, verify_strict};
-use capex_core::{GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, ReportPayload, SignedEnvelope};
+use capex_core::{
+    GpuBackend, GpuSample, INVENTORY_DOMAIN, InventoryGpu, InventoryPayload, ReportPayload, SignedEnvelope,
+};
 use chrono::Utc;
 use clap::Parser;
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
@@ -79,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
             name: format!("loadgen-{i}"),
             created_at: Utc::now(),
             interval_s: 10,
+            backend: GpuBackend::Simulated,
             driver_version: Some("simulated".into()),
             cuda_version: Some("12.4".into()),
             gpus: gpu_uuids
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 sent_at: now,
                 measured_at: now,
                 interval_s: 10,
+                backend: GpuBackend::Simulated,
                 gpus: host
                     .gpu_uuids
                     .iter()

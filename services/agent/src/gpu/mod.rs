@@ -43,7 +43,7 @@ pub enum ProbeError {
 /// A source of GPU inventory and samples.
 pub trait GpuProbe: Send {
     /// "nvml" or "simulated".
-    fn backend(&self) -> &'static str;
+    fn backend(&self) -> capex_core::GpuBackend;
     fn inventory(&mut self) -> Result<GpuInventory, ProbeError>;
     /// One sample of every GPU, in index order.
     fn sample(&mut self) -> Result<Vec<GpuSample>, ProbeError>;

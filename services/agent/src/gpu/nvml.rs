@@ -28,8 +28,8 @@ impl NvmlProbe {
 }
 
 impl GpuProbe for NvmlProbe {
-    fn backend(&self) -> &'static str {
-        "nvml"
+    fn backend(&self) -> capex_core::GpuBackend {
+        capex_core::GpuBackend::Nvml
     }
 
     fn inventory(&mut self) -> Result<GpuInventory, ProbeError> {

@@ -174,8 +174,8 @@ impl SimulatedGpus {
 }
 
 impl GpuProbe for SimulatedGpus {
-    fn backend(&self) -> &'static str {
-        "simulated"
+    fn backend(&self) -> capex_core::GpuBackend {
+        capex_core::GpuBackend::Simulated
     }
 
     fn inventory(&mut self) -> Result<GpuInventory, ProbeError> {

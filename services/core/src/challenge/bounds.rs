@@ -146,9 +146,8 @@ pub fn bound_for(class: &str) -> Option<ChallengeBound> {
     if class == SIMULATED_CLASS {
         return Some(ChallengeBound { n: N_SIMULATED, k: K_DEFAULT, commit_within_ms: SIMULATED_COMMIT_WITHIN_MS });
     }
-    let model = class.rsplit_once('-').map_or(class, |(model, memory)| {
-        if memory.ends_with("GB") { model } else { class }
-    });
+    let model =
+        class.rsplit_once('-').map_or(class, |(model, memory)| if memory.ends_with("GB") { model } else { class });
     let figures = CLASS_FIGURES.iter().find(|f| f.model == model)?;
     Some(ChallengeBound { n: N_REAL, k: K_DEFAULT, commit_within_ms: figures.commit_within_ms(N_REAL) })
 }

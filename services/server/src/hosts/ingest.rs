@@ -364,6 +364,8 @@ async fn flush_tally(pool: &PgPool, tally: &RefusalTally) {
 /// current as the batch's reports are applied in order.
 struct HostState {
     active: bool,
+    /// The probe the host registered with; every report must name the same one.
+    backend: String,
     last_seq: i64,
     last_sha256: Option<Vec<u8>>,
     /// Registered GPUs and their last energy counter.
@@ -418,8 +420,8 @@ async fn apply_batch(
     host_ids.dedup();
 
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, String, i64, Option<Vec<u8>>)> = sqlx::query_as(
-        "select host_id, status, last_seq, last_payload_sha256 from hosts
+    let rows: Vec<(Uuid, String, i64, Option<Vec<u8>>, String)> = sqlx::query_as(
+        "select host_id, status, last_seq, last_payload_sha256, backend from hosts
          where host_id = any($1) order by host_id for no key update",
     )
     .bind(&host_ids)
@@ -427,9 +429,10 @@ async fn apply_batch(
     .await?;
     let mut hosts: HashMap<Uuid, HostState> = rows
         .into_iter()
-        .map(|(id, status, last_seq, last_sha256)| {
+        .map(|(id, status, last_seq, last_sha256, backend)| {
             let state = HostState {
                 active: status == "active",
+                backend,
                 last_seq,
                 last_sha256,
                 energy_mj: HashMap::new(),
@@ -509,6 +512,15 @@ fn judge(
     let report = &verified.report;
     if report.host_id != verified.host_id {
         return Err((Refusal::HostMismatch, format!("the report is for host {}, not this one", report.host_id)));
+    }
+    if report.backend.as_str() != host.backend {
+        return Err((
+            Refusal::BackendMismatch,
+            format!(
+                "the report was made by the {} backend; this host registered with {}",
+                report.backend, host.backend
+            ),
+        ));
     }
     if host.last_sha256.as_deref() == Some(verified.sha256.as_slice()) {
         return Ok(ReportOutcome::Duplicate { seq: report.seq });

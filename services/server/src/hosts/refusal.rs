@@ -33,6 +33,8 @@ pub(crate) enum Refusal {
     ForeignGpu,
     /// A GPU's energy counter is lower than in the last accepted report.
     EnergyWentBackwards,
+    /// The report names another GPU backend than the host's inventory did.
+    BackendMismatch,
 }
 
 impl Refusal {
@@ -51,6 +53,7 @@ impl Refusal {
             Refusal::SentAtStale => "sent_at_stale",
             Refusal::ForeignGpu => "foreign_gpu",
             Refusal::EnergyWentBackwards => "energy_went_backwards",
+            Refusal::BackendMismatch => "backend_mismatch",
         }
     }
 
@@ -67,7 +70,8 @@ impl Refusal {
             | Refusal::SentAtFuture
             | Refusal::SentAtStale
             | Refusal::ForeignGpu
-            | Refusal::EnergyWentBackwards => StatusCode::UNPROCESSABLE_ENTITY,
+            | Refusal::EnergyWentBackwards
+            | Refusal::BackendMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 

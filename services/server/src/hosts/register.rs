@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use capex_core::report::{EnvelopeError, parse_public_key};
-use capex_core::{GpuClass, INVENTORY_DOMAIN, InventoryPayload, Role, SignedEnvelope};
+use capex_core::{GpuBackend, GpuClass, INVENTORY_DOMAIN, InventoryPayload, Role, SignedEnvelope};
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -29,7 +29,7 @@ pub const GPU_TEXT_CHARS_MAX: usize = 128;
         (status = 200, body = HostView, description = "This key was already registered by you: the existing host"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem, description = "gpu_already_registered, host_key_registered"),
-        (status = 422, body = Problem),
+        (status = 422, body = Problem, description = "simulated_gpus_refused outside demo mode unless CAPEX_ALLOW_SIMULATED=true; validation errors"),
     ))]
 pub(crate) async fn register_host(
     State(state): State<AppState>,
@@ -55,6 +55,15 @@ pub(crate) async fn register_host(
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", "the inventory is not signed by its public_key")
     })?;
     check_inventory(&inventory, state.config.report_skew_s)?;
+    if inventory.backend == GpuBackend::Simulated && !state.config.demo && !state.config.allow_simulated {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "simulated_gpus_refused",
+            "this exchange does not list simulated GPUs (the inventory was made by the agent's simulated backend); \
+             run the agent with its NVML backend on a host with NVIDIA GPUs",
+        )
+        .with_field("payload.backend"));
+    }
 
     let mut tx = state.pool.begin().await?;
     let existing: Option<(Uuid, Uuid)> =
@@ -83,8 +92,9 @@ pub(crate) async fn register_host(
     }
     let host_id = Uuid::now_v7();
     sqlx::query(
-        "insert into hosts (host_id, owner_id, name, public_key, report_interval_s, driver_version, cuda_version)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into hosts (host_id, owner_id, name, public_key, report_interval_s, driver_version, cuda_version,
+                            backend)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(host_id)
     .bind(auth.user_id)
@@ -93,6 +103,7 @@ pub(crate) async fn register_host(
     .bind(inventory.interval_s as i32)
     .bind(&inventory.driver_version)
     .bind(&inventory.cuda_version)
+    .bind(inventory.backend.as_str())
     .execute(&mut *tx)
     .await
     .map_err(|err| match &err {

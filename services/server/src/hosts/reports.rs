@@ -41,7 +41,7 @@ pub struct ReportReceipt {
         (status = 404, body = Problem, description = "unknown_host"),
         (status = 409, body = Problem, description = "replayed_sequence"),
         (status = 413, body = Problem, description = "report_too_large"),
-        (status = 422, body = Problem, description = "invalid_payload, host_mismatch, sent_at_future, sent_at_stale, foreign_gpu, energy_went_backwards"),
+        (status = 422, body = Problem, description = "invalid_payload, host_mismatch, sent_at_future, sent_at_stale, foreign_gpu, energy_went_backwards, backend_mismatch"),
     ))]
 pub(crate) async fn post_report(
     State(state): State<AppState>,

@@ -1,7 +1,7 @@
 //! Reading hosts: the provider's list, one host with its GPUs and report health, and
 //! per-GPU telemetry from the stored reports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -49,6 +49,10 @@ pub struct HostView {
     /// leases lost because the host stopped reporting.
     pub leases_completed: i64,
     pub leases_lost: i64,
+    /// The probe the host registered with: nvml or simulated.
+    pub backend: String,
+    /// Set while failed challenges block the host from placing asks.
+    pub challenge_blocked_at: Option<DateTime<Utc>>,
 }
 
 /// One GPU and what the latest valid report said about it.
@@ -61,8 +65,13 @@ pub struct GpuView {
     pub class: String,
     pub memory_total_mib: i64,
     pub pci_bus_id: Option<String>,
-    /// In the latest valid report of a live host.
-    pub attested: bool,
+    /// In the latest valid report of a live host. This says the host's signed report
+    /// lists the GPU, not that the hardware is real: see `verification`.
+    pub reporting: bool,
+    /// What the exchange itself checked: simulated, reported, challenged or cc_attested,
+    /// with the deadlines that hold the level (GET /api/v1/hosts/{id}/verification has
+    /// the evidence).
+    pub verification: crate::verification::views::GpuVerification,
     /// The latest report shows a compute process on it (a lease's or a foreign one).
     pub busy: bool,
     pub utilization_pct: Option<i32>,
@@ -92,6 +101,8 @@ struct HostRow {
     last_seq: i64,
     leases_completed: i64,
     leases_lost: i64,
+    backend: String,
+    challenge_blocked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -118,7 +129,7 @@ fn host_select() -> String {
     format!(
         "select h.host_id, h.owner_id, h.name, h.status, h.public_key, h.report_interval_s, h.driver_version,
                 h.cuda_version, h.created_at, {LIVE_SQL} as live, h.last_report_at, h.last_seq,
-                h.leases_completed, h.leases_lost
+                h.leases_completed, h.leases_lost, h.backend, h.challenge_blocked_at
          from hosts h"
     )
 }
@@ -137,6 +148,12 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
+    let levels: HashMap<String, crate::verification::views::GpuVerification> =
+        crate::verification::views::gpu_levels(&mut *conn, &ids)
+            .await?
+            .into_iter()
+            .map(|(_, v)| (v.gpu_uuid.clone(), v))
+            .collect();
     let counts: Vec<(Uuid, String, i64)> =
         sqlx::query_as("select host_id, code, count from host_report_counts where host_id = any($1)")
             .bind(&ids)
@@ -148,25 +165,31 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
             let gpus = gpus
                 .iter()
                 .filter(|g| g.host_id == h.host_id)
-                .map(|g| GpuView {
-                    uuid: g.gpu_uuid.clone(),
-                    index: g.gpu_index,
-                    name: g.name.clone(),
-                    class: g.class.clone(),
-                    memory_total_mib: g.memory_total_mib,
-                    pci_bus_id: g.pci_bus_id.clone(),
-                    attested: h.live && g.in_latest,
-                    busy: g.processes > 0,
-                    utilization_pct: g.utilization_pct,
-                    memory_used_mib: g.memory_used_mib,
-                    power_w: g.power_mw.map(|mw| mw as f64 / 1000.0),
-                    energy_mj: g.energy_mj,
-                    temperature_c: g.temperature_c,
-                    processes: g.processes,
-                    foreign_processes: g.foreign_processes,
-                    last_seen_at: g.last_seen_at,
+                .map(|g| {
+                    Ok(GpuView {
+                        uuid: g.gpu_uuid.clone(),
+                        index: g.gpu_index,
+                        name: g.name.clone(),
+                        class: g.class.clone(),
+                        memory_total_mib: g.memory_total_mib,
+                        pci_bus_id: g.pci_bus_id.clone(),
+                        reporting: h.live && g.in_latest,
+                        verification: levels
+                            .get(&g.gpu_uuid)
+                            .cloned()
+                            .ok_or_else(|| ApiError::internal("GPU without a verification row"))?,
+                        busy: g.processes > 0,
+                        utilization_pct: g.utilization_pct,
+                        memory_used_mib: g.memory_used_mib,
+                        power_w: g.power_mw.map(|mw| mw as f64 / 1000.0),
+                        energy_mj: g.energy_mj,
+                        temperature_c: g.temperature_c,
+                        processes: g.processes,
+                        foreign_processes: g.foreign_processes,
+                        last_seen_at: g.last_seen_at,
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, ApiError>>()?;
             let (mut reports_accepted, mut reports_duplicate) = (0, 0);
             let mut reports_refused = BTreeMap::new();
             for (_, code, n) in counts.iter().filter(|c| c.0 == h.host_id) {
@@ -178,7 +201,7 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                     }
                 }
             }
-            HostView {
+            Ok(HostView {
                 host_id: h.host_id,
                 name: h.name,
                 status: h.status,
@@ -196,9 +219,11 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                 reports_refused,
                 leases_completed: h.leases_completed,
                 leases_lost: h.leases_lost,
-            }
+                backend: h.backend,
+                challenge_blocked_at: h.challenge_blocked_at,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(views)
 }
 

@@ -105,6 +105,21 @@ pub struct Assignment {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assignments {
     pub items: Vec<Assignment>,
+    /// Open proof-of-compute challenges for this host's GPUs (docs/verification.md).
+    #[schema(value_type = Vec<Object>)]
+    pub challenges: Vec<capex_core::challenge::ChallengeOrder>,
+    /// Nonces for confidential-computing evidence, one per GPU asked.
+    #[schema(value_type = Vec<Object>)]
+    pub cc_requests: Vec<capex_attest::CcRequest>,
+}
+
+/// Everything the host should act on now; `fresh` when a challenge or nonce was not
+/// delivered before (the poll then answers at once).
+async fn host_work(state: &AppState, host_id: Uuid) -> Result<(Assignments, bool), ApiError> {
+    let items = active_leases(state, host_id).await?;
+    let (challenges, new_challenges) = crate::verification::challenges::open_for_host(state, host_id).await?;
+    let (cc_requests, new_requests) = crate::verification::attestations::open_for_host(state, host_id).await?;
+    Ok((Assignments { items, challenges, cc_requests }, new_challenges || new_requests))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -145,11 +160,11 @@ pub(crate) async fn assignments(
     let deadline = tokio::time::Instant::now() + wait;
     let host = serde_json::to_value(host_id).map_err(ApiError::internal)?;
     loop {
-        let items = active_leases(&state, host_id).await?;
-        let now: BTreeSet<Uuid> = items.iter().map(|a| a.lease_id).collect();
+        let (work, fresh) = host_work(&state, host_id).await?;
+        let now: BTreeSet<Uuid> = work.items.iter().map(|a| a.lease_id).collect();
         // A shutdown answers with what is there: the agent polls again (another replica).
-        if now != have || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
-            return Ok(Json(Assignments { items }));
+        if fresh || now != have || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
+            return Ok(Json(work));
         }
         // Wait for a job event about this host (a trade, cancel, or settlement), a resync
         // (events may have been missed) or the shutdown.
@@ -160,7 +175,7 @@ pub(crate) async fn assignments(
                     event = events.recv() => event,
                 };
                 match event {
-                    Ok(event) if event.kind == "job" && event.data["host_id"] == host => return,
+                    Ok(event) if matches!(event.kind, "job" | "host") && event.data["host_id"] == host => return,
                     Ok(event) if event.kind == "resync" => return,
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
@@ -170,7 +185,7 @@ pub(crate) async fn assignments(
         })
         .await;
         if woke.is_err() {
-            return Ok(Json(Assignments { items: active_leases(&state, host_id).await? }));
+            return Ok(Json(host_work(&state, host_id).await?.0));
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::Feed;
 
+pub(crate) use host::authenticate_host;
 pub use routes::{JobPage, JobView, LogLine, LogPage};
 
 /// How accepted reports bill leases.

@@ -8,9 +8,11 @@ use uuid::Uuid;
 use super::checks::AskHost;
 use crate::error::ApiError;
 pub(crate) use crate::hosts::capacity::{GPU_IDLE_SQL, LIVE_SQL as HOST_LIVE_SQL};
+use crate::verification::level::{GPU_LEVEL_SQL, Level};
 
 /// The SQL condition for "this GPU (aliased `g`) is not taken": offered by no open ask and
-/// in no lease that is not over.
+/// in no lease that is not over, and not under a proof-of-compute challenge (a challenge
+/// takes the whole GPU for its duration, and its time bound assumes nothing else runs).
 ///
 /// The open-ask test must probe `ask_gpus_one_open_ask` once per GPU. Statistics taken
 /// while `ask_gpus` was nearly empty make every bound GPU of the exchange look like a
@@ -20,24 +22,36 @@ pub(crate) use crate::hosts::capacity::{GPU_IDLE_SQL, LIVE_SQL as HOST_LIVE_SQL}
 pub(crate) const GPU_UNTAKEN_SQL: &str =
     "not exists (select 1 from ask_gpus a where a.gpu_uuid = g.gpu_uuid and a.state = 'bound' offset 0)
      and not exists (select 1 from leases l where l.host_id = g.host_id
-                and l.state in ('pending', 'starting', 'running') and g.gpu_uuid = any(l.gpu_uuids))";
+                and l.state in ('pending', 'starting', 'running') and g.gpu_uuid = any(l.gpu_uuids))
+     and not exists (select 1 from gpu_challenges c where c.gpu_uuid = g.gpu_uuid
+                and c.state in ('issued', 'committed') offset 0)";
 
-/// A host as an ask's handler reads it: its owner and liveness, and its free GPUs of `class`
-/// in GPU index order; `None` if there is no such host. One query, before the matcher, so
-/// that asks it refuses never wait for a batch.
+/// A host as an ask's handler reads it: its owner and liveness, its free GPUs of `class`
+/// in GPU index order, and whether failed challenges block it from asking; `None` if there
+/// is no such host. One query, before the matcher, so that asks it refuses never wait for
+/// a batch.
 pub(crate) async fn ask_host(
     pool: &PgPool,
     host_id: Uuid,
     class: &str,
-) -> Result<Option<(AskHost, Vec<String>)>, ApiError> {
+) -> Result<Option<(AskHost, (Vec<(String, Level)>, bool))>, ApiError> {
     let sql = format!(
-        "select h.owner_id, {HOST_LIVE_SQL} as live,
+        "select h.owner_id, {HOST_LIVE_SQL} as live, h.challenge_blocked_at is not null as blocked,
                 array(select g.gpu_uuid from host_gpus g
                       where g.host_id = h.host_id and g.class = $2 and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
-                      order by g.gpu_index) as free
+                      order by g.gpu_index) as free,
+                array(select {GPU_LEVEL_SQL} from host_gpus g
+                      where g.host_id = h.host_id and g.class = $2 and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
+                      order by g.gpu_index) as levels
          from hosts h where h.host_id = $1"
     );
-    let row: Option<(Uuid, bool, Vec<String>)> =
+    let row: Option<(Uuid, bool, bool, Vec<String>, Vec<String>)> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).bind(class).fetch_optional(pool).await?;
-    Ok(row.map(|(owner_id, live, free)| (AskHost { owner_id, live }, free)))
+    let Some((owner_id, live, blocked, free, levels)) = row else { return Ok(None) };
+    let free = free
+        .into_iter()
+        .zip(levels)
+        .map(|(gpu, level)| Ok((gpu, level.parse().map_err(|_| ApiError::internal("unknown GPU level"))?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Some((AskHost { owner_id, live }, (free, blocked))))
 }

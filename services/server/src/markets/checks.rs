@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
 use super::literal;
 use crate::error::ApiError;
+use crate::verification::level::{GPU_LEVEL_SQL, Level};
 
 /// An Idempotency-Key of a request in the batch.
 pub(crate) struct KeyClaim {
@@ -60,6 +61,8 @@ pub(crate) struct Checked {
     pub(crate) claimed: HashSet<(Uuid, String)>,
     /// Free GPUs of this class per ask host, in GPU index order.
     pub(crate) free_gpus: HashMap<Uuid, Vec<String>>,
+    /// The verification level of each free GPU: an ask's grade is its GPUs' lowest.
+    pub(crate) gpu_levels: HashMap<String, Level>,
     /// The ask hosts that exist, by id.
     pub(crate) hosts: HashMap<Uuid, AskHost>,
 }
@@ -94,6 +97,7 @@ struct ClaimRow {
 struct GpuRow {
     host_id: Uuid,
     gpu_uuid: String,
+    level: Level,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +128,7 @@ pub(crate) fn prepare_sql() -> String {
              on conflict do nothing
              returning user_id, idempotency_key
          ), free as (
-             select g.host_id, g.gpu_uuid, g.gpu_index from host_gpus g join hosts h using (host_id)
+             select g.host_id, g.gpu_uuid, g.gpu_index, {GPU_LEVEL_SQL} as level from host_gpus g join hosts h using (host_id)
              where g.host_id = {ask_hosts} and g.class = $1->>'class'
                  and {HOST_LIVE_SQL} and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
          )
@@ -134,7 +138,7 @@ pub(crate) fn prepare_sql() -> String {
                   'user_id', user_id, 'account_id', account_id, 'balance', balance::text)), '[]') from wallets),
              'claimed', (select coalesce(jsonb_agg(jsonb_build_object('user_id', user_id, 'key', idempotency_key)), '[]')
                   from claimed),
-             'free', (select coalesce(jsonb_agg(jsonb_build_object('host_id', host_id, 'gpu_uuid', gpu_uuid)
+             'free', (select coalesce(jsonb_agg(jsonb_build_object('host_id', host_id, 'gpu_uuid', gpu_uuid, 'level', level)
                   order by host_id, gpu_index), '[]') from free),
              'hosts', (select coalesce(jsonb_agg(jsonb_build_object(
                   'host_id', h.host_id, 'owner_id', h.owner_id, 'live', {HOST_LIVE_SQL})), '[]')
@@ -170,7 +174,9 @@ pub(crate) async fn begin_and_run(
         wallet_map.insert(row.user_id, Wallet { account_id: row.account_id, balance });
     }
     let mut free_gpus: HashMap<Uuid, Vec<String>> = HashMap::new();
+    let mut gpu_levels = HashMap::with_capacity(free.len());
     for row in free {
+        gpu_levels.insert(row.gpu_uuid.clone(), row.level);
         free_gpus.entry(row.host_id).or_default().push(row.gpu_uuid);
     }
     Ok(Checked {
@@ -178,6 +184,7 @@ pub(crate) async fn begin_and_run(
         wallets: wallet_map,
         claimed: claimed.into_iter().map(|c| (c.user_id, c.key)).collect(),
         free_gpus,
+        gpu_levels,
         hosts: hosts.into_iter().map(|row| (row.host_id, row.host)).collect(),
     })
 }

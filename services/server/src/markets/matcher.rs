@@ -56,6 +56,7 @@ use super::writes::{
 };
 use crate::error::{ApiError, TRANSACTION_CONFLICT};
 use crate::feed::Feed;
+use crate::verification::Level;
 
 /// Most times one batch is run before its requests are answered with its failure: the
 /// first run and the checked reruns after a conflict (see [`Matcher::settle_batch`]).
@@ -75,8 +76,9 @@ pub(crate) struct PlaceRequest {
     /// `(Idempotency-Key, request hash)`: stored with the order's response in the batch.
     pub(crate) idempotency: Option<(String, String)>,
     /// An ask's host's free GPUs of this class as the handler read them (the host is the
-    /// caller's and live), in GPU index order; empty for a bid.
-    pub(crate) free_gpus: Vec<String>,
+    /// caller's and live), in GPU index order, with their verification levels; empty for
+    /// a bid.
+    pub(crate) free_gpus: Vec<(String, Level)>,
 }
 
 #[derive(Debug)]
@@ -141,6 +143,8 @@ enum PlaceResult {
     /// Given to the book; its GPUs (asks) were chosen in this batch.
     Applied {
         gpus_bound: Vec<String>,
+        /// An ask's grade: the lowest verification level of its GPUs (unused for bids).
+        grade: AskGrade,
     },
     /// Accepted by the book and written.
     Placed(Box<OrderView>),
@@ -701,7 +705,7 @@ impl Matcher {
         if unchecked {
             writes.epoch.push(EpochGuard { class: self.class.clone(), epoch: self.epoch });
             for item in items.iter() {
-                let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound }), .. } = item else {
+                let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound, .. }), .. } = item else {
                     continue;
                 };
                 let NewOrder::Ask(ask) = &req.order else { continue };
@@ -853,6 +857,7 @@ impl Matcher {
                 "owner_id": o.owner, "status": o.status, "tif": o.tif, "gpus": o.gpus,
                 "gpus_remaining": o.gpus_remaining, "price": o.price, "max_hours": o.max_hours,
                 "duration_ms": o.duration_ms, "job": o.job, "host_id": o.host_id,
+                "min_verification": o.min_verification,
                 "available_until": o.available_until, "created_at": o.created_at, "closed_at": closed_at(o),
             }));
             for gpu in gpus_bound {
@@ -900,6 +905,7 @@ impl Matcher {
         let mut wallets: HashMap<Uuid, Wallet> = HashMap::new();
         let mut needed: HashMap<Uuid, Decimal> = HashMap::new();
         let mut free_gpus: HashMap<Uuid, Vec<String>> = HashMap::new();
+        let mut gpu_levels: HashMap<String, Level> = HashMap::new();
         let mut hosts: HashMap<Uuid, AskHost> = HashMap::new();
         for item in items {
             match item {
@@ -915,9 +921,10 @@ impl Matcher {
                         NewOrder::Ask(ask) => {
                             hosts.insert(ask.host_id, AskHost { owner_id: req.owner, live: true });
                             let free = free_gpus.entry(ask.host_id).or_default();
-                            for gpu in &req.free_gpus {
+                            for (gpu, level) in &req.free_gpus {
                                 if !self.resting.is_bound(gpu) && !free.contains(gpu) {
                                     free.push(gpu.clone());
+                                    gpu_levels.insert(gpu.clone(), *level);
                                 }
                             }
                         }
@@ -931,7 +938,7 @@ impl Matcher {
         if needed.iter().any(|(user, amount)| wallets[user].balance < *amount) {
             return None;
         }
-        Some(Checked { epoch: Some(self.epoch), wallets, claimed: HashSet::new(), free_gpus, hosts })
+        Some(Checked { epoch: Some(self.epoch), wallets, claimed: HashSet::new(), free_gpus, gpu_levels, hosts })
     }
 
     /// Picks the GPUs each ask will offer, among its host's attested free GPUs of this
@@ -954,7 +961,13 @@ impl Matcher {
             }
             let chosen: Vec<&String> = free.into_iter().take(ask.gpus as usize).collect();
             taken.extend(chosen.iter().copied());
-            *outcome = Some(PlaceResult::Applied { gpus_bound: chosen.into_iter().cloned().collect() });
+            let verification = chosen
+                .iter()
+                .map(|gpu| checked.gpu_levels.get(*gpu).copied().unwrap_or(Level::Simulated))
+                .min()
+                .unwrap_or(Level::Simulated);
+            let grade = AskGrade { verification: verification.into(), ..AskGrade::UNGRADED };
+            *outcome = Some(PlaceResult::Applied { gpus_bound: chosen.into_iter().cloned().collect(), grade });
         }
     }
 
@@ -970,13 +983,16 @@ impl Matcher {
         let mut orders: HashMap<Uuid, OrderInfo> = HashMap::new();
         let mut new_in_order = Vec::new();
         for item in items {
-            let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound }), .. } = item else { continue };
+            let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound, .. }), .. } = item else {
+                continue;
+            };
             let info = match &req.order {
                 NewOrder::Bid(bid) => OrderInfo {
                     side_bid: true,
                     max_hours: Some(bid.max_hours),
                     duration_ms: Some(bid.duration_ms),
                     job: Some(bid.job.clone()),
+                    min_verification: bid.min_verification,
                     held: bid.escrow,
                     ..OrderInfo::placed(req.owner, bid.gpus, bid.price.to_decimal(), bid.tif.as_str(), at)
                 },
@@ -1126,7 +1142,7 @@ fn decide_funds(items: &mut [Item], checked: &Checked) {
         let balance = available.entry(req.owner).or_insert(Decimal::ZERO);
         if *balance >= bid.escrow.as_decimal() {
             *balance -= bid.escrow.as_decimal();
-            *outcome = Some(PlaceResult::Applied { gpus_bound: Vec::new() });
+            *outcome = Some(PlaceResult::Applied { gpus_bound: Vec::new(), grade: AskGrade::UNGRADED });
         } else {
             *outcome = Some(PlaceResult::Refused(ApiError::invalid(
                 "price",
@@ -1194,7 +1210,7 @@ fn answer(item: Item, failure: Option<ApiError>) {
 /// The book command for a request that passed the database checks.
 fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
     match item {
-        Item::Place { req, outcome: Some(PlaceResult::Applied { .. }), .. } => {
+        Item::Place { req, outcome: Some(PlaceResult::Applied { grade, .. }), .. } => {
             let id = OrderId(req.order_id);
             let owner = UserId(req.owner);
             Some(match &req.order {
@@ -1207,8 +1223,10 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         duration_ms: bid.duration_ms,
                         price: bid.price,
                         tif: bid.tif.book(),
-                        // Requirements and grades are not wired from the API yet.
-                        requires: Requirements::default(),
+                        requires: Requirements {
+                            min_verification: bid.min_verification.map(Into::into),
+                            ..Requirements::default()
+                        },
                     },
                 },
                 NewOrder::Ask(ask) => Command::PlaceAsk {
@@ -1221,7 +1239,7 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         available_until_ms: ask.available_until.timestamp_millis(),
                         price: ask.price,
                         tif: ask.tif.book(),
-                        grade: AskGrade::UNGRADED,
+                        grade: *grade,
                     },
                 },
             })

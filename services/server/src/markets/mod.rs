@@ -25,6 +25,7 @@ mod writes;
 #[cfg(test)]
 mod plans;
 
+pub(crate) use capacity::GPU_UNTAKEN_SQL;
 pub use registry::Markets;
 pub use request::{JobSpec, OrderRequest, Side, TimeInForce};
 pub(crate) use routes::*;

@@ -57,6 +57,19 @@ pub(super) struct BidOrder {
     #[serde(default)]
     tif: Option<TimeInForce>,
     job: JobSpec,
+    /// Trade only with asks whose GPUs all have at least this verification level.
+    #[serde(default)]
+    min_verification: Option<MinVerification>,
+}
+
+/// The verification levels a bid may require (every GPU is at least `simulated`).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(super) enum MinVerification {
+    Reported,
+    Challenged,
+    CcAttested,
 }
 
 /// An ask: offer `gpus` free GPUs of your live host `host_id` until `available_until`

@@ -96,6 +96,10 @@ pub struct OrderRequest {
     pub job: Option<JobSpec>,
     pub host_id: Option<Uuid>,
     pub available_until: Option<Time>,
+    /// Bids only: the lowest verification level every GPU of the ask must have
+    /// (reported, challenged or cc_attested).
+    #[serde(default)]
+    pub min_verification: Option<crate::verification::Level>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,8 @@ pub(crate) struct NewBid {
     pub(crate) job: Value,
     /// price x gpus x max_hours, held from the wallet when the bid is accepted.
     pub(crate) escrow: Credits,
+    /// The lowest verification level the bid accepts (none: any level the market sells).
+    pub(crate) min_verification: Option<crate::verification::Level>,
 }
 
 #[derive(Debug, Clone)]
@@ -247,11 +253,20 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                 )
             })?;
             let job = serde_json::to_value(job).map_err(ApiError::internal)?;
-            Ok(NewOrder::Bid(NewBid { gpus, price, max_hours, duration_ms, tif, job, escrow }))
+            let min_verification = req.min_verification;
+            if min_verification == Some(crate::verification::Level::Simulated) {
+                return Err(ApiError::invalid(
+                    "min_verification",
+                    "invalid_min_verification",
+                    "min_verification is reported, challenged or cc_attested (every level is at least simulated)",
+                ));
+            }
+            Ok(NewOrder::Bid(NewBid { gpus, price, max_hours, duration_ms, tif, job, escrow, min_verification }))
         }
         Side::Ask => {
             not_allowed(req.max_hours.is_some(), "max_hours", "ask")?;
             not_allowed(req.job.is_some(), "job", "ask")?;
+            not_allowed(req.min_verification.is_some(), "min_verification", "ask")?;
             let host_id = required(req.host_id, "host_id")?;
             let gpus = parse_gpus(req.gpus)?;
             let price = parse_price(req.price.as_ref())?;

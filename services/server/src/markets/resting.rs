@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::verification::level::{GPU_LEVEL_SQL, Level};
 use capex_book::{AskGrade, Book, HostId, OrderId, Price, Requirements, RestingAsk, RestingBid, RestingOrder, UserId};
 use capex_core::Credits;
 use chrono::{DateTime, TimeZone, Utc};
@@ -30,6 +31,8 @@ pub(crate) struct OrderInfo {
     pub(crate) max_hours: Option<Decimal>,
     pub(crate) duration_ms: Option<i64>,
     pub(crate) job: Option<Value>,
+    /// Bids: the lowest verification level they accept.
+    pub(crate) min_verification: Option<Level>,
     pub(crate) host_id: Option<Uuid>,
     pub(crate) available_until: Option<DateTime<Utc>>,
     pub(crate) tif: String,
@@ -63,6 +66,7 @@ impl OrderInfo {
             max_hours: None,
             duration_ms: None,
             job: None,
+            min_verification: None,
             host_id: None,
             available_until: None,
             tif: tif.to_string(),
@@ -157,6 +161,9 @@ struct Row {
     escrow_account: Option<Uuid>,
     escrow_balance: Option<Decimal>,
     bound: Vec<String>,
+    min_verification: Option<String>,
+    /// Asks: the verification levels of the bound GPUs, now.
+    bound_levels: Vec<String>,
 }
 
 fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
@@ -167,15 +174,18 @@ fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
 /// order.
 pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Resting), ApiError> {
     // `seq` is the order the matcher gave orders to the book, so it is their time priority.
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select o.seq, o.order_id, o.side, o.owner_id, o.gpus, o.gpus_remaining, o.price, o.max_hours,
                 o.duration_ms, o.job, o.host_id, o.available_until, o.tif, o.created_at,
                 a.account_id as escrow_account, a.balance as escrow_balance,
                 array(select ag.gpu_uuid from ask_gpus ag join host_gpus g using (gpu_uuid)
-                      where ag.order_id = o.order_id and ag.state = 'bound' order by g.gpu_index) as bound
+                      where ag.order_id = o.order_id and ag.state = 'bound' order by g.gpu_index) as bound,
+                o.min_verification,
+                array(select {GPU_LEVEL_SQL} from ask_gpus ag join host_gpus g using (gpu_uuid) join hosts h using (host_id)
+                      where ag.order_id = o.order_id and ag.state = 'bound') as bound_levels
          from orders o left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
-         where o.class = $1 and o.status = 'open' order by o.seq",
-    )
+         where o.class = $1 and o.status = 'open' order by o.seq"
+    )))
     .bind(class)
     .fetch_all(pool)
     .await?;
@@ -187,6 +197,12 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
         let owner = UserId(row.owner_id);
         let price = price_of(row.price)?;
         let side_bid = row.side == "bid";
+        let min_verification: Option<Level> = match &row.min_verification {
+            Some(text) => Some(text.parse().map_err(|_| ApiError::internal(format!("stored level {text:?}")))?),
+            None => None,
+        };
+        let ask_level =
+            row.bound_levels.iter().filter_map(|text| text.parse::<Level>().ok()).min().unwrap_or(Level::Simulated);
         let order = if side_bid {
             RestingOrder::Bid(RestingBid {
                 id,
@@ -195,8 +211,10 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 duration_ms: row.duration_ms.unwrap_or(0),
                 price,
                 seq: row.seq as u64,
-                // Not stored yet: every bid was placed without requirements.
-                requires: Requirements::default(),
+                requires: Requirements {
+                    min_verification: min_verification.map(Into::into),
+                    ..Requirements::default()
+                },
             })
         } else {
             RestingOrder::Ask(RestingAsk {
@@ -208,7 +226,9 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 available_until_ms: row.available_until.map(|t| t.timestamp_millis()).unwrap_or(0),
                 price,
                 seq: row.seq as u64,
-                grade: AskGrade::UNGRADED,
+                // Graded again from its GPUs' levels now: they may have changed while the
+                // book was down.
+                grade: AskGrade { verification: ask_level.into(), ..AskGrade::UNGRADED },
             })
         };
         book.restore(order, at_ms).map_err(|reason| {
@@ -229,6 +249,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 max_hours: row.max_hours,
                 duration_ms: row.duration_ms,
                 job: row.job,
+                min_verification,
                 host_id: row.host_id,
                 available_until: row.available_until,
                 tif: row.tif,

@@ -80,8 +80,20 @@ pub(crate) async fn place_order(
         }
         NewOrder::Ask(ask) => {
             auth.require(Role::Provider)?;
-            let (host, free) = capacity::ask_host(&state.pool, ask.host_id, &class).await?.unzip();
-            let free = free.unwrap_or_default();
+            let (host, found) = capacity::ask_host(&state.pool, ask.host_id, &class).await?.unzip();
+            let (free, blocked) = found.unwrap_or_default();
+            if blocked && host.as_ref().is_some_and(|h| h.owner_id == auth.user_id) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "host_challenge_blocked",
+                    format!(
+                        "this host failed {} proof-of-compute challenges in a row and may not place asks until an \
+                         operator clears it (GET /api/v1/hosts/{}/verification shows the evidence)",
+                        state.config.challenge_failures_max, ask.host_id
+                    ),
+                )
+                .with_field("host_id"));
+            }
             if let Some(err) = ask_refusal(host.as_ref(), auth.user_id, free.len(), ask.gpus, &class) {
                 return Err(err);
             }

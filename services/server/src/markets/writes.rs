@@ -329,9 +329,9 @@ const PARTS: [(&str, &str); 13] = [
     (
         "orders_new",
         "insert into orders (order_id, class, side, owner_id, status, tif, gpus, gpus_remaining, price, max_hours,
-                             duration_ms, job, host_id, available_until, created_at, closed_at)
+                             duration_ms, job, host_id, available_until, created_at, closed_at, min_verification)
          select order_id, class, side, owner_id, status, tif, gpus, gpus_remaining, price, max_hours,
-                duration_ms, job, host_id, available_until, created_at, closed_at
+                duration_ms, job, host_id, available_until, created_at, closed_at, min_verification
          from jsonb_populate_recordset(null::orders, $1->'orders_new') with ordinality as r
          order by r.ordinality
          returning 1",

@@ -110,6 +110,7 @@ fn inventory(key: &SigningKey, gpus: usize) -> InventoryPayload {
         name: "rack-1".into(),
         created_at: Utc::now(),
         interval_s: 10,
+        backend: capex_core::GpuBackend::Nvml,
         driver_version: Some("550.54".into()),
         cuda_version: Some("12.4".into()),
         gpus: (0..gpus)
@@ -254,6 +255,7 @@ fn report(host: &SignedHost, seq: u64) -> ReportPayload {
         sent_at: now,
         measured_at: now,
         interval_s: 10,
+        backend: capex_core::GpuBackend::Nvml,
         gpus: host
             .gpus
             .iter()

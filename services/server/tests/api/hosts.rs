@@ -32,6 +32,7 @@ fn inventory(key: &SigningKey, gpus: &[(String, String)]) -> SignedEnvelope {
         name: "rack-1".into(),
         created_at: Utc::now(),
         interval_s: 10,
+        backend: capex_core::GpuBackend::Nvml,
         driver_version: Some("550.54".into()),
         cuda_version: Some("12.4".into()),
         gpus: gpus
@@ -73,6 +74,7 @@ pub(crate) fn report(host: &TestHost, seq: u64, energy_mj: u64) -> ReportPayload
         sent_at: now,
         measured_at: now,
         interval_s: 10,
+        backend: capex_core::GpuBackend::Nvml,
         gpus: host
             .gpus
             .iter()

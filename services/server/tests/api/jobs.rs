@@ -48,6 +48,7 @@ async fn world(pool: sqlx::PgPool, gpus: usize) -> World {
         name: "rack-1".into(),
         created_at: Utc::now(),
         interval_s: 1,
+        backend: capex_core::GpuBackend::Nvml,
         driver_version: None,
         cuda_version: None,
         gpus: uuids
@@ -90,6 +91,7 @@ impl World {
             sent_at: now,
             measured_at: now,
             interval_s: 1,
+            backend: capex_core::GpuBackend::Nvml,
             gpus: gpus
                 .iter()
                 .map(|uuid| GpuSample {
