@@ -853,8 +853,8 @@ impl Book {
             return;
         }
         // Matched as if incoming, like an amendment, but it keeps its seq: a provider does not
-        // lose its place because the exchange learned more about its GPUs. A lower grade
-        // admits no bid the old one did not, so the scan finds nothing then.
+        // lose its place because the exchange learned more about its GPUs. A grade no better
+        // in either part admits no bid the old one did not, so the scan then finds nothing.
         let mut ask = AskSlot { grade, ..*self.asks.slot(at) };
         self.asks.remove(&key);
         self.index.remove(&key_of(order_id));

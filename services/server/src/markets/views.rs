@@ -63,6 +63,28 @@ impl UnfilledReasonView {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use capex_book::{UnfilledReason, Verification};
+
+    use super::UnfilledReasonView;
+
+    #[test]
+    fn supply_reasons_name_the_level_and_the_uptime_in_percent() {
+        let view = UnfilledReasonView::from_book(UnfilledReason::VerificationBelowRequired {
+            best_available: Verification::CcAttested,
+        });
+        assert_eq!(view.code, "verification_below_required");
+        assert!(view.message.ends_with("(the strongest offered is cc_attested)"), "{}", view.message);
+        for (ppm, percent) in [(990_000, "99%"), (999_999, "99.9999%"), (1_000_000, "100%"), (0, "0%")] {
+            let view =
+                UnfilledReasonView::from_book(UnfilledReason::ReliabilityBelowRequired { best_uptime_7d_ppm: ppm });
+            assert_eq!(view.code, "reliability_below_required");
+            assert!(view.message.ends_with(&format!("(the best is {percent})")), "{}", view.message);
+        }
+    }
+}
+
 /// An order as its owner sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderView {
