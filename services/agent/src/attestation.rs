@@ -193,4 +193,103 @@ mod tests {
         let json = serde_json::to_value(&answers[0]).unwrap();
         assert_eq!(json["unavailable"]["reason"], SIMULATED_REASON);
     }
+
+    /// One HTTP request as a tiny exchange received it: (request line, headers, body).
+    async fn accept_one(listener: &tokio::net::TcpListener, status: &str) -> (String, Vec<(String, String)>, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let (head_end, content_length) = loop {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed early");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                    .unwrap_or(0);
+                break (end + 4, length);
+            }
+        };
+        while buf.len() < head_end + content_length {
+            let n = socket.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8(buf[..head_end - 4].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap().to_string();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+            .collect();
+        let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+        socket.write_all(reply.as_bytes()).await.unwrap();
+        (request_line, headers, buf[head_end..head_end + content_length].to_vec())
+    }
+
+    /// Waits until no answer is in flight (the responder has read the exchange's reply).
+    async fn settled(responder: &CcResponder) {
+        for _ in 0..500 {
+            if responder.ledger().in_flight.is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("an answer stayed in flight");
+    }
+
+    #[tokio::test]
+    async fn answers_once_with_a_host_signed_post() {
+        use base64::Engine;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let key = Arc::new(SigningKey::from_bytes(&[7; 32]));
+        let host_id = Uuid::from_u128(42);
+        let responder = CcResponder::new(reqwest::Client::new(), base, key.clone(), host_id, true);
+        let first = CcRequest { request_id: Uuid::from_u128(1), gpu_uuid: "GPU-sim-0".into(), nonce: "ab".repeat(32) };
+        let second = CcRequest { request_id: Uuid::from_u128(2), gpu_uuid: "GPU-sim-1".into(), nonce: "cd".repeat(32) };
+
+        // The first answer fails on the exchange's side (503): it is sent again next time.
+        responder.answer(std::slice::from_ref(&first));
+        let (line, _, _) = accept_one(&listener, "503 Service Unavailable").await;
+        assert!(line.starts_with("POST /api/v1/hosts/00000000-0000-0000-0000-00000000002a/attestations/"));
+        settled(&responder).await;
+
+        responder.answer(std::slice::from_ref(&first));
+        let (line, headers, body) = accept_one(&listener, "200 OK").await;
+        let path = line.split(' ').nth(1).unwrap().to_string();
+        assert_eq!(path, format!("/api/v1/hosts/{host_id}/attestations/{}", first.request_id));
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+        let answer: CcAnswer = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer, unavailable(&first, SIMULATED_REASON.into()));
+        let message = capex_core::report::host_request_message(
+            "POST",
+            &path,
+            host_id,
+            header(HOST_TIME_HEADER).parse().unwrap(),
+            &header(HOST_NONCE_HEADER),
+            &body,
+        );
+        let signature = base64::engine::general_purpose::STANDARD.decode(header(HOST_SIGNATURE_HEADER)).unwrap();
+        let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+        capex_core::report::verify_strict(
+            capex_core::report::HOST_REQUEST_DOMAIN,
+            &key.verifying_key(),
+            &message,
+            &signature,
+        )
+        .unwrap();
+        settled(&responder).await;
+
+        // Answered once: listed again, only the new request is sent.
+        responder.answer(&[first.clone(), second.clone()]);
+        let (line, _, _) = accept_one(&listener, "200 OK").await;
+        assert!(line.contains(&second.request_id.to_string()), "{line}");
+        settled(&responder).await;
+        responder.answer(&[first, second]);
+        let nothing = tokio::time::timeout(std::time::Duration::from_millis(300), listener.accept()).await;
+        assert!(nothing.is_err(), "an answered request was sent again");
+    }
 }
