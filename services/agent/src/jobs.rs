@@ -117,6 +117,9 @@ impl JobTable {
 #[derive(Debug, Deserialize)]
 struct Assignments {
     items: Vec<Assignment>,
+    /// Confidential-computing evidence requests, answered by [`crate::attestation`].
+    #[serde(default)]
+    cc_requests: Vec<capex_attest::CcRequest>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +250,13 @@ pub async fn run(
         key: Arc::new(key),
         host_id,
     };
+    let cc = crate::attestation::CcResponder::new(
+        client.client.clone(),
+        client.base.clone(),
+        client.key.clone(),
+        host_id,
+        control.is_some(),
+    );
     let mut cancels: HashMap<Uuid, tokio::sync::oneshot::Sender<()>> = HashMap::new();
     let mut failures = 0u32;
     loop {
@@ -264,6 +274,7 @@ pub async fn run(
                 continue;
             }
         };
+        cc.answer(&assignments.cc_requests);
         let listed: Vec<Uuid> = assignments.items.iter().map(|a| a.lease_id).collect();
         for id in have.iter().filter(|id| !listed.contains(id)) {
             if let Some(cancel) = cancels.remove(id) {

@@ -2,6 +2,7 @@
 //! (NVML or simulated), registers the host with a signed inventory and sends a signed
 //! usage report every interval, spooling to disk whenever the exchange is unreachable.
 
+pub mod attestation;
 pub mod attribution;
 pub mod config;
 pub mod energy;

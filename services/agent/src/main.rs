@@ -34,6 +34,14 @@ enum Command {
         #[arg(long, env = "CAPEX_AGENT_EXCHANGE")]
         exchange: Option<String>,
     },
+    /// Print each GPU's confidential-computing state and, where CC is on, what its
+    /// attestation report and certificate chain look like (fetched for a random nonce and
+    /// checked with the exchange's verifier). Needs NVML.
+    CcProbe {
+        /// JSON (including the evidence, base64) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print what the GPU backend sees.
     Probe {
         /// JSON instead of a table.
@@ -75,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run { exchange } => reporter::run(&config, exchange, shutdown_signal()).await,
         Command::Probe { json } => probe(&config, json),
+        Command::CcProbe { json } => cc_probe(json),
     }
 }
 
@@ -111,6 +120,61 @@ fn probe(config: &AgentConfig, json: bool) -> anyhow::Result<()> {
             sample.temperature_c,
             sample.processes.len()
         );
+    }
+    Ok(())
+}
+
+fn cc_probe(json: bool) -> anyhow::Result<()> {
+    let nvml = nvml_wrapper::Nvml::init().map_err(|e| anyhow::anyhow!("NVML is not available: {e}"))?;
+    let gpus = capex_agent::gpu::cc::cc_probe_report(&nvml)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&gpus)?);
+        return Ok(());
+    }
+    let flag = |v: Option<bool>| match v {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "unknown",
+    };
+    for gpu in &gpus {
+        let s = &gpu.state;
+        println!("GPU {} {} {}", gpu.index, gpu.uuid, gpu.name);
+        println!(
+            "  cc mode: {}   dev tools: {}   protected pcie: {}   ready: {}   capabilities: {}",
+            flag(s.cc_enabled),
+            flag(s.dev_tools_mode),
+            flag(s.protected_pcie),
+            flag(s.gpus_ready),
+            s.capabilities.as_deref().unwrap_or("unknown")
+        );
+        if let Some(error) = &s.error {
+            println!("  state error: {error}");
+        }
+        if let Some(reason) = &gpu.unavailable {
+            println!("  evidence: unavailable: {reason}");
+        }
+        if let Some(summary) = &gpu.summary {
+            println!(
+                "  report: {} bytes, SPDM {:#04x}, {} measurements, request nonce {} ({})",
+                summary.report_bytes,
+                summary.spdm_version,
+                summary.measurement_count,
+                summary.request_nonce,
+                if gpu.nonce_matches == Some(true) { "matches" } else { "DOES NOT MATCH" }
+            );
+            println!(
+                "  driver {}   vbios {}   fwid {}",
+                summary.driver_version.as_deref().unwrap_or("-"),
+                summary.vbios_version.as_deref().unwrap_or("-"),
+                summary.fwid.as_deref().unwrap_or("-")
+            );
+            for (i, subject) in summary.chain_subjects.iter().enumerate() {
+                println!("  chain[{i}]: {subject}");
+            }
+        }
+        if let Some(verdict) = &gpu.verdict {
+            println!("  verdict: {verdict}");
+        }
     }
     Ok(())
 }

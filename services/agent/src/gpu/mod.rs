@@ -1,6 +1,7 @@
 //! The GPU probe: one trait, two backends (NVML on real hosts, simulated elsewhere), both
 //! feeding the same report code.
 
+pub mod cc;
 pub mod nvml;
 pub mod simulated;
 
