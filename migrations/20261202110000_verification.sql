@@ -24,7 +24,12 @@ alter table host_gpus
     -- Whether the CC evidence's measurements were compared with reference values.
     add column cc_measurements_checked boolean,
     -- When the level last changed (pass, failure, attestation), for the views.
-    add column verified_at timestamptz;
+    add column verified_at timestamptz,
+    -- The chip's identity (hash of its device-identity key) from the first verified CC
+    -- evidence: later evidence for this GPU must come from the same chip, and one chip
+    -- backs one GPU only (a relay of another host's CC GPU is refused from then on).
+    add column cc_device_id text,
+    add constraint host_gpus_cc_device_id_key unique (cc_device_id);
 
 create table gpu_challenges (
     challenge_id   uuid primary key,

@@ -983,7 +983,7 @@ impl Matcher {
         let mut orders: HashMap<Uuid, OrderInfo> = HashMap::new();
         let mut new_in_order = Vec::new();
         for item in items {
-            let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound, .. }), .. } = item else {
+            let Item::Place { req, outcome: Some(PlaceResult::Applied { gpus_bound, grade }), .. } = item else {
                 continue;
             };
             let info = match &req.order {
@@ -1001,6 +1001,7 @@ impl Matcher {
                     host_id: Some(ask.host_id),
                     available_until: Some(ask.available_until),
                     bound: gpus_bound.clone(),
+                    verification: Some(grade.verification.into()),
                     ..OrderInfo::placed(req.owner, ask.gpus, ask.price.to_decimal(), ask.tif.as_str(), at)
                 },
             };
@@ -1045,6 +1046,8 @@ impl Matcher {
             escrow: o.side_bid.then(|| if open_bid { o.held.as_decimal() } else { Decimal::ZERO }),
             host_id: o.host_id,
             created_at: o.created_at,
+            min_verification: o.min_verification,
+            verification: o.verification,
             fills: fills.get(&order_id).cloned().unwrap_or_default(),
             unfilled_reasons: if open_bid {
                 self.book.why_unfilled(OrderId(order_id)).into_iter().map(UnfilledReasonView::from_book).collect()

@@ -33,6 +33,8 @@ pub(crate) struct OrderInfo {
     pub(crate) job: Option<Value>,
     /// Bids: the lowest verification level they accept.
     pub(crate) min_verification: Option<Level>,
+    /// Asks: their grade's level (the lowest of their GPUs when graded).
+    pub(crate) verification: Option<Level>,
     pub(crate) host_id: Option<Uuid>,
     pub(crate) available_until: Option<DateTime<Utc>>,
     pub(crate) tif: String,
@@ -67,6 +69,7 @@ impl OrderInfo {
             duration_ms: None,
             job: None,
             min_verification: None,
+            verification: None,
             host_id: None,
             available_until: None,
             tif: tif.to_string(),
@@ -250,6 +253,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 duration_ms: row.duration_ms,
                 job: row.job,
                 min_verification,
+                verification: (!side_bid).then_some(ask_level),
                 host_id: row.host_id,
                 available_until: row.available_until,
                 tif: row.tif,

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::verification::level::{GPU_LEVEL_SQL, Level};
 use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
 use super::views::{
     CandleList, CandleView, FillView, MarketList, MarketView, OrderPage, OrderView, TradePage, TradeView,
@@ -45,11 +46,20 @@ type OrderRow = (
     Option<Decimal>,
     Option<Uuid>,
     DateTime<Utc>,
+    Option<String>,
+    Vec<String>,
 );
 
-const ORDER_COLUMNS: &str = "o.seq, o.order_id, o.class, o.side, o.status, o.gpus, o.gpus_remaining, o.price,
-     o.max_hours, o.available_until, o.tif,
-     case when o.side = 'bid' then coalesce(a.balance, 0) end, o.host_id, o.created_at";
+/// The columns of an [`OrderRow`]; the last is the levels of an ask's GPUs now.
+fn order_columns() -> String {
+    format!(
+        "o.seq, o.order_id, o.class, o.side, o.status, o.gpus, o.gpus_remaining, o.price,
+         o.max_hours, o.available_until, o.tif,
+         case when o.side = 'bid' then coalesce(a.balance, 0) end, o.host_id, o.created_at, o.min_verification,
+         array(select {GPU_LEVEL_SQL} from ask_gpus ag join host_gpus g using (gpu_uuid) join hosts h using (host_id)
+               where ag.order_id = o.order_id)"
+    )
+}
 
 fn view_of(row: OrderRow) -> OrderView {
     let (
@@ -67,6 +77,8 @@ fn view_of(row: OrderRow) -> OrderView {
         escrow,
         host_id,
         created_at,
+        min_verification,
+        ask_levels,
     ) = row;
     OrderView {
         order_id,
@@ -82,6 +94,8 @@ fn view_of(row: OrderRow) -> OrderView {
         escrow: escrow.map(|e| e.normalize()),
         host_id,
         created_at,
+        min_verification: min_verification.and_then(|text| text.parse().ok()),
+        verification: ask_levels.iter().filter_map(|text| text.parse::<Level>().ok()).min(),
         fills: Vec::new(),
         unfilled_reasons: Vec::new(),
     }
@@ -112,8 +126,9 @@ pub(crate) async fn fills(pool: &PgPool, order_ids: &[Uuid]) -> Result<HashMap<U
 
 /// The caller's order with its fills (without unfilled reasons, which need the book).
 pub(crate) async fn order_view(pool: &PgPool, owner: Uuid, order_id: Uuid) -> Result<OrderView, ApiError> {
+    let columns = order_columns();
     let row: OrderRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {ORDER_COLUMNS} from orders o
+        "select {columns} from orders o
          left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
          where o.order_id = $1 and o.owner_id = $2"
     )))
@@ -135,8 +150,9 @@ pub(crate) async fn list_orders(
     before_seq: Option<i64>,
     limit: i64,
 ) -> Result<OrderPage, ApiError> {
+    let columns = order_columns();
     let mut rows: Vec<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {ORDER_COLUMNS} from orders o
+        "select {columns} from orders o
          left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
          where o.owner_id = $1 and ($2 = false or o.status = 'open') and ($3::bigint is null or o.seq < $3)
          order by o.seq desc limit $4"

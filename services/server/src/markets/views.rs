@@ -109,6 +109,11 @@ pub struct OrderView {
     pub escrow: Option<Decimal>,
     pub host_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// Bids: the lowest verification level the bid accepts (null: any).
+    pub min_verification: Option<crate::verification::Level>,
+    /// Asks: the lowest verification level of the ask's GPUs (what a bid's
+    /// `min_verification` is compared with).
+    pub verification: Option<crate::verification::Level>,
     pub fills: Vec<FillView>,
     /// For a resting bid, why it has not traded; empty otherwise.
     pub unfilled_reasons: Vec<UnfilledReasonView>,

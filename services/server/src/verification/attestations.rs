@@ -172,16 +172,16 @@ pub(crate) async fn post_attestation(
     authenticate_host(&state, host_id, "POST", &path, &headers, &body).await?;
     let answer: CcAnswer = crate::extract::parse_json(&body)?;
     let mut tx = state.pool.begin().await?;
-    let row: Option<(String, Vec<u8>, String, bool, Uuid)> = sqlx::query_as(
-        "select a.gpu_uuid, a.nonce, a.state, now() > a.answer_by, h.owner_id
-         from gpu_attestations a join hosts h using (host_id)
-         where a.request_id = $1 and a.host_id = $2 for update of a",
+    let row: Option<(String, Vec<u8>, String, bool, Uuid, Option<String>)> = sqlx::query_as(
+        "select a.gpu_uuid, a.nonce, a.state, now() > a.answer_by, h.owner_id, g.cc_device_id
+         from gpu_attestations a join hosts h using (host_id) join host_gpus g using (gpu_uuid)
+         where a.request_id = $1 and a.host_id = $2 for update of a, g",
     )
     .bind(request_id)
     .bind(host_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((gpu_uuid, nonce, request_state, late, owner)) = row else {
+    let Some((gpu_uuid, nonce, request_state, late, owner, pinned_device)) = row else {
         return Err(refusal(StatusCode::NOT_FOUND, "attestation_unknown", "no such attestation request for this host"));
     };
     if request_state != "requested" {
@@ -232,21 +232,45 @@ pub(crate) async fn post_attestation(
     let nonce: [u8; 32] = nonce.try_into().map_err(|_| ApiError::internal("stored nonce is not 32 bytes"))?;
     let expected_gpu = gpu_uuid.clone();
     let verdict =
-        tokio::task::spawn_blocking(move || capex_attest::verify(&evidence, &nonce, &expected_gpu, roots, rims))
-            .await
-            .map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let verified = capex_attest::verify(&evidence, &nonce, &expected_gpu, roots, rims)?;
+            capex_attest::check_device_binding(&verified, pinned_device.as_deref())?;
+            Ok(verified)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    // One chip backs one GPU: evidence of a chip already pinned to another GPU is a relay.
+    let verdict = match verdict {
+        Ok(verified) => {
+            let taken: Option<String> =
+                sqlx::query_scalar("select gpu_uuid from host_gpus where cc_device_id = $1 and gpu_uuid <> $2")
+                    .bind(&verified.device_id)
+                    .bind(&gpu_uuid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match taken {
+                Some(other) => Err(capex_attest::CcRefusal::WrongDevice(format!(
+                    "the chip with identity {} already attested GPU {other}",
+                    verified.device_id
+                ))),
+                None => Ok(verified),
+            }
+        }
+        Err(refused) => Err(refused),
+    };
     match verdict {
         Ok(verified) => {
             let record = serde_json::to_value(&verified).map_err(ApiError::internal)?;
             decide("verified", None, None, Some(record)).execute(&mut *tx).await?;
             sqlx::query(
                 "update host_gpus set cc_attested_until = now() + make_interval(hours => $2),
-                        cc_measurements_checked = $3, verified_at = now()
+                        cc_measurements_checked = $3, verified_at = now(), cc_device_id = $4
                  where gpu_uuid = $1",
             )
             .bind(&gpu_uuid)
             .bind(state.config.attestation_valid_h as i32)
             .bind(verified.measurements_checked)
+            .bind(&verified.device_id)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -22,7 +22,11 @@ pub const PASSWORD: &str = "correct horse battery";
 
 impl TestApp {
     pub async fn spawn(pool: PgPool) -> TestApp {
-        let app = Application::build_with_pool(Config::for_tests(), pool.clone()).await.expect("app builds");
+        TestApp::spawn_with(pool, Config::for_tests()).await
+    }
+
+    pub async fn spawn_with(pool: PgPool, config: Config) -> TestApp {
+        let app = Application::build_with_pool(config, pool.clone()).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state.clone();
         tokio::spawn(app.run_until_stopped(std::future::pending()));

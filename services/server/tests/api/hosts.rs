@@ -27,12 +27,16 @@ fn new_key() -> SigningKey {
 }
 
 fn inventory(key: &SigningKey, gpus: &[(String, String)]) -> SignedEnvelope {
+    inventory_with(key, gpus, capex_core::GpuBackend::Nvml)
+}
+
+pub(crate) fn inventory_with(key: &SigningKey, gpus: &[(String, String)], backend: capex_core::GpuBackend) -> SignedEnvelope {
     let payload = InventoryPayload {
         public_key: encode_public_key(&key.verifying_key()),
         name: "rack-1".into(),
         created_at: Utc::now(),
         interval_s: 10,
-        backend: capex_core::GpuBackend::Nvml,
+        backend,
         driver_version: Some("550.54".into()),
         cuda_version: Some("12.4".into()),
         gpus: gpus
@@ -59,8 +63,17 @@ async fn provider(app: &TestApp) -> TestUser {
 }
 
 pub(crate) async fn register_host(app: &TestApp, user: &TestUser, gpus: Vec<(String, String)>) -> TestHost {
+    register_host_with(app, user, gpus, capex_core::GpuBackend::Nvml).await
+}
+
+pub(crate) async fn register_host_with(
+    app: &TestApp,
+    user: &TestUser,
+    gpus: Vec<(String, String)>,
+    backend: capex_core::GpuBackend,
+) -> TestHost {
     let key = new_key();
-    let res = app.post("/api/v1/hosts", Some(&user.token), &json!(inventory(&key, &gpus))).await;
+    let res = app.post("/api/v1/hosts", Some(&user.token), &json!(inventory_with(&key, &gpus, backend))).await;
     assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
     let body: Value = res.json().await.unwrap();
     TestHost { host_id: body["host_id"].as_str().unwrap().parse().unwrap(), key, gpus }
@@ -144,7 +157,8 @@ async fn registered_host_reports_and_shows_up_in_views_and_capacity(pool: sqlx::
     assert_eq!(view["last_seq"], 1);
     assert_eq!(view["reports_accepted"], 2);
     assert_eq!(view["gpus"][1]["busy"], false, "the second report shows no process");
-    assert_eq!(view["gpus"][0]["attested"], true);
+    assert_eq!(view["gpus"][0]["reporting"], true);
+    assert_eq!(view["gpus"][0]["verification"]["level"], "reported");
     assert_eq!(view["gpus"][0]["energy_mj"], 2_000);
     assert_eq!(view["gpus"][0]["power_w"], 70.0);
 
@@ -211,7 +225,7 @@ async fn a_silent_host_stops_being_live_and_leaves_capacity(pool: sqlx::PgPool) 
     tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
     let view = app.get_json(&format!("/api/v1/hosts/{}", host.host_id), &user.token).await;
     assert_eq!(view["live"], false, "three intervals without a report");
-    assert_eq!(view["gpus"][0]["attested"], false);
+    assert_eq!(view["gpus"][0]["reporting"], false);
     let capacity: Value = app.get("/api/v1/capacity", None).await.json().await.unwrap();
     assert_eq!(capacity, json!({"items": []}));
 }

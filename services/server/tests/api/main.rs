@@ -17,4 +17,5 @@ mod markets;
 mod operator;
 mod problems;
 mod report_attribution;
+mod verification;
 mod wallet;
