@@ -3,6 +3,7 @@
 //! usage report every interval, spooling to disk whenever the exchange is unreachable.
 
 pub mod attribution;
+pub mod challenge;
 pub mod config;
 pub mod energy;
 pub mod exchange;

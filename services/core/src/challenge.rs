@@ -119,7 +119,8 @@ impl ChallengeSpec {
 
     /// The PRNG key of a matrix (see the module docs).
     pub fn matrix_key(&self, matrix: Matrix) -> u64 {
-        let digest = Sha256::new().chain_update(KEY_DOMAIN).chain_update(self.seed).chain_update([matrix as u8]).finalize();
+        let digest =
+            Sha256::new().chain_update(KEY_DOMAIN).chain_update(self.seed).chain_update([matrix as u8]).finalize();
         let mut word = [0u8; 8];
         word.copy_from_slice(&digest[..8]);
         u64::from_le_bytes(word)
@@ -259,8 +260,11 @@ pub fn pick_rows(spec: &ChallengeSpec, entropy: &[u8; 32], k: u32) -> Vec<u32> {
     let mut picked = Vec::with_capacity(k);
     let mut counter = 0u64;
     while picked.len() < k {
-        let digest =
-            Sha256::new().chain_update(PICK_DOMAIN).chain_update(entropy).chain_update(counter.to_le_bytes()).finalize();
+        let digest = Sha256::new()
+            .chain_update(PICK_DOMAIN)
+            .chain_update(entropy)
+            .chain_update(counter.to_le_bytes())
+            .finalize();
         counter += 1;
         for word in digest.chunks_exact(8) {
             let mut bytes = [0u8; 8];
@@ -373,11 +377,7 @@ pub fn decode_hash(text: &str) -> Option<[u8; 32]> {
 pub fn open_leaf(tree: &MerkleTree, c: &[i32], index: u32) -> RowOpening {
     let start = index as usize * SEGMENT_COLS;
     let values: Vec<u8> = c[start..start + SEGMENT_COLS].iter().flat_map(|v| v.to_le_bytes()).collect();
-    RowOpening {
-        index,
-        values: BASE64.encode(values),
-        proof: tree.proof(index).iter().map(encode_hash).collect(),
-    }
+    RowOpening { index, values: BASE64.encode(values), proof: tree.proof(index).iter().map(encode_hash).collect() }
 }
 
 // ---- wire DTOs (the server uses the same types) ----
@@ -453,11 +453,9 @@ impl RowOpening {
     }
 
     pub fn decode_proof(&self) -> Result<Vec<[u8; 32]>, ChallengeFailure> {
-        self.proof
-            .iter()
-            .map(|h| decode_hash(h))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ChallengeFailure::Malformed(format!("leaf {}: a proof hash is not 64 hex digits", self.index)))
+        self.proof.iter().map(|h| decode_hash(h)).collect::<Option<Vec<_>>>().ok_or_else(|| {
+            ChallengeFailure::Malformed(format!("leaf {}: a proof hash is not 64 hex digits", self.index))
+        })
     }
 }
 
@@ -545,7 +543,12 @@ pub mod testing {
     use super::*;
 
     fn placeholder(level: u32, index: u64) -> [u8; 32] {
-        Sha256::new().chain_update(b"placeholder").chain_update(level.to_le_bytes()).chain_update(index.to_le_bytes()).finalize().into()
+        Sha256::new()
+            .chain_update(b"placeholder")
+            .chain_update(level.to_le_bytes())
+            .chain_update(index.to_le_bytes())
+            .finalize()
+            .into()
     }
 
     struct Sparse<'a> {
@@ -562,7 +565,11 @@ pub mod testing {
 
         fn hash(&self, level: u32, index: u64) -> [u8; 32] {
             if level == 0 {
-                return self.leaves.iter().find(|(i, _)| u64::from(*i) == index).map_or_else(|| placeholder(0, index), |(_, h)| *h);
+                return self
+                    .leaves
+                    .iter()
+                    .find(|(i, _)| u64::from(*i) == index)
+                    .map_or_else(|| placeholder(0, index), |(_, h)| *h);
             }
             if !self.covers(level, index) {
                 return placeholder(level, index);

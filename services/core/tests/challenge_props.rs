@@ -135,8 +135,9 @@ fn malformed_answers_are_refused() {
     let (spec, c, tree) = setup([3; 32], 64);
     let asked = pick_rows(&spec, &[4; 32], 6);
     let honest = answer(&tree, &c, &asked);
-    let malformed =
-        |a: &ChallengeAnswer| matches!(verify_answer(&spec, &tree.root(), &asked, a), Err(ChallengeFailure::Malformed(_)));
+    let malformed = |a: &ChallengeAnswer| {
+        matches!(verify_answer(&spec, &tree.root(), &asked, a), Err(ChallengeFailure::Malformed(_)))
+    };
 
     let mut missing = honest.clone();
     missing.rows.pop();

@@ -49,11 +49,12 @@ pub const SIMULATED_CLASS: &str = "simulated";
 pub const N_REAL: u32 = 32_768;
 /// Matrix size of the simulated class (the CPU computes it in milliseconds).
 pub const N_SIMULATED: u32 = 256;
-/// Leaves opened per challenge. With `k = 24`, a C with a fraction `f` of wrong leaves
-/// passes with probability at most `(1 - f)^24`: a cheater that skips half the work is
-/// caught with probability `1 - 6·10⁻⁸`. An answer of 24 openings at `n = 32768` is about
-/// 48 KiB of JSON, under the exchange's 64 KiB body limit.
-pub const K_DEFAULT: u32 = 24;
+/// Leaves opened per challenge. With `k = 20`, a C with a fraction `f` of wrong leaves
+/// passes with probability at most `(1 - f)^20`: a cheater that skips half the work is
+/// caught with probability `1 - 10⁻⁶`. An answer of 20 openings at `n = 32768` is about
+/// 40 KiB of JSON, under the exchange's 64 KiB body limit; verifying it takes ~40 ms of one
+/// core (`benches/challenge_verify.rs`).
+pub const K_DEFAULT: u32 = 20;
 /// Assumed fraction of peak dp4a rate the agent's kernel reaches, in percent.
 pub const KERNEL_EFFICIENCY_PCT: u64 = 30;
 /// Factor on the compute time, in percent.
@@ -146,9 +147,8 @@ pub fn bound_for(class: &str) -> Option<ChallengeBound> {
     if class == SIMULATED_CLASS {
         return Some(ChallengeBound { n: N_SIMULATED, k: K_DEFAULT, commit_within_ms: SIMULATED_COMMIT_WITHIN_MS });
     }
-    let model = class.rsplit_once('-').map_or(class, |(model, memory)| {
-        if memory.ends_with("GB") { model } else { class }
-    });
+    let model =
+        class.rsplit_once('-').map_or(class, |(model, memory)| if memory.ends_with("GB") { model } else { class });
     let figures = CLASS_FIGURES.iter().find(|f| f.model == model)?;
     Some(ChallengeBound { n: N_REAL, k: K_DEFAULT, commit_within_ms: figures.commit_within_ms(N_REAL) })
 }
