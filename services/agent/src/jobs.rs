@@ -277,7 +277,7 @@ pub async fn run(
     loop {
         cancels.retain(|_, c| !c.is_closed());
         let have = table.running();
-        let assignments = match client.assignments(&have, &challenger.handled()).await {
+        let assignments = match client.assignments(&have, &challenger.taken()).await {
             Ok(a) => {
                 failures = 0;
                 a

@@ -141,21 +141,25 @@ pub struct Challenger {
     pub engine: Engine,
     pub fault: Option<ChallengeFault>,
     handled: Arc<Mutex<VecDeque<Uuid>>>,
+    /// The ids the exchange listed in its last answer (all taken by then).
+    listed: Arc<Mutex<Vec<Uuid>>>,
 }
 
 impl Challenger {
     pub fn new(engine: Engine, fault: Option<ChallengeFault>) -> Challenger {
-        Challenger { engine, fault, handled: Arc::default() }
+        Challenger { engine, fault, handled: Arc::default(), listed: Arc::default() }
     }
 
-    /// Ids handled so far that the exchange may still list (sent with the poll so it can
-    /// wait instead of answering at once).
-    pub fn handled(&self) -> Vec<Uuid> {
-        self.handled.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    /// The challenges the exchange listed last time, all taken: sent with the next poll
+    /// (`challenges=`) so it can wait instead of answering at once. Bounded by what the
+    /// exchange lists, not by how many were ever handled.
+    pub fn taken(&self) -> Vec<Uuid> {
+        self.listed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The orders not seen before; each is marked handled.
     pub fn take_new(&self, orders: Vec<ChallengeOrder>) -> Vec<ChallengeOrder> {
+        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = orders.iter().map(|o| o.challenge_id).collect();
         let mut handled = self.handled.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh = Vec::new();
         for order in orders {
@@ -306,7 +310,9 @@ mod tests {
         };
         assert_eq!(challenger.take_new(vec![order.clone()]).len(), 1);
         assert!(challenger.take_new(vec![order.clone()]).is_empty());
-        assert_eq!(challenger.handled(), vec![order.challenge_id]);
+        assert_eq!(challenger.taken(), vec![order.challenge_id]);
+        assert!(challenger.take_new(Vec::new()).is_empty());
+        assert!(challenger.taken().is_empty(), "only what the exchange still lists is sent back");
     }
 
     #[test]
