@@ -15,6 +15,7 @@
 //! | backoff_max_s        | CAPEX_AGENT_BACKOFF_MAX_S  | --backoff-max-s   | 30                     |
 //! | log_format           | CAPEX_AGENT_LOG_FORMAT     | --log-format      | pretty                 |
 //! | (register only)      | CAPEX_AGENT_API_KEY        | --api-key         | none                   |
+//! | (test only, hidden)  | CAPEX_AGENT_CHALLENGE_FAULT | --challenge-fault (corrupt-row, late) | none |
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::challenge::ChallengeFault;
 use crate::gpu::BackendKind;
 use crate::spool::SPOOL_REPORTS_MAX;
 
@@ -97,6 +99,9 @@ pub struct Overrides {
     /// Seconds between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, global = true, env = "CAPEX_AGENT_KILL_GRACE_S")]
     pub kill_grace_s: Option<u64>,
+    /// Test only: answer proof-of-compute challenges wrongly (`corrupt-row`) or late (`late`).
+    #[arg(long, global = true, hide = true, env = "CAPEX_AGENT_CHALLENGE_FAULT", value_enum)]
+    pub challenge_fault: Option<ChallengeFault>,
 }
 
 /// The merged configuration.
@@ -116,6 +121,8 @@ pub struct AgentConfig {
     /// Jobs without an image may run as plain processes.
     pub process_runtime: bool,
     pub kill_grace_s: u64,
+    /// Test only (flag or env, never the file): see [`ChallengeFault`].
+    pub challenge_fault: Option<ChallengeFault>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -156,6 +163,7 @@ impl AgentConfig {
             log_format: overrides.log_format.or(file.log_format).unwrap_or(LogFormat::Pretty),
             process_runtime: overrides.process_runtime.or(file.process_runtime).unwrap_or(false),
             kill_grace_s: overrides.kill_grace_s.or(file.kill_grace_s).unwrap_or(DEFAULT_KILL_GRACE_S),
+            challenge_fault: overrides.challenge_fault,
         })
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use capex_core::LeaseReport;
+use capex_core::challenge::ChallengeOrder;
 use capex_core::report::{
     HOST_NONCE_HEADER, HOST_SIGNATURE_HEADER, HOST_TIME_HEADER, format_host_nonce, sign_host_request,
 };
@@ -23,6 +24,7 @@ use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::challenge::Challenger;
 use crate::gpu::simulated::SimulatedControl;
 
 /// Seconds one assignments poll may wait on the exchange.
@@ -120,6 +122,9 @@ struct Assignments {
     /// Confidential-computing evidence requests, answered by [`crate::attestation`].
     #[serde(default)]
     cc_requests: Vec<capex_attest::CcRequest>,
+    /// Proof-of-compute challenges for this host's idle GPUs (absent from older exchanges).
+    #[serde(default)]
+    challenges: Vec<ChallengeOrder>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,11 +146,11 @@ struct AssignedJob {
 
 /// Signed HTTP to the exchange's host routes.
 #[derive(Clone)]
-struct HostClient {
+pub(crate) struct HostClient {
     client: reqwest::Client,
     base: String,
     key: Arc<SigningKey>,
-    host_id: Uuid,
+    pub(crate) host_id: Uuid,
 }
 
 impl HostClient {
@@ -163,10 +168,29 @@ impl HostClient {
             .body(body)
     }
 
-    async fn assignments(&self, have: &[Uuid]) -> anyhow::Result<Assignments> {
+    /// POSTs `body` as JSON (host-signed) and parses the JSON answer; a non-2xx answer is an
+    /// error carrying the status and body (problem+json with its `code`).
+    pub(crate) async fn post_json<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<R> {
+        let bytes = serde_json::to_vec(body)?;
+        let res = self.request(reqwest::Method::POST, path, "", bytes).send().await?;
+        let status = res.status();
+        if !status.is_success() {
+            anyhow::bail!("{status}: {}", res.text().await.unwrap_or_default());
+        }
+        Ok(res.json().await?)
+    }
+
+    /// `have`: leases running here; `challenges`: challenge ids already taken (the exchange
+    /// may list them until settled, and need not wake the poll for them).
+    async fn assignments(&self, have: &[Uuid], challenges: &[Uuid]) -> anyhow::Result<Assignments> {
         let path = format!("/api/v1/hosts/{}/assignments", self.host_id);
         let have: Vec<String> = have.iter().map(Uuid::to_string).collect();
-        let query = format!("?wait={POLL_WAIT_S}&have={}", have.join(","));
+        let challenges: Vec<String> = challenges.iter().map(Uuid::to_string).collect();
+        let query = format!("?wait={POLL_WAIT_S}&have={}&challenges={}", have.join(","), challenges.join(","));
         let res = self.request(reqwest::Method::GET, &path, &query, Vec::new()).send().await?;
         let status = res.status();
         anyhow::ensure!(status.is_success(), "assignments: {status} {}", res.text().await.unwrap_or_default());
@@ -240,6 +264,7 @@ pub async fn run(
     settings: JobSettings,
     control: Option<SimulatedControl>,
     table: JobTable,
+    challenger: Challenger,
 ) -> anyhow::Result<()> {
     let client = HostClient {
         client: reqwest::Client::builder()
@@ -262,7 +287,7 @@ pub async fn run(
     loop {
         cancels.retain(|_, c| !c.is_closed());
         let have = table.running();
-        let assignments = match client.assignments(&have).await {
+        let assignments = match client.assignments(&have, &challenger.taken()).await {
             Ok(a) => {
                 failures = 0;
                 a
@@ -275,6 +300,7 @@ pub async fn run(
             }
         };
         cc.answer(&assignments.cc_requests);
+        challenger.dispatch(&client, &table, assignments.challenges);
         let listed: Vec<Uuid> = assignments.items.iter().map(|a| a.lease_id).collect();
         for id in have.iter().filter(|id| !listed.contains(id)) {
             if let Some(cancel) = cancels.remove(id) {

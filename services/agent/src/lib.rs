@@ -4,6 +4,7 @@
 
 pub mod attestation;
 pub mod attribution;
+pub mod challenge;
 pub mod config;
 pub mod energy;
 pub mod exchange;

@@ -42,6 +42,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// On a host with NVIDIA GPUs: run the challenge kernel on each GPU, check it against
+    /// the CPU reference, print its time and throughput (see scripts/gpu-check).
+    GpuCheck {
+        /// Matrix sizes to run (default: the simulated n and the class's n).
+        #[arg(long, value_delimiter = ',')]
+        n: Option<Vec<u32>>,
+    },
     /// Print what the GPU backend sees.
     Probe {
         /// JSON instead of a table.
@@ -84,6 +91,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { exchange } => reporter::run(&config, exchange, shutdown_signal()).await,
         Command::Probe { json } => probe(&config, json),
         Command::CcProbe { json } => cc_probe(json),
+        Command::GpuCheck { n } => {
+            let ok = tokio::task::spawn_blocking(move || capex_agent::challenge::check::run(n)).await??;
+            anyhow::ensure!(ok, "gpu-check: a kernel result differs from the CPU reference");
+            Ok(())
+        }
     }
 }
 

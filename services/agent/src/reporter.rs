@@ -106,8 +106,19 @@ pub async fn run_with_probe(
         docker_available: crate::jobs::docker_available(),
         kill_grace: Duration::from_secs(config.kill_grace_s),
     };
-    let runner =
-        crate::jobs::run(exchange_url, key.clone(), host_id, settings, probe.simulated_control(), table.clone());
+    let challenger = crate::challenge::Challenger::new(
+        crate::challenge::Engine::for_backend(probe.backend().as_str()),
+        config.challenge_fault,
+    );
+    let runner = crate::jobs::run(
+        exchange_url,
+        key.clone(),
+        host_id,
+        settings,
+        probe.simulated_control(),
+        table.clone(),
+        challenger,
+    );
     let sampler = sample_loop(probe.as_mut(), energy, &spool, &wake, host_id, config.interval_s, &table);
     let sender = send_loop(&spool, &wake, &exchange, &key, host_id, Duration::from_secs(config.backoff_max_s));
     tokio::select! {

@@ -96,7 +96,7 @@ pub enum SpecError {
 
 impl ChallengeSpec {
     pub fn new(seed: [u8; 32], n: u32) -> Result<ChallengeSpec, SpecError> {
-        if !(N_MIN..=N_MAX).contains(&n) || n as usize % SEGMENT_COLS != 0 {
+        if !(N_MIN..=N_MAX).contains(&n) || !(n as usize).is_multiple_of(SEGMENT_COLS) {
             return Err(SpecError::BadSize(n));
         }
         Ok(ChallengeSpec { seed, n })

@@ -69,7 +69,7 @@ impl MerkleTree {
     /// The tree over `c` (row-major, length a multiple of 64), leaf hashes computed on every
     /// core; upper levels are cheap (one hash per two leaves of 256 bytes each).
     pub fn build(c: &[i32]) -> MerkleTree {
-        assert!(!c.is_empty() && c.len() % SEGMENT_COLS == 0, "C is whole segments");
+        assert!(!c.is_empty() && c.len().is_multiple_of(SEGMENT_COLS), "C is whole segments");
         let count = c.len() / SEGMENT_COLS;
         let mut leaves = vec![[0u8; 32]; count];
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(count);
