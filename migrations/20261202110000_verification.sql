@@ -14,8 +14,11 @@ alter table hosts
     -- Set when challenge_failures reached CAPEX_CHALLENGE_FAILURES_MAX: no new asks
     -- until an operator clears it.
     add column challenge_blocked_at timestamptz,
-    -- When the scheduler next challenges this host's idle GPUs (null: at once).
+    -- When the scheduler next starts a round over this host's GPUs (null: at once).
     add column next_challenge_at timestamptz,
+    -- Start of the current round: each GPU not challenged since then gets its turn, one
+    -- GPU of the host at a time (the time bound's copy and hash allowance assumes that).
+    add column challenge_round_at timestamptz,
     add constraint hosts_backend_valid check (backend in ('nvml', 'simulated'));
 
 alter table host_gpus

@@ -7,12 +7,12 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::verification::level::{GPU_LEVEL_SQL, Level};
 use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
 use super::views::{
     CandleList, CandleView, FillView, MarketList, MarketView, OrderPage, OrderView, TradePage, TradeView,
 };
 use crate::error::ApiError;
+use crate::verification::level::{GPU_LEVEL_SQL, Level};
 
 /// Candles returned per request: the most recent ones.
 pub(crate) const CANDLES_MAX: i64 = 500;

@@ -231,14 +231,13 @@ pub(crate) async fn post_attestation(
     };
     let nonce: [u8; 32] = nonce.try_into().map_err(|_| ApiError::internal("stored nonce is not 32 bytes"))?;
     let expected_gpu = gpu_uuid.clone();
-    let verdict =
-        tokio::task::spawn_blocking(move || {
-            let verified = capex_attest::verify(&evidence, &nonce, &expected_gpu, roots, rims)?;
-            capex_attest::check_device_binding(&verified, pinned_device.as_deref())?;
-            Ok(verified)
-        })
-        .await
-        .map_err(ApiError::internal)?;
+    let verdict = tokio::task::spawn_blocking(move || {
+        let verified = capex_attest::verify(&evidence, &nonce, &expected_gpu, roots, rims)?;
+        capex_attest::check_device_binding(&verified, pinned_device.as_deref())?;
+        Ok(verified)
+    })
+    .await
+    .map_err(ApiError::internal)?;
     // One chip backs one GPU: evidence of a chip already pinned to another GPU is a relay.
     let verdict = match verdict {
         Ok(verified) => {

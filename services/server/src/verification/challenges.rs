@@ -81,9 +81,10 @@ pub(crate) fn challenges_backend(state: &AppState, backend: GpuBackend) -> bool 
     state.config.challenges && (backend == GpuBackend::Nvml || state.config.demo)
 }
 
-/// Issues one challenge to each of the host's live, idle, unoffered GPUs that has a bound
-/// and is not under challenge already. Returns the new challenges' ids (none when no GPU
-/// qualifies right now).
+/// Issues a challenge to one of the host's live, idle, unoffered GPUs with a bound that
+/// was not challenged in the host's current round (the longest unchallenged first), unless
+/// one is open already: one GPU of a host at a time. Returns the new challenge's id (none
+/// when no GPU qualifies right now).
 pub(crate) async fn issue(state: &AppState, host_id: Uuid, reason: Reason) -> Result<Vec<Uuid>, ApiError> {
     let mut tx = state.pool.begin().await?;
     // The host row lock serialises issuers (the scheduler of every replica, operators).
@@ -100,13 +101,21 @@ pub(crate) async fn issue(state: &AppState, host_id: Uuid, reason: Reason) -> Re
     let sql = format!(
         "select g.gpu_uuid, g.class from host_gpus g join hosts h using (host_id)
          where h.host_id = $1 and {LIVE_SQL} and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
-         order by g.gpu_index"
+             and not exists (select 1 from gpu_challenges c where c.host_id = h.host_id
+                             and c.state in ('issued', 'committed'))
+             and not exists (select 1 from gpu_challenges c where c.gpu_uuid = g.gpu_uuid
+                             and c.issued_at >= coalesce(h.challenge_round_at, '-infinity'))
+         order by (select max(c.issued_at) from gpu_challenges c where c.gpu_uuid = g.gpu_uuid) nulls first,
+                  g.gpu_index"
     );
     let gpus: Vec<(String, String)> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).fetch_all(&mut *tx).await?;
     let mut issued = Vec::new();
     for (gpu_uuid, class) in gpus {
         let Some(bound) = bound_for(backend, &class) else { continue };
+        if !issued.is_empty() {
+            break;
+        }
         let challenge_id = Uuid::now_v7();
         let seed: [u8; 32] = rand::random();
         sqlx::query(

@@ -58,7 +58,7 @@ pub(crate) async fn operator_challenge(
     ApiPath(host_id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Issued>> {
     auth.require(Role::Operator)?;
-    let ids = challenges::issue(&state, host_id, challenges::Reason::Operator).await?;
+    let ids = scheduler::start_round(&state, host_id, challenges::Reason::Operator).await?;
     Ok(Json(Issued { ids }))
 }
 

@@ -30,7 +30,11 @@ fn inventory(key: &SigningKey, gpus: &[(String, String)]) -> SignedEnvelope {
     inventory_with(key, gpus, capex_core::GpuBackend::Nvml)
 }
 
-pub(crate) fn inventory_with(key: &SigningKey, gpus: &[(String, String)], backend: capex_core::GpuBackend) -> SignedEnvelope {
+pub(crate) fn inventory_with(
+    key: &SigningKey,
+    gpus: &[(String, String)],
+    backend: capex_core::GpuBackend,
+) -> SignedEnvelope {
     let payload = InventoryPayload {
         public_key: encode_public_key(&key.verifying_key()),
         name: "rack-1".into(),

@@ -15,8 +15,8 @@ use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, assert_problem, ask_body, bid_body};
-use crate::hosts::{TestHost, h100s, register_host, register_host_with, report, send, send_ok, seal};
+use crate::helpers::{TestApp, TestUser, ask_body, assert_problem, bid_body};
+use crate::hosts::{TestHost, h100s, register_host, register_host_with, report, seal, send, send_ok};
 
 const CLASS: &str = "H100-80GB";
 
@@ -28,7 +28,8 @@ fn demo_config() -> Config {
 
 async fn signed(app: &TestApp, host: &TestHost, method: &str, path: &str, body: Vec<u8>) -> Response {
     let nonce = format_host_nonce(&rand::random());
-    let (time, signature) = sign_host_request(&host.key, method, path, host.host_id, Utc::now().timestamp(), &nonce, &body);
+    let (time, signature) =
+        sign_host_request(&host.key, method, path, host.host_id, Utc::now().timestamp(), &nonce, &body);
     let url = app.url(path);
     let req = if method == "GET" { app.client.get(url) } else { app.client.post(url) };
     req.header("x-capex-host-time", time)
@@ -102,8 +103,12 @@ async fn fail_wrong_row(app: &TestApp, host: &TestHost, challenge: &ChallengeOrd
     let res = commit(app, host, challenge, tree.root()).await;
     let rows: ChallengeRows = res.json().await.unwrap();
     let openings = rows.rows.iter().map(|&i| open_leaf(&tree, &c, i)).collect();
-    assert_problem(answer(app, host, challenge, openings).await, StatusCode::UNPROCESSABLE_ENTITY, "challenge_wrong_row")
-        .await
+    assert_problem(
+        answer(app, host, challenge, openings).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "challenge_wrong_row",
+    )
+    .await
 }
 
 async fn verification(app: &TestApp, host: &TestHost) -> Value {
@@ -128,8 +133,12 @@ async fn simulated_inventories_are_refused_outside_demo_mode(pool: sqlx::PgPool)
     let host = register_host(&app, &provider, h100s(1)).await;
     let mut fake = report(&host, 0, 1_000);
     fake.backend = GpuBackend::Simulated;
-    assert_problem(send(&app, host.host_id, &seal(&host.key, &fake)).await, StatusCode::UNPROCESSABLE_ENTITY, "backend_mismatch")
-        .await;
+    assert_problem(
+        send(&app, host.host_id, &seal(&host.key, &fake)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "backend_mismatch",
+    )
+    .await;
     let view = verification(&app, &host).await;
     assert_eq!(view["backend"], "nvml");
     assert_eq!(view["gpus"][0]["level"], "reported");
@@ -152,17 +161,22 @@ async fn an_honest_answer_makes_the_gpu_challenged_and_replays_are_refused(pool:
     let app = TestApp::spawn_with(pool, demo_config()).await;
     let provider = app.register(&["provider"]).await;
     let host = simulated_host(&app, &provider, 2).await;
-    let challenges = challenges_of(&app, &host).await;
-    assert_eq!(challenges.len(), 2, "one per idle GPU, before the host's first ask");
-    // Under challenge, the GPUs are not offered.
-    let res = app.place(&provider, CLASS, &ask_body(host.host_id, 1, "2", "gtc")).await;
+    let mut challenges = challenges_of(&app, &host).await;
+    assert_eq!(challenges.len(), 1, "one GPU of a host at a time, before the host's first ask");
+    // Under challenge, a GPU is not offered.
+    let res = app.place(&provider, CLASS, &ask_body(host.host_id, 2, "2", "gtc")).await;
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "not_enough_free_gpus").await;
 
     let verdict = pass(&app, &host, &challenges[0]).await;
+    // Then the host's next GPU gets its turn.
+    challenges.extend(challenges_of(&app, &host).await);
+    assert_eq!(challenges.len(), 2);
+    assert_ne!(challenges[0].gpu_uuid, challenges[1].gpu_uuid);
     assert_eq!(verdict["outcome"], "passed");
     assert_eq!(verdict["level"], "challenged");
     let view = verification(&app, &host).await;
-    let gpu = view["gpus"].as_array().unwrap().iter().find(|g| g["gpu_uuid"] == challenges[0].gpu_uuid.as_str()).unwrap();
+    let gpu =
+        view["gpus"].as_array().unwrap().iter().find(|g| g["gpu_uuid"] == challenges[0].gpu_uuid.as_str()).unwrap();
     assert_eq!(gpu["level"], "challenged");
     assert!(gpu["challenged_until"].is_string());
     let record = &view["challenges"].as_array().unwrap().iter().find(|c| c["state"] == "passed").unwrap();
@@ -172,13 +186,17 @@ async fn an_honest_answer_makes_the_gpu_challenged_and_replays_are_refused(pool:
     assert!(open["seed"].is_null(), "an open challenge's seed is never shown");
 
     // The same commitment or answer again: challenge_replayed, and the level stays.
-    assert_problem(commit(&app, &host, &challenges[0], [0; 32]).await, StatusCode::CONFLICT, "challenge_replayed").await;
-    assert_problem(answer(&app, &host, &challenges[0], Vec::new()).await, StatusCode::CONFLICT, "challenge_replayed").await;
+    assert_problem(commit(&app, &host, &challenges[0], [0; 32]).await, StatusCode::CONFLICT, "challenge_replayed")
+        .await;
+    assert_problem(answer(&app, &host, &challenges[0], Vec::new()).await, StatusCode::CONFLICT, "challenge_replayed")
+        .await;
     // An answer before any commitment is refused too: rows are named only after it.
-    assert_problem(answer(&app, &host, &challenges[1], Vec::new()).await, StatusCode::CONFLICT, "challenge_replayed").await;
+    assert_problem(answer(&app, &host, &challenges[1], Vec::new()).await, StatusCode::CONFLICT, "challenge_replayed")
+        .await;
     // Another host's, or no, challenge: challenge_unknown.
     let other = simulated_host(&app, &provider, 1).await;
-    assert_problem(commit(&app, &other, &challenges[1], [0; 32]).await, StatusCode::NOT_FOUND, "challenge_unknown").await;
+    assert_problem(commit(&app, &other, &challenges[1], [0; 32]).await, StatusCode::NOT_FOUND, "challenge_unknown")
+        .await;
     let mut made_up = challenges[1].clone();
     made_up.challenge_id = Uuid::now_v7();
     assert_problem(commit(&app, &host, &made_up, [0; 32]).await, StatusCode::NOT_FOUND, "challenge_unknown").await;
@@ -191,29 +209,39 @@ async fn wrong_rows_bad_proofs_and_late_commitments_fail_and_block_the_host(pool
     let provider = app.register(&["provider"]).await;
     let operator = app.operator().await;
     let host = simulated_host(&app, &provider, 3).await;
-    let challenges = challenges_of(&app, &host).await;
-    assert_eq!(challenges.len(), 3);
+    let mut challenges = challenges_of(&app, &host).await;
 
     // 1. A committed C with wrong values.
     fail_wrong_row(&app, &host, &challenges[0]).await;
 
     // 2. Honest values, a tampered proof.
+    challenges.extend(challenges_of(&app, &host).await);
     let (c, tree) = solve(&challenges[1]);
     let rows: ChallengeRows = commit(&app, &host, &challenges[1], tree.root()).await.json().await.unwrap();
     let mut openings: Vec<RowOpening> = rows.rows.iter().map(|&i| open_leaf(&tree, &c, i)).collect();
     openings[0].proof[0] = hex::encode([0xAB; 32]);
-    assert_problem(answer(&app, &host, &challenges[1], openings).await, StatusCode::UNPROCESSABLE_ENTITY, "challenge_bad_proof")
-        .await;
+    assert_problem(
+        answer(&app, &host, &challenges[1], openings).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "challenge_bad_proof",
+    )
+    .await;
 
     // 3. A commitment after commit_by.
+    challenges.extend(challenges_of(&app, &host).await);
+    assert_eq!(challenges.len(), 3, "each GPU once in the round");
     sqlx::query("update gpu_challenges set commit_by = now() - interval '1 second' where challenge_id = $1")
         .bind(challenges[2].challenge_id)
         .execute(&app.pool)
         .await
         .unwrap();
     let (_, tree) = solve(&challenges[2]);
-    assert_problem(commit(&app, &host, &challenges[2], tree.root()).await, StatusCode::UNPROCESSABLE_ENTITY, "challenge_late")
-        .await;
+    assert_problem(
+        commit(&app, &host, &challenges[2], tree.root()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "challenge_late",
+    )
+    .await;
 
     let view = verification(&app, &host).await;
     assert_eq!(view["challenge_failures"], 3);
@@ -274,17 +302,27 @@ async fn a_bid_requiring_challenged_gpus_trades_only_with_them(pool: sqlx::PgPoo
     let waiting = app.place_ok(&buyer, CLASS, &body).await;
     assert_eq!(waiting["status"], "open");
     let order = app.order(&buyer, &waiting["order_id"]).await;
-    let reasons = order["why_unfilled"].to_string();
+    let reasons = order["unfilled_reasons"].to_string();
     assert!(reasons.contains("verification_below_required"), "{reasons}");
 
     // `simulated` is not a requirement; an ask may not state one.
     let mut bad = bid_body(1, "1", "5", "gtc");
     bad["min_verification"] = json!("simulated");
-    let problem = assert_problem(app.place(&buyer, CLASS, &bad).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_min_verification").await;
+    let problem = assert_problem(
+        app.place(&buyer, CLASS, &bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_min_verification",
+    )
+    .await;
     assert_eq!(problem["field"], "min_verification");
     let mut bad_ask = ask_body(cheat.host_id, 1, "1", "gtc");
     bad_ask["min_verification"] = json!("reported");
-    let problem = assert_problem(app.place(&provider, CLASS, &bad_ask).await, StatusCode::UNPROCESSABLE_ENTITY, "field_not_allowed").await;
+    let problem = assert_problem(
+        app.place(&provider, CLASS, &bad_ask).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "field_not_allowed",
+    )
+    .await;
     assert_eq!(problem["field"], "min_verification");
 }
 
@@ -302,7 +340,8 @@ fn sample_evidence(gpu_uuid: &str) -> (Value, [u8; 32]) {
 
 /// Asks the host for evidence (as the operator) and returns the request id of its GPU.
 async fn cc_request(app: &TestApp, operator: &TestUser, host: &TestHost) -> String {
-    let res = app.post(&format!("/api/v1/operator/hosts/{}/attest", host.host_id), Some(&operator.token), &json!({})).await;
+    let res =
+        app.post(&format!("/api/v1/operator/hosts/{}/attest", host.host_id), Some(&operator.token), &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let work = assignments(app, host).await;
     work["cc_requests"][0]["request_id"].as_str().unwrap().to_string()
@@ -357,8 +396,12 @@ async fn nvidia_cc_evidence_makes_a_gpu_cc_attested_once_per_chip(pool: sqlx::Pg
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_problem(post_evidence(&app, &other, &request, &relayed).await, StatusCode::UNPROCESSABLE_ENTITY, "cc_wrong_device")
-        .await;
+    assert_problem(
+        post_evidence(&app, &other, &request, &relayed).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "cc_wrong_device",
+    )
+    .await;
     assert_eq!(verification(&app, &other).await["gpus"][0]["level"], "reported");
 
     // A host without CC says so; the GPU keeps its level and the reason is recorded.
