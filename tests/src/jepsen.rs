@@ -35,6 +35,8 @@ pub async fn start_logged_server(port: u16, env: &[(&str, &str)], log: &Path) ->
         cmd.env_remove("DATABASE_URL")
             .env("CAPEX_BIND", format!("127.0.0.1:{port}"))
             .env("CAPEX_JWT_SECRET", JWT_SECRET_FOR_TESTS)
+            // The agents of these tests run the simulated backend (no GPUs here).
+            .env("CAPEX_ALLOW_SIMULATED", "true")
             // Warnings and errors, with the request each happened in (method, path, id).
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn,[request]=info".into()))
             .env("NO_COLOR", "1")

@@ -71,6 +71,8 @@ impl ServerProcess {
         cmd.env_remove("DATABASE_URL")
             .env("CAPEX_BIND", format!("127.0.0.1:{port}"))
             .env("CAPEX_JWT_SECRET", JWT_SECRET_FOR_TESTS)
+            // The agents of these tests run the simulated backend (no GPUs here).
+            .env("CAPEX_ALLOW_SIMULATED", "true")
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null());
         if std::env::var_os("TEST_LOG").is_none() {

@@ -1,10 +1,12 @@
 //! Reads of orders, trades and market data. Writes belong to the matcher alone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use serde_json::Value;
 use sqlx::PgPool;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
@@ -180,7 +182,7 @@ pub(crate) async fn list_orders(
 
 /// Every market with registered GPUs, orders, or configuration, with its summary.
 pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result<MarketList, ApiError> {
-    type Row = (String, Option<Decimal>, Option<Decimal>, Option<Decimal>, Decimal, i64);
+    type Row = (String, Option<Decimal>, Option<Decimal>, Option<Decimal>, Decimal, i64, Json<Value>, Json<Value>);
     // A market that ever had orders has a `market_owners` row: its matcher claimed it
     // before writing any. Reading `orders` instead read every order ever placed.
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -194,7 +196,15 @@ pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result
              (select coalesce(sum(gpus * max_hours), 0) from trades
                  where class = c.class and at > now() - interval '24 hours'),
              (select count(*) from host_gpus g join hosts h using (host_id)
-                 where g.class = c.class and {GPU_IDLE_SQL} and {HOST_LIVE_SQL} and {GPU_UNTAKEN_SQL})
+                 where g.class = c.class and {GPU_IDLE_SQL} and {HOST_LIVE_SQL} and {GPU_UNTAKEN_SQL}),
+             (select coalesce(jsonb_object_agg(level, n), '{{}}') from (
+                 select {GPU_LEVEL_SQL} as level, count(*) as n from host_gpus g join hosts h using (host_id)
+                 where g.class = c.class and {GPU_IDLE_SQL} and {HOST_LIVE_SQL} and {GPU_UNTAKEN_SQL} group by 1) f),
+             (select coalesce(jsonb_object_agg(level, n), '{{}}') from (
+                 select {GPU_LEVEL_SQL} as level, count(*) as n
+                 from orders o join ask_gpus ag on ag.order_id = o.order_id and ag.state = 'bound'
+                     join host_gpus g on g.gpu_uuid = ag.gpu_uuid join hosts h on h.host_id = g.host_id
+                 where o.class = c.class and o.status = 'open' and o.side = 'ask' group by 1) a)
          from classes c order by c.class"
     )))
     .bind(configured)
@@ -202,16 +212,23 @@ pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result
     .await?;
     let items = rows
         .into_iter()
-        .map(|(class, best_bid, best_ask, last_price, volume, free_gpus)| MarketView {
+        .map(|(class, best_bid, best_ask, last_price, volume, free_gpus, free_by_level, offered_by_level)| MarketView {
             class,
             best_bid: best_bid.map(|p| p.normalize()),
             best_ask: best_ask.map(|p| p.normalize()),
             last_price: last_price.map(|p| p.normalize()),
             volume_24h_gpu_hours: volume.normalize(),
             free_gpus,
+            free_gpus_by_level: by_level(free_by_level.0),
+            offered_gpus_by_level: by_level(offered_by_level.0),
         })
         .collect();
     Ok(MarketList { items })
+}
+
+/// Counts per level with every level present (zero where none).
+fn by_level(counts: Value) -> BTreeMap<Level, i64> {
+    Level::ALL.into_iter().map(|level| (level, counts[level.as_str()].as_i64().unwrap_or(0))).collect()
 }
 
 /// A market's trades, newest first; the cursor is the last trade's sequence number.

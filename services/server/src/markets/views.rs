@@ -156,6 +156,11 @@ pub struct MarketView {
     pub volume_24h_gpu_hours: Decimal,
     /// Attested idle GPUs of live hosts that no ask offers and no lease uses.
     pub free_gpus: i64,
+    /// `free_gpus` by verification level (simulated, reported, challenged, cc_attested).
+    pub free_gpus_by_level: std::collections::BTreeMap<crate::verification::Level, i64>,
+    /// GPUs that open asks offer now, by their verification level: what a bid with
+    /// `min_verification` can buy.
+    pub offered_gpus_by_level: std::collections::BTreeMap<crate::verification::Level, i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

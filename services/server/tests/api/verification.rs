@@ -290,6 +290,12 @@ async fn a_bid_requiring_challenged_gpus_trades_only_with_them(pool: sqlx::PgPoo
     let dear = app.place_ok(&provider, CLASS, &ask_body(honest.host_id, 1, "3", "gtc")).await;
     assert_eq!(dear["verification"], "challenged");
     assert_eq!(cheap["verification"], "simulated");
+    let markets = app.get_json("/api/v1/markets", &buyer.token).await;
+    let market = markets["items"].as_array().unwrap().iter().find(|m| m["class"] == CLASS).unwrap().clone();
+    assert_eq!(
+        market["offered_gpus_by_level"],
+        json!({"simulated": 1, "reported": 0, "challenged": 1, "cc_attested": 0})
+    );
 
     let mut body = bid_body(1, "1", "5", "gtc");
     body["min_verification"] = json!("challenged");
