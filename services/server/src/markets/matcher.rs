@@ -57,6 +57,7 @@ use super::writes::{
 use crate::error::{ApiError, TRANSACTION_CONFLICT};
 use crate::feed::Feed;
 use crate::verification::Level;
+use crate::verification::level::GPU_LEVEL_SQL;
 
 /// Most times one batch is run before its requests are answered with its failure: the
 /// first run and the checked reruns after a conflict (see [`Matcher::settle_batch`]).
@@ -168,6 +169,8 @@ pub(crate) struct Matcher {
     snapshot: Option<Arc<BookView>>,
     events: Vec<Event>,
     last_host_check: Instant,
+    /// Resting asks whose GPUs' level fell below their grade, to regrade in the next tick.
+    regrades: Vec<(OrderId, AskGrade)>,
     /// Wallets as the last batch that touched them left them: account ids, and balances
     /// that other transactions may have moved since (see [`Matcher::decided_from_copies`]).
     wallets: HashMap<Uuid, Wallet>,
@@ -281,6 +284,7 @@ impl Matcher {
             events: Vec::new(),
             epoch,
             last_host_check: Instant::now(),
+            regrades: Vec::new(),
             wallets: HashMap::new(),
         }
     }
@@ -313,7 +317,11 @@ impl Matcher {
                     }
                 }
                 _ = tick.tick() => {
+                    let due_check = self.last_host_check.elapsed() >= SILENT_HOST_CHECK;
                     let cancels = self.asks_of_silent_hosts().await;
+                    if due_check {
+                        self.regrades = self.asks_fallen_below_their_grade().await;
+                    }
                     if !self.run_batch(cancels, true).await {
                         break;
                     }
@@ -346,7 +354,7 @@ impl Matcher {
                 }
             }
         }
-        if items.is_empty() && (!tick || !self.has_expiry_due()) {
+        if items.is_empty() && (!tick || (!self.has_expiry_due() && self.regrades.is_empty())) {
             return true;
         }
         let span = tracing::info_span!("matcher_batch", class = %self.class, size = items.len());
@@ -467,6 +475,43 @@ impl Matcher {
             .collect()
     }
 
+    /// Resting asks whose GPUs' lowest verification level is now below the grade the book
+    /// holds (a passed challenge or CC evidence ran out): they are regraded down, so a bid
+    /// requiring the old level no longer takes them. Grades never rise while an ask rests
+    /// (its GPUs are not challenged while offered, and raising one could trade with bids
+    /// whose wallets this tick does not lock); the ask is graded anew when placed again.
+    async fn asks_fallen_below_their_grade(&self) -> Vec<(OrderId, AskGrade)> {
+        let asks: Vec<Uuid> = self.book.asks().map(|ask| ask.id.0).collect();
+        if asks.is_empty() {
+            return Vec::new();
+        }
+        let sql = format!(
+            "select ag.order_id, array_agg({GPU_LEVEL_SQL}) from ask_gpus ag
+                 join host_gpus g using (gpu_uuid) join hosts h using (host_id)
+             where ag.order_id = any($1) and ag.state = 'bound' group by ag.order_id"
+        );
+        let rows: Vec<(Uuid, Vec<String>)> =
+            match sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&asks).fetch_all(&self.pool).await {
+                Ok(rows) => rows,
+                Err(err) => {
+                    tracing::warn!(class = %self.class, error = %err, "cannot read the levels of resting asks");
+                    return Vec::new();
+                }
+            };
+        let now: HashMap<Uuid, Level> = rows
+            .into_iter()
+            .filter_map(|(id, levels)| Some((id, levels.iter().filter_map(|l| l.parse::<Level>().ok()).min()?)))
+            .collect();
+        self.book
+            .asks()
+            .filter_map(|ask| {
+                let level = *now.get(&ask.id.0)?;
+                (capex_book::Verification::from(level) < ask.grade.verification)
+                    .then(|| (ask.id, AskGrade { verification: level.into(), ..ask.grade }))
+            })
+            .collect()
+    }
+
     fn has_expiry_due(&self) -> bool {
         let now = now_ms();
         self.book.asks().any(|ask| ask.available_until_ms <= now)
@@ -552,6 +597,11 @@ impl Matcher {
         }
         if items.is_empty() {
             self.book.apply(Command::Tick { at_ms }, &mut self.events);
+            for (order_id, grade) in std::mem::take(&mut self.regrades) {
+                tracing::info!(class = %self.class, order_id = %order_id.0, level = ?grade.verification,
+                    "regrading an ask down: its GPUs' verification ran out");
+                self.book.apply(Command::Regrade { at_ms, order_id, grade }, &mut self.events);
+            }
         }
         if self.events.is_empty() {
             // Nothing was applied: this also drops the Idempotency-Key claims of the batch.

@@ -311,6 +311,37 @@ async fn a_bid_requiring_challenged_gpus_trades_only_with_them(pool: sqlx::PgPoo
     let reasons = order["unfilled_reasons"].to_string();
     assert!(reasons.contains("verification_below_required"), "{reasons}");
 
+    // A challenged ask whose challenge runs out while it rests is regraded down: a bid
+    // requiring challenged no longer takes it.
+    let honest_gpu = honest.gpus[0].0.clone();
+    let res = app.delete(&format!("/api/v1/orders/{}", waiting["order_id"].as_str().unwrap()), &buyer.token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let next = challenges_of(&app, &honest).await;
+    assert!(next.is_empty(), "the honest host's GPU is leased, nothing to challenge");
+    let second = simulated_host(&app, &provider, 1).await;
+    let challenge = challenges_of(&app, &second).await.remove(0);
+    pass(&app, &second, &challenge).await;
+    let resting = app.place_ok(&provider, CLASS, &ask_body(second.host_id, 1, "4", "gtc")).await;
+    assert_eq!(resting["verification"], "challenged");
+    sqlx::query("update host_gpus set challenged_until = now() - interval '1 second' where gpu_uuid = $1")
+        .bind(&second.gpus[0].0)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Fresh reports keep the host live while the matcher's next check (every 2 s) runs.
+    for seq in 1..=3 {
+        let mut r = report(&second, seq, 1_000 + seq * 1_000);
+        r.backend = GpuBackend::Simulated;
+        send_ok(&app, &second, &r).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
+    let late = app.place_ok(&buyer, CLASS, &body).await;
+    assert_eq!(late["status"], "open", "the expired ask was regraded: {late}");
+    let ask_now = app.order(&provider, &resting["order_id"]).await;
+    assert_eq!(ask_now["status"], "open", "the ask still rests, untraded");
+    assert_eq!(ask_now["verification"], "simulated");
+    assert_ne!(honest_gpu, second.gpus[0].0);
+
     // `simulated` is not a requirement; an ask may not state one.
     let mut bad = bid_body(1, "1", "5", "gtc");
     bad["min_verification"] = json!("simulated");
