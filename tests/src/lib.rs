@@ -217,7 +217,18 @@ impl AgentProcess {
     }
 
     pub fn start(state_dir: &std::path::Path, gpus: &str, exchange: &str) -> anyhow::Result<AgentProcess> {
+        Self::start_with_env(state_dir, gpus, exchange, &[])
+    }
+
+    /// [`AgentProcess::start`] with extra environment (e.g. a test-only fault flag).
+    pub fn start_with_env(
+        state_dir: &std::path::Path,
+        gpus: &str,
+        exchange: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AgentProcess> {
         let child = tokio::process::Command::new(binary("capex-agent"))
+            .envs(env.iter().copied())
             .arg("--state-dir")
             .arg(state_dir)
             .args(["--backend", "simulated", "--sim-gpus", gpus, "--interval-s", "1", "--backoff-max-s", "1"])
