@@ -187,6 +187,35 @@ async fn cli_trades_asks_bids_orders_book_and_cancel() {
     let own = provider.json(&["cancel", ask["order_id"].as_str().unwrap()]);
     assert_eq!(own["status"], "cancelled");
 
+    // A bid that requires challenged GPUs does not take the ask of this simulated host
+    // (allowed, never challenged outside demo mode), and says why.
+    let ask2 =
+        provider.json(&["ask", "H100-80GB", "--host", &host_id, "--gpus", "1", "--until", &until, "--price", "2.5"]);
+    assert_eq!(ask2["verification"], "simulated");
+    let strict = buyer.json(&[
+        "bid",
+        "H100-80GB",
+        "--gpus",
+        "1",
+        "--hours",
+        "1",
+        "--price",
+        "3",
+        "--min-verification",
+        "challenged",
+        "--",
+        "true",
+    ]);
+    assert_eq!(strict["status"], "open", "{strict}");
+    assert_eq!(strict["min_verification"], "challenged");
+    assert!(strict["unfilled_reasons"].to_string().contains("verification_below_required"), "{strict}");
+    buyer.json(&["cancel", strict["order_id"].as_str().unwrap()]);
+    provider.json(&["cancel", ask2["order_id"].as_str().unwrap()]);
+    let hosts = provider.ok(&["hosts"]);
+    assert!(hosts.contains("simulated,simulated"), "levels column: {hosts}");
+    let levels = provider.json(&["verification", &host_id]);
+    assert_eq!(levels["gpus"][0]["level"], "simulated");
+
     // A bid with a bad price is refused with its code and field.
     let out = buyer.run(&["bid", "H100-80GB", "--gpus", "1", "--hours", "1", "--price", "1.1234567", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));

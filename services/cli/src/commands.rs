@@ -178,11 +178,33 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
             if cli.json {
                 print_json(&markets);
             } else {
-                print_table(
-                    &markets,
-                    &["class", "best bid", "best ask", "last", "24h GPU-h", "free GPUs"],
-                    &["class", "best_bid", "best_ask", "last_price", "volume_24h_gpu_hours", "free_gpus"],
-                );
+                let mut table = Table::new(&[
+                    "class",
+                    "best bid",
+                    "best ask",
+                    "last",
+                    "24h GPU-h",
+                    "free GPUs",
+                    "offered by level (sim/rep/chal/cc)",
+                ]);
+                for market in items(&markets) {
+                    let offered = &market["offered_gpus_by_level"];
+                    let by_level = ["simulated", "reported", "challenged", "cc_attested"]
+                        .iter()
+                        .map(|level| cell(&offered[*level]))
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    table.row(vec![
+                        cell(&market["class"]),
+                        cell(&market["best_bid"]),
+                        cell(&market["best_ask"]),
+                        cell(&market["last_price"]),
+                        cell(&market["volume_24h_gpu_hours"]),
+                        cell(&market["free_gpus"]),
+                        by_level,
+                    ]);
+                }
+                print!("{}", table.render());
             }
         }
         Command::Book { class } => {
@@ -193,13 +215,16 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                 print!("{}", render_ladder(&book));
             }
         }
-        Command::Bid { class, gpus, hours, price, tif, env, wait, command } => {
+        Command::Bid { class, gpus, hours, price, tif, env, wait, min_verification, command } => {
             let api = client(&cli, true)?;
             let env: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let body = json!({
+            let mut body = json!({
                 "side": "bid", "gpus": gpus, "max_hours": hours, "price": price, "tif": tif,
                 "job": {"command": command, "env": env},
             });
+            if let Some(level) = min_verification {
+                body["min_verification"] = json!(level);
+            }
             let key = uuid::Uuid::now_v7().to_string();
             let order = api.post(&format!("/api/v1/markets/{class}/orders"), &body, Some(&key)).await?;
             if !cli.json {
@@ -282,18 +307,58 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
             if cli.json {
                 print_json(&hosts);
             } else {
-                let mut table = Table::new(&["host", "name", "live", "gpus", "last report"]);
+                let mut table = Table::new(&["host", "name", "live", "gpus", "levels", "last report"]);
                 for host in items(&hosts) {
-                    let gpus = host["gpus"].as_array().map(|g| g.len()).unwrap_or(0);
+                    let gpus = host["gpus"].as_array().cloned().unwrap_or_default();
+                    let levels: Vec<String> = gpus.iter().map(|g| cell(&g["verification"]["level"])).collect();
+                    let blocked = if host["challenge_blocked_at"].is_string() { " (blocked)" } else { "" };
                     table.row(vec![
                         cell(&host["host_id"]),
                         cell(&host["name"]),
                         cell(&host["live"]),
-                        gpus.to_string(),
+                        gpus.len().to_string(),
+                        format!("{}{blocked}", levels.join(",")),
                         cell(&host["last_report_at"]),
                     ]);
                 }
                 print!("{}", table.render());
+            }
+        }
+        Command::Verification { host_id } => {
+            let view = client(&cli, false)?.get(&format!("/api/v1/hosts/{host_id}/verification")).await?;
+            if cli.json {
+                print_json(&view);
+            } else {
+                println!(
+                    "backend {}   failed challenges in a row {}   blocked {}",
+                    cell(&view["backend"]),
+                    cell(&view["challenge_failures"]),
+                    cell(&view["challenge_blocked_at"])
+                );
+                let mut gpus = Table::new(&["gpu", "class", "level", "challenged until", "cc attested until"]);
+                for gpu in view["gpus"].as_array().into_iter().flatten() {
+                    gpus.row(vec![
+                        cell(&gpu["gpu_uuid"]),
+                        cell(&gpu["class"]),
+                        cell(&gpu["level"]),
+                        cell(&gpu["challenged_until"]),
+                        cell(&gpu["cc_attested_until"]),
+                    ]);
+                }
+                print!("{}", gpus.render());
+                let mut challenges = Table::new(&["challenge", "gpu", "reason", "n", "state", "failure", "issued"]);
+                for c in view["challenges"].as_array().into_iter().flatten() {
+                    challenges.row(vec![
+                        cell(&c["challenge_id"]),
+                        cell(&c["gpu_uuid"]),
+                        cell(&c["reason"]),
+                        cell(&c["n"]),
+                        cell(&c["state"]),
+                        cell(&c["failure_code"]),
+                        cell(&c["issued_at"]),
+                    ]);
+                }
+                print!("{}", challenges.render());
             }
         }
         Command::Operator { command } => operator(&cli, command).await?,

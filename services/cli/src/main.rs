@@ -99,6 +99,10 @@ pub(crate) enum Command {
         /// Wait until the job starts (or the order ends), showing progress.
         #[arg(long)]
         wait: bool,
+        /// Trade only with GPUs the exchange verified at least this far: reported,
+        /// challenged or cc_attested.
+        #[arg(long)]
+        min_verification: Option<String>,
         /// The job's command.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -137,6 +141,8 @@ pub(crate) enum Command {
     },
     /// My hosts.
     Hosts,
+    /// What the exchange checked about a host's GPUs: levels, challenges, CC evidence.
+    Verification { host_id: String },
     /// Operator commands.
     Operator {
         #[command(subcommand)]
