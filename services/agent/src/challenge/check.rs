@@ -51,10 +51,8 @@ pub fn run(sizes: Option<Vec<u32>>) -> anyhow::Result<bool> {
             all_ok &= check_one(&gpu.uuid, n, bound.map(|b| b.commit_within_ms))?;
         }
     }
-    // CC-HOOK: the confidential-computing probe (services/agent/src/gpu/cc.rs, branch `cc`)
-    // is called here once it is merged: for each GPU, print whether CC is supported and on,
-    // and what attestation report and certificate chain NVML returns for a test nonce.
-    println!("\nconfidential computing: not probed (the CC probe is not part of this build)");
+    // The confidential-computing probe is its own command (`capex-agent cc-probe`), run by
+    // scripts/gpu-check right after this one.
     Ok(all_ok)
 }
 
