@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::id_hash::IdBuildHasher;
 use crate::side::Side;
 use crate::{
-    Ask, Bid, Command, Event, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder, Tif,
-    UnfilledReason, UserId,
+    Ask, Bid, Command, Event, ExcludedHosts, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid,
+    RestingOrder, Tif, UnfilledReason, UserId,
 };
 
 /// Most GPUs one order may name. Far above any single host; bigger is a typo.
@@ -44,6 +44,7 @@ struct BidSlot {
     owner: UserId,
     gpus: u32,
     duration_ms: i64,
+    excluded_hosts: ExcludedHosts,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -97,6 +98,7 @@ fn fits(ask: &AskSlot, ask_price: Price, bid: &BidSlot, bid_price: Price, now_ms
         && now_ms.saturating_add(bid.duration_ms) <= ask.available_until_ms
         && ask.owner != bid.owner
         && bid_price >= ask_price
+        && !bid.excluded_hosts.contains(ask.host)
 }
 
 fn check_gpus(gpus: u32) -> Result<(), RejectReason> {
@@ -259,7 +261,13 @@ impl Book {
                 check_gpus(bid.gpus)?;
                 check_price(bid.price)?;
                 check_duration(bid.duration_ms)?;
-                let slot = BidSlot { id: bid.id, owner: bid.owner, gpus: bid.gpus, duration_ms: bid.duration_ms };
+                let slot = BidSlot {
+                    id: bid.id,
+                    owner: bid.owner,
+                    gpus: bid.gpus,
+                    duration_ms: bid.duration_ms,
+                    excluded_hosts: bid.excluded_hosts,
+                };
                 debug_assert!(
                     self.ask_for(&slot, bid.price, now_ms).is_none(),
                     "restored bid {} could trade with a resting ask",
@@ -375,7 +383,12 @@ impl Book {
         let mut largest_free = 0_u32;
         let mut latest_until_ms = i64::MIN;
         let needed_until_ms = self.now_ms.saturating_add(bid.duration_ms);
+        let mut only_excluded = false;
         for (key, ask) in self.asks.iter().filter(|(_, ask)| ask.owner != bid.owner) {
+            if bid.excluded_hosts.contains(ask.host) {
+                only_excluded = true;
+                continue;
+            }
             best_ask.get_or_insert(key.price);
             largest_free = largest_free.max(ask.remaining_gpus);
             latest_until_ms = latest_until_ms.max(ask.available_until_ms);
@@ -388,7 +401,7 @@ impl Book {
             }
         }
         let Some(best_ask) = best_ask else {
-            return vec![UnfilledReason::OnlyOwnAsks];
+            return vec![if only_excluded { UnfilledReason::OnlyExcludedHosts } else { UnfilledReason::OnlyOwnAsks }];
         };
         let mut reasons = Vec::new();
         if bid.price < best_ask {
@@ -456,6 +469,7 @@ impl Book {
             gpus: bid.gpus,
             duration_ms: bid.duration_ms,
             price: key.price.0,
+            excluded_hosts: bid.excluded_hosts,
         }
     }
 
@@ -533,7 +547,13 @@ impl Book {
             return;
         }
         out.push(Event::Accepted { order_id: bid.id });
-        let slot = BidSlot { id: bid.id, owner: bid.owner, gpus: bid.gpus, duration_ms: bid.duration_ms };
+        let slot = BidSlot {
+            id: bid.id,
+            owner: bid.owner,
+            gpus: bid.gpus,
+            duration_ms: bid.duration_ms,
+            excluded_hosts: bid.excluded_hosts,
+        };
         if self.match_bid(&slot, bid.price, now_ms, out) {
             return;
         }

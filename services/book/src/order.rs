@@ -4,6 +4,72 @@ use serde::{Deserialize, Serialize};
 
 use crate::{HostId, OrderId, Price, UserId};
 
+/// Most hosts one bid may exclude (a managed job's restarts never go back to a host that
+/// failed it; a job has at most this many failed attempts to remember).
+pub const EXCLUDED_HOSTS_MAX: usize = 4;
+
+/// Hosts a bid must not trade with: the hosts that failed its job before. Fixed-size so
+/// that orders stay `Copy`; [`ExcludedHosts::NONE`] for an ordinary bid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(try_from = "Vec<HostId>", into = "Vec<HostId>")]
+pub struct ExcludedHosts {
+    hosts: [HostId; EXCLUDED_HOSTS_MAX],
+    len: u8,
+}
+
+impl ExcludedHosts {
+    /// No host excluded.
+    pub const NONE: ExcludedHosts = ExcludedHosts { hosts: [HostId(uuid::Uuid::nil()); EXCLUDED_HOSTS_MAX], len: 0 };
+
+    /// The set of `hosts` (duplicates kept once); `None` if more than
+    /// [`EXCLUDED_HOSTS_MAX`] distinct hosts.
+    pub fn new(hosts: &[HostId]) -> Option<ExcludedHosts> {
+        let mut set = ExcludedHosts::NONE;
+        for host in hosts {
+            if set.contains(*host) {
+                continue;
+            }
+            let slot = set.hosts.get_mut(usize::from(set.len))?;
+            *slot = *host;
+            set.len += 1;
+        }
+        Some(set)
+    }
+
+    #[inline]
+    pub fn contains(&self, host: HostId) -> bool {
+        self.len > 0 && self.as_slice().contains(&host)
+    }
+
+    pub fn as_slice(&self) -> &[HostId] {
+        &self.hosts[..usize::from(self.len)]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for ExcludedHosts {
+    fn default() -> Self {
+        ExcludedHosts::NONE
+    }
+}
+
+impl TryFrom<Vec<HostId>> for ExcludedHosts {
+    type Error = String;
+
+    fn try_from(hosts: Vec<HostId>) -> Result<Self, Self::Error> {
+        ExcludedHosts::new(&hosts).ok_or_else(|| format!("at most {EXCLUDED_HOSTS_MAX} excluded hosts"))
+    }
+}
+
+impl From<ExcludedHosts> for Vec<HostId> {
+    fn from(set: ExcludedHosts) -> Self {
+        set.as_slice().to_vec()
+    }
+}
+
 /// Time in force.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,6 +92,9 @@ pub struct Bid {
     /// Limit: the most the buyer pays per GPU-hour.
     pub price: Price,
     pub tif: Tif,
+    /// Hosts this bid never trades with.
+    #[serde(default)]
+    pub excluded_hosts: ExcludedHosts,
 }
 
 /// A provider's order: `gpus` GPUs of `host`, free until `available_until_ms`, at least
@@ -54,6 +123,8 @@ pub struct RestingBid {
     pub gpus: u32,
     pub duration_ms: i64,
     pub price: Price,
+    #[serde(default)]
+    pub excluded_hosts: ExcludedHosts,
 }
 
 /// An ask resting in the book. `remaining_gpus` is in `1..=gpus`; `gpus - remaining_gpus`

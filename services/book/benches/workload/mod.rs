@@ -82,6 +82,7 @@ impl Generator {
             duration_ms: self.rng.range_i64(10, 120) * MINUTE_MS,
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
+            excluded_hosts: capex_book::ExcludedHosts::NONE,
         };
         Command::PlaceBid { at_ms: self.now_ms, bid }
     }
@@ -105,6 +106,7 @@ impl Generator {
             available_until_ms: self.now_ms + available_ms,
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
+            excluded_hosts: capex_book::ExcludedHosts::NONE,
         };
         Command::PlaceAsk { at_ms: self.now_ms, ask }
     }
