@@ -70,6 +70,7 @@ pub struct Application {
 struct Background {
     replicas: crate::feed::Replicas,
     sweeper: JoinHandle<()>,
+    restarter: JoinHandle<()>,
     invariants: JoinHandle<()>,
 }
 
@@ -136,14 +137,24 @@ impl Application {
             anyhow::bail!("CAPEX_FEE_RATE must be between 0 and 1");
         }
         let sweep_every = Duration::from_millis(config.sweep_ms.max(50));
-        let sweeper = crate::jobs::start_sweeper(pool.clone(), state.feed.clone(), sweep_every, shutdown.clone());
+        if config.sla_credit_rate < rust_decimal::Decimal::ZERO || config.sla_credit_rate > rust_decimal::Decimal::ONE {
+            anyhow::bail!("CAPEX_SLA_CREDIT_RATE must be between 0 and 1");
+        }
+        let sweeper = crate::jobs::start_sweeper(
+            pool.clone(),
+            state.feed.clone(),
+            sweep_every,
+            config.sla_credit_rate,
+            shutdown.clone(),
+        );
+        let restarter = crate::jobs::start_restarter(state.clone(), shutdown.clone());
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;
         }
         let invariants = tokio::spawn(watch_invariants(state.pool.clone(), shutdown));
         let router = router(state.clone());
-        Ok(Application { listener, router, state, background: Background { replicas, sweeper, invariants } })
+        Ok(Application { listener, router, state, background: Background { replicas, sweeper, restarter, invariants } })
     }
 
     pub fn port(&self) -> u16 {
@@ -187,6 +198,7 @@ impl Application {
         let stopped = tokio::time::timeout(SHUTDOWN_STOP_MAX, async move {
             state.markets.stop().await;
             let _ = background.sweeper.await;
+            let _ = background.restarter.await;
             let _ = background.invariants.await;
             // After the matchers and the sweeper: their last events still reach other replicas.
             background.replicas.stop().await;

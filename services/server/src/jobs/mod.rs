@@ -10,11 +10,14 @@
 //! poll from the live feed's job events the moment a trade or cancel commits, so a new
 //! lease reaches the agent within milliseconds.
 
+pub mod attempts;
 pub mod host;
 pub mod metering;
 mod nonces;
+pub mod restart;
 pub mod routes;
 pub mod settle;
+pub mod sla;
 
 use std::time::Duration;
 
@@ -26,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::Feed;
 
+pub use attempts::AttemptView;
+pub use restart::start_restarter;
 pub use routes::{JobPage, JobView, LogLine, LogPage};
 
 /// How accepted reports bill leases.
@@ -55,6 +60,7 @@ pub fn start_sweeper(
     pool: PgPool,
     feed: Feed,
     every: Duration,
+    sla_rate: Decimal,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -69,7 +75,7 @@ pub fn start_sweeper(
                 break;
             }
             let mut outbox = settle::Outbox::default();
-            let swept = settle::sweep(&pool, &mut outbox).await;
+            let swept = settle::sweep(&pool, sla_rate, &mut outbox).await;
             match swept {
                 Ok(closed) => {
                     if closed > 0 {

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use capex_book::{Book, HostId, OrderId, Price, RestingAsk, RestingBid, RestingOrder, UserId};
+use capex_book::{Book, ExcludedHosts, HostId, OrderId, Price, RestingAsk, RestingBid, RestingOrder, UserId};
 use capex_core::Credits;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -163,6 +163,17 @@ fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
     Price::from_decimal(decimal).map_err(|err| ApiError::internal(format!("stored price {decimal}: {err}")))
 }
 
+/// The hosts a stored bid's job excludes (`job.excluded_hosts`, written by the exchange
+/// when it places a managed job's next attempt).
+pub(crate) fn excluded_hosts_of(job: Option<&Value>) -> ExcludedHosts {
+    let hosts: Vec<HostId> = job
+        .and_then(|job| job.get("excluded_hosts"))
+        .and_then(Value::as_array)
+        .map(|hosts| hosts.iter().filter_map(|h| h.as_str()?.parse().ok()).map(HostId).collect())
+        .unwrap_or_default();
+    ExcludedHosts::new(&hosts).unwrap_or(ExcludedHosts::NONE)
+}
+
 /// Rebuilds a market's book and its open orders from Postgres, the book in original time
 /// order.
 pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Resting), ApiError> {
@@ -195,6 +206,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 duration_ms: row.duration_ms.unwrap_or(0),
                 price,
                 seq: row.seq as u64,
+                excluded_hosts: excluded_hosts_of(row.job.as_ref()),
             })
         } else {
             RestingOrder::Ask(RestingAsk {
