@@ -172,11 +172,7 @@ pub(crate) async fn after_attempt(
     if !excluded.contains(&lease.host_id) {
         excluded.push(lease.host_id);
     }
-    let price = policy
-        .max_price
-        .as_ref()
-        .and_then(|p| p.as_str()?.parse::<Decimal>().ok())
-        .unwrap_or(lease.price);
+    let price = policy.max_price.as_ref().and_then(|p| p.as_str()?.parse::<Decimal>().ok()).unwrap_or(lease.price);
     let why = if i64::from(next) > max_attempts {
         Some(ATTEMPTS_EXHAUSTED)
     } else if hours <= Decimal::ZERO {
@@ -210,10 +206,11 @@ pub(crate) async fn after_attempt(
     let order_id = Uuid::now_v7();
     // A new row no other transaction can see: opening it takes no lock out of order.
     let account = open_escrow(conn, lease.buyer_id, order_id).await?;
-    let lease_escrow: Uuid = sqlx::query_scalar("select account_id from accounts where kind = 'escrow' and ref_id = $1")
-        .bind(lease.lease_id)
-        .fetch_one(&mut *conn)
-        .await?;
+    let lease_escrow: Uuid =
+        sqlx::query_scalar("select account_id from accounts where kind = 'escrow' and ref_id = $1")
+            .bind(lease.lease_id)
+            .fetch_one(&mut *conn)
+            .await?;
     let memo = format!("job {job_id} attempt {next} after lease {} {state}", lease.lease_id);
     let mut transfers = Vec::new();
     if from_lease > Decimal::ZERO {
@@ -242,10 +239,8 @@ pub(crate) async fn after_attempt(
         map.insert("attempt".into(), json!(next));
         map.insert("excluded_hosts".into(), json!(excluded));
     }
-    let duration_ms = (hours * Decimal::from(MS_PER_HOUR))
-        .trunc()
-        .try_into()
-        .map_err(|_| ApiError::internal("restart duration"))?;
+    let duration_ms =
+        (hours * Decimal::from(MS_PER_HOUR)).trunc().try_into().map_err(|_| ApiError::internal("restart duration"))?;
     let bid = NextBid {
         class: class.clone(),
         gpus: lease.gpus as u32,

@@ -347,7 +347,8 @@ pub(crate) async fn get_logs(
         let shutting_down = state.shutdown.is_cancelled();
         if !rows.is_empty() || ended || tokio::time::Instant::now() >= deadline || shutting_down {
             let next_after = rows.last().map(|r| r.0).unwrap_or(after);
-            let items = rows.into_iter().map(|(seq, stream, text, at)| LogLine { attempt, seq, stream, text, at }).collect();
+            let items =
+                rows.into_iter().map(|(seq, stream, text, at)| LogLine { attempt, seq, stream, text, at }).collect();
             return Ok(Json(LogPage { items, next_after, ended }));
         }
         // A shutdown answers at once with what is there; the client follows again.
@@ -392,9 +393,8 @@ pub(crate) async fn cancel_job(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     let job_id = parse_job_id(&id)?;
-    let lease_id = super::attempts::resolve(&state.pool, job_id, auth.user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("job"))?;
+    let lease_id =
+        super::attempts::resolve(&state.pool, job_id, auth.user_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let outbox = retrying("cancel_job", || cancel_lease(&state.pool, auth.user_id, lease_id)).await?;
     outbox.publish(&state.feed);
     Ok(Json(load(&state, auth.user_id, job_id).await?))

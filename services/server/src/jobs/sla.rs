@@ -63,7 +63,11 @@ pub(crate) async fn credit_lost_lease(
         .execute(&mut *conn)
         .await?;
     metrics::counter!("capex_sla_credits_total").increment(1);
-    out.push("wallet", lease.buyer_id, json!({"reason": "sla_credit", "job_id": lease.job_id, "lease_id": lease.lease_id}));
+    out.push(
+        "wallet",
+        lease.buyer_id,
+        json!({"reason": "sla_credit", "job_id": lease.job_id, "lease_id": lease.lease_id}),
+    );
     out.push("wallet", lease.provider_id, json!({"reason": "sla_credit", "lease_id": lease.lease_id}));
     Ok(())
 }
