@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::id_hash::IdBuildHasher;
 use crate::side::Side;
 use crate::{
-    Ask, Bid, Command, Event, ExcludedHosts, HostId, OrderId, Price, RejectReason, RestingAsk, RestingBid,
-    RestingOrder, Tif, UnfilledReason, UserId,
+    Ask, AskGrade, Bid, Command, Event, ExcludedHosts, HostId, OrderId, PPM_MAX, Price, RejectReason, Requirements,
+    RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason, UserId, Verification,
 };
 
 /// Most GPUs one order may name. Far above any single host; bigger is a typo.
@@ -45,6 +45,7 @@ struct BidSlot {
     gpus: u32,
     duration_ms: i64,
     excluded_hosts: ExcludedHosts,
+    requires: Requirements,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +56,7 @@ struct AskSlot {
     gpus: u32,
     remaining_gpus: u32,
     available_until_ms: i64,
+    grade: AskGrade,
 }
 
 /// Where a resting order sits: its key in its side and its slot there.
@@ -91,12 +93,13 @@ pub struct Depth {
 }
 
 /// Whether `ask` can hold all of `bid` at `now_ms`: enough GPUs left on its host, free for
-/// the bid's whole duration, another owner, and prices that cross.
+/// the bid's whole duration, another owner, supply the bid admits, and prices that cross.
 #[inline]
 fn fits(ask: &AskSlot, ask_price: Price, bid: &BidSlot, bid_price: Price, now_ms: i64) -> bool {
     ask.remaining_gpus >= bid.gpus
         && now_ms.saturating_add(bid.duration_ms) <= ask.available_until_ms
         && ask.owner != bid.owner
+        && bid.requires.admits(&ask.grade)
         && bid_price >= ask_price
         && !bid.excluded_hosts.contains(ask.host)
 }
@@ -127,6 +130,14 @@ fn check_duration(duration_ms: i64) -> Result<(), RejectReason> {
 
 fn check_available(available_until_ms: i64, now_ms: i64) -> Result<(), RejectReason> {
     if available_until_ms <= now_ms { Err(RejectReason::AlreadyExpired) } else { Ok(()) }
+}
+
+fn check_uptime(uptime_7d_ppm: u32) -> Result<(), RejectReason> {
+    if uptime_7d_ppm > PPM_MAX { Err(RejectReason::UptimeOutOfRange) } else { Ok(()) }
+}
+
+fn check_requirements(requires: &Requirements) -> Result<(), RejectReason> {
+    requires.min_uptime_7d_ppm.map_or(Ok(()), check_uptime)
 }
 
 fn check_amendment(new_price: Option<Price>, new_gpus: Option<u32>) -> Result<(), RejectReason> {
@@ -230,6 +241,7 @@ impl Book {
             Command::Amend { order_id, owner, new_price, new_gpus, .. } => {
                 self.amend(order_id, owner, new_price, new_gpus, now_ms, out)
             }
+            Command::Regrade { order_id, grade, .. } => self.regrade(order_id, grade, now_ms, out),
             Command::Tick { .. } => {}
         }
     }
@@ -261,12 +273,14 @@ impl Book {
                 check_gpus(bid.gpus)?;
                 check_price(bid.price)?;
                 check_duration(bid.duration_ms)?;
+                check_requirements(&bid.requires)?;
                 let slot = BidSlot {
                     id: bid.id,
                     owner: bid.owner,
                     gpus: bid.gpus,
                     duration_ms: bid.duration_ms,
                     excluded_hosts: bid.excluded_hosts,
+                    requires: bid.requires,
                 };
                 debug_assert!(
                     self.ask_for(&slot, bid.price, now_ms).is_none(),
@@ -290,6 +304,7 @@ impl Book {
                     return Err(RejectReason::TooManyGpus);
                 }
                 check_price(ask.price)?;
+                check_uptime(ask.grade.uptime_7d_ppm)?;
                 let slot = AskSlot {
                     id: ask.id,
                     owner: ask.owner,
@@ -297,6 +312,7 @@ impl Book {
                     gpus: ask.gpus,
                     remaining_gpus: ask.remaining_gpus,
                     available_until_ms: ask.available_until_ms,
+                    grade: ask.grade,
                 };
                 debug_assert!(
                     !self.bids.iter().any(|(key, bid)| fits(&slot, ask.price, bid, key.price.0, now_ms)),
@@ -370,8 +386,12 @@ impl Book {
     /// Why the resting bid `bid_id` has not traded, judged at the book's clock; empty if
     /// `bid_id` is not a resting bid. Either one of [`UnfilledReason::NoAsks`],
     /// [`UnfilledReason::OnlyOwnAsks`], [`UnfilledReason::NoSingleAskFits`] alone, or one
-    /// or more of price, size and duration, in that order. Scans the asks in price order until
-    /// one as large and one as long as the bid have been seen (all of them if none is).
+    /// or more of price, size, duration, verification and reliability, in that order. Each
+    /// of those is judged over all asks of other owners on its own: it is a reason when no
+    /// such ask meets that one condition, so the buyer learns which limit to move, and
+    /// [`UnfilledReason::NoSingleAskFits`] says that each is met by some ask but no ask meets
+    /// all. Scans the asks in price order until, for each of size, duration and the bid's
+    /// requirements, some ask meeting it has been seen (all of them if not).
     pub fn why_unfilled(&self, bid_id: OrderId) -> Vec<UnfilledReason> {
         let Some(RestingOrder::Bid(bid)) = self.order(bid_id) else {
             return Vec::new();
@@ -382,8 +402,15 @@ impl Book {
         let mut best_ask: Option<Price> = None;
         let mut largest_free = 0_u32;
         let mut latest_until_ms = i64::MIN;
+        // The weakest grade there is stands in for "none seen": it is only read once some
+        // ask has been, and then the maximum is at least that ask's.
+        let mut best_verification = Verification::Simulated;
+        let mut best_uptime_7d_ppm = 0_u32;
         let needed_until_ms = self.now_ms.saturating_add(bid.duration_ms);
         let mut only_excluded = false;
+        // No requirement is the floor every grade meets.
+        let min_verification = bid.requires.min_verification.unwrap_or(Verification::Simulated);
+        let min_uptime_7d_ppm = bid.requires.min_uptime_7d_ppm.unwrap_or(0);
         for (key, ask) in self.asks.iter().filter(|(_, ask)| ask.owner != bid.owner) {
             if bid.excluded_hosts.contains(ask.host) {
                 only_excluded = true;
@@ -392,11 +419,17 @@ impl Book {
             best_ask.get_or_insert(key.price);
             largest_free = largest_free.max(ask.remaining_gpus);
             latest_until_ms = latest_until_ms.max(ask.available_until_ms);
-            // Asks come in price order, so the best price is known at the first; once some ask
-            // is large enough and some long enough, neither size nor duration is a reason and
-            // the rest of the book cannot change the answer. Every placed bid that rests asks
-            // for its reasons, so a full scan made each one O(resting asks).
-            if largest_free >= bid.gpus && latest_until_ms >= needed_until_ms {
+            best_verification = best_verification.max(ask.grade.verification);
+            best_uptime_7d_ppm = best_uptime_7d_ppm.max(ask.grade.uptime_7d_ppm);
+            // Asks come in price order, so the best price is known at the first; once each
+            // other condition is met by some ask, none of them is a reason and the rest of
+            // the book cannot change the answer. Every placed bid that rests asks for its
+            // reasons, so a full scan made each one O(resting asks).
+            if largest_free >= bid.gpus
+                && latest_until_ms >= needed_until_ms
+                && best_verification >= min_verification
+                && best_uptime_7d_ppm >= min_uptime_7d_ppm
+            {
                 break;
             }
         }
@@ -414,6 +447,12 @@ impl Book {
             reasons.push(UnfilledReason::NoAskLongEnough {
                 longest_available_ms: latest_until_ms.saturating_sub(self.now_ms),
             });
+        }
+        if best_verification < min_verification {
+            reasons.push(UnfilledReason::VerificationBelowRequired { best_available: best_verification });
+        }
+        if best_uptime_7d_ppm < min_uptime_7d_ppm {
+            reasons.push(UnfilledReason::ReliabilityBelowRequired { best_uptime_7d_ppm });
         }
         if reasons.is_empty() {
             reasons.push(UnfilledReason::NoSingleAskFits);
@@ -470,6 +509,7 @@ impl Book {
             duration_ms: bid.duration_ms,
             price: key.price.0,
             excluded_hosts: bid.excluded_hosts,
+            requires: bid.requires,
         }
     }
 
@@ -483,6 +523,7 @@ impl Book {
             remaining_gpus: ask.remaining_gpus,
             available_until_ms: ask.available_until_ms,
             price: key.price,
+            grade: ask.grade,
         }
     }
 
@@ -541,7 +582,8 @@ impl Book {
             .check_new(bid.id)
             .and_then(|()| check_gpus(bid.gpus))
             .and_then(|()| check_price(bid.price))
-            .and_then(|()| check_duration(bid.duration_ms));
+            .and_then(|()| check_duration(bid.duration_ms))
+            .and_then(|()| check_requirements(&bid.requires));
         if let Err(reason) = valid {
             out.push(Event::Rejected { order_id: bid.id, reason });
             return;
@@ -553,6 +595,7 @@ impl Book {
             gpus: bid.gpus,
             duration_ms: bid.duration_ms,
             excluded_hosts: bid.excluded_hosts,
+            requires: bid.requires,
         };
         if self.match_bid(&slot, bid.price, now_ms, out) {
             return;
@@ -571,7 +614,8 @@ impl Book {
             .check_new(ask.id)
             .and_then(|()| check_gpus(ask.gpus))
             .and_then(|()| check_price(ask.price))
-            .and_then(|()| check_available(ask.available_until_ms, now_ms));
+            .and_then(|()| check_available(ask.available_until_ms, now_ms))
+            .and_then(|()| check_uptime(ask.grade.uptime_7d_ppm));
         if let Err(reason) = valid {
             out.push(Event::Rejected { order_id: ask.id, reason });
             return;
@@ -584,6 +628,7 @@ impl Book {
             gpus: ask.gpus,
             remaining_gpus: ask.gpus,
             available_until_ms: ask.available_until_ms,
+            grade: ask.grade,
         };
         self.match_ask(&mut slot, ask.price, now_ms, out);
         if slot.remaining_gpus == 0 {
@@ -797,6 +842,36 @@ impl Book {
                     self.rest_ask(ask, price, seq);
                 }
             }
+        }
+    }
+
+    fn regrade(&mut self, order_id: OrderId, grade: AskGrade, now_ms: i64, out: &mut Vec<Event>) {
+        let reject = |reason| Event::Rejected { order_id, reason };
+        let (key, at) = match self.index.get(&key_of(order_id)) {
+            Some(&Loc::Ask(key, at)) => (key, at),
+            Some(Loc::Bid(..)) => {
+                out.push(reject(RejectReason::NotAnAsk));
+                return;
+            }
+            None => {
+                out.push(reject(RejectReason::UnknownOrder));
+                return;
+            }
+        };
+        if let Err(reason) = check_uptime(grade.uptime_7d_ppm) {
+            out.push(reject(reason));
+            return;
+        }
+        // Matched as if incoming, like an amendment, but it keeps its seq: a provider does not
+        // lose its place because the exchange learned more about its GPUs. A lower grade
+        // admits no bid the old one did not, so the scan finds nothing then.
+        let mut ask = AskSlot { grade, ..*self.asks.slot(at) };
+        self.asks.remove(&key);
+        self.index.remove(&key_of(order_id));
+        out.push(Event::Regraded { order_id, grade });
+        self.match_ask(&mut ask, key.price, now_ms, out);
+        if ask.remaining_gpus > 0 {
+            self.rest_ask(ask, key.price, key.seq);
         }
     }
 }

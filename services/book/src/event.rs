@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Ask, Bid, HostId, OrderId, Price, UserId};
+use crate::{Ask, AskGrade, Bid, HostId, OrderId, Price, UserId, Verification};
 
 /// One input to [`crate::Book::apply`]. Every command carries the caller's clock.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -32,6 +32,17 @@ pub enum Command {
         new_price: Option<Price>,
         new_gpus: Option<u32>,
     },
+    /// The exchange's own re-assessment of a resting ask's supply: a GPU bound to it
+    /// changed verification level, or its host's uptime moved. Sent by the server, not by
+    /// the provider, so there is no owner to check. The ask keeps its time priority (its
+    /// price and size did not change, only what the server knows about it) and is then
+    /// matched against the resting bids, since a better grade may admit bids that were
+    /// waiting; a worse one only stops future trades, never undoes past ones.
+    Regrade {
+        at_ms: i64,
+        order_id: OrderId,
+        grade: AskGrade,
+    },
     /// Only lets time pass: expires asks whose `available_until_ms <= at_ms`.
     Tick {
         at_ms: i64,
@@ -46,6 +57,7 @@ impl Command {
             | Command::PlaceAsk { at_ms, .. }
             | Command::Cancel { at_ms, .. }
             | Command::Amend { at_ms, .. }
+            | Command::Regrade { at_ms, .. }
             | Command::Tick { at_ms } => at_ms,
         }
     }
@@ -83,6 +95,8 @@ pub enum Event {
     /// A resting order now has this price and total size (`gpus`), of which
     /// `remaining_gpus` are unsold. Trades may follow.
     Amended { order_id: OrderId, price: Price, gpus: u32, remaining_gpus: u32 },
+    /// A resting ask now has this grade, with its priority unchanged. Trades may follow.
+    Regraded { order_id: OrderId, grade: AskGrade },
 }
 
 /// Why a command was refused. Each is a business outcome, not an error of the engine.
@@ -105,7 +119,7 @@ pub enum RejectReason {
     DuplicateOrderId,
     /// The book already holds its maximum number of resting orders.
     BookFull,
-    /// Cancel or amend of an order that is not resting (never placed, filled, cancelled
+    /// Cancel, amend or regrade of an order that is not resting (never placed, filled, cancelled
     /// or expired).
     UnknownOrder,
     /// Cancel or amend by someone other than the order's owner.
@@ -114,6 +128,11 @@ pub enum RejectReason {
     NothingToAmend,
     /// An ask amended to a size not above the GPUs it has already sold.
     GpusBelowFilled,
+    /// A bid's `min_uptime_7d_ppm` or an ask's `uptime_7d_ppm` above
+    /// [`crate::PPM_MAX`] (more than 100%).
+    UptimeOutOfRange,
+    /// A [`Command::Regrade`] of a resting bid: only asks have a grade.
+    NotAnAsk,
     /// [`crate::Book::restore`] only: an order with the same side, price and `seq` (or an
     /// ask with the same `available_until_ms` and `seq`) already rests.
     SequenceTaken,
@@ -137,7 +156,13 @@ pub enum UnfilledReason {
     /// No ask of other owners is available for the bid's whole duration; the longest any
     /// offers from now is `longest_available_ms`.
     NoAskLongEnough { longest_available_ms: i64 },
-    /// Asks of other owners are cheap enough, large enough and long enough, but no single
-    /// ask is all three.
+    /// No ask of other owners meets the bid's `min_verification`; the strongest level any
+    /// offers is `best_available`.
+    VerificationBelowRequired { best_available: Verification },
+    /// No ask of other owners is on a host that meets the bid's `min_uptime_7d_ppm`; the
+    /// best 7-day uptime any offers is `best_uptime_7d_ppm`.
+    ReliabilityBelowRequired { best_uptime_7d_ppm: u32 },
+    /// Each of the bid's conditions (price, size, duration and what it requires of the
+    /// supply) is met by some ask of other owners, but no single ask meets them all.
     NoSingleAskFits,
 }

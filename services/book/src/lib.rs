@@ -22,11 +22,12 @@
 //!
 //! # Matching
 //!
-//! An ask can hold a bid when all four hold at the clock `now`:
+//! An ask can hold a bid when all six hold at the clock `now`:
 //! `ask.remaining_gpus >= bid.gpus` (all of a bid's GPUs come from one host, the ask's),
 //! `now + bid.duration_ms <= ask.available_until_ms`, `ask.owner != bid.owner`,
-//! `bid.price >= ask.price`, and `ask.host` is not among the bid's
-//! [`ExcludedHosts`] (a managed job's restart never returns to a host that failed it).
+//! `bid.requires.admits(&ask.grade)` (see [Supply](#supply)), `bid.price >= ask.price`,
+//! and `ask.host` is not among the bid's [`ExcludedHosts`] (a managed job's restart never
+//! returns to a host that failed it).
 //!
 //! - A bid is all or nothing: it trades once, for all its GPUs, with one ask.
 //! - An incoming bid takes the best ask that can hold it: lowest price, then earliest.
@@ -50,12 +51,29 @@
 //! down to) loses time priority; one that only lowers the size keeps it. The amended
 //! order is then matched as if it were incoming, and whatever is left rests again.
 //!
+//! # Supply
+//!
+//! Buyers may need more than a price: a workload with secrets needs GPUs the exchange has
+//! checked, a long job needs a host that stays up. A bid's [`Requirements`] name a floor
+//! for the weakest [`Verification`] of the GPUs it gets and for the host's 7-day uptime; an
+//! ask carries the [`AskGrade`] the server computed (the minimum level over its bound
+//! GPUs, and the host's uptime). Uptime is in parts per million ([`PPM_MAX`] is 100%) so
+//! that the book compares integers exactly and its orders stay `Copy`. Each floor is
+//! inclusive: an ask at exactly `min_uptime_7d_ppm` meets it.
+//!
+//! A requirement is one more way an ask can fail to hold a bid, nothing else: an ask the
+//! bid does not admit is passed over like one that is too small, and both keep their
+//! place. The grade is the exchange's knowledge, not the provider's offer, so
+//! [`Command::Regrade`] changes it without an owner and without touching priority; a
+//! raised grade is matched at once against the waiting bids, a lowered one only stops
+//! later trades.
+//!
 //! # Events
 //!
 //! Per command, in order: expiries (by `available_until_ms`, then age), then either one
 //! [`Event::Rejected`] (nothing else changes), or [`Event::Accepted`] /
-//! [`Event::Amended`] / [`Event::Cancelled`], followed for placements and amendments by
-//! trades in the order they happened and, for IOC, the cancellation of the leftover.
+//! [`Event::Amended`] / [`Event::Regraded`] / [`Event::Cancelled`], followed for
+//! placements, amendments and regrades by trades in the order they happened and, for IOC, the cancellation of the leftover.
 //!
 //! # Limits
 //!
@@ -76,6 +94,7 @@
 
 mod book;
 mod event;
+mod grade;
 mod id_hash;
 mod ids;
 mod order;
@@ -84,6 +103,7 @@ mod side;
 
 pub use book::{Book, DURATION_MS_MAX, Depth, GPUS_PER_ORDER_MAX, Level, ORDERS_RESTING_MAX};
 pub use event::{Command, Event, RejectReason, UnfilledReason};
+pub use grade::{AskGrade, PPM_MAX, Requirements, Verification, VerificationError};
 pub use ids::{HostId, OrderId, UserId};
 pub use order::{Ask, Bid, EXCLUDED_HOSTS_MAX, ExcludedHosts, RestingAsk, RestingBid, RestingOrder, Tif};
 pub use price::{PRICE_SCALE, Price, PriceError};

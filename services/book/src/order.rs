@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{HostId, OrderId, Price, UserId};
+use crate::{AskGrade, HostId, OrderId, Price, Requirements, UserId};
 
 /// Most hosts one bid may exclude (a managed job's restarts never go back to a host that
 /// failed it; a job has at most this many failed attempts to remember).
@@ -95,6 +95,10 @@ pub struct Bid {
     /// Hosts this bid never trades with.
     #[serde(default)]
     pub excluded_hosts: ExcludedHosts,
+    /// The supply the buyer accepts: asks whose grade falls short are passed over as if
+    /// they were too small, so a buyer who needs attested GPUs never pays for others.
+    #[serde(default)]
+    pub requires: Requirements,
 }
 
 /// A provider's order: `gpus` GPUs of `host`, free until `available_until_ms`, at least
@@ -110,6 +114,9 @@ pub struct Ask {
     /// Limit: the least the provider accepts per GPU-hour.
     pub price: Price,
     pub tif: Tif,
+    /// What the server judged the supply to be; bids with requirements compare against
+    /// it. The provider does not set it, and [`crate::Command::Regrade`] changes it.
+    pub grade: AskGrade,
 }
 
 /// A bid resting in the book (bids never rest partly filled).
@@ -125,6 +132,7 @@ pub struct RestingBid {
     pub price: Price,
     #[serde(default)]
     pub excluded_hosts: ExcludedHosts,
+    pub requires: Requirements,
 }
 
 /// An ask resting in the book. `remaining_gpus` is in `1..=gpus`; `gpus - remaining_gpus`
@@ -143,6 +151,8 @@ pub struct RestingAsk {
     pub remaining_gpus: u32,
     pub available_until_ms: i64,
     pub price: Price,
+    /// The grade as last placed or regraded.
+    pub grade: AskGrade,
 }
 
 /// An order resting in the book, as [`crate::Book::order`] reports it and

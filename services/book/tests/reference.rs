@@ -1,15 +1,16 @@
 //! The engine against a slow, obviously correct reference matcher over plain `Vec`s.
 //!
 //! Random command streams over a tiny world (four users, three hosts, a handful of prices,
-//! sizes and durations in tens of ms) so that crossing, self-trades, skips, expiry,
-//! duplicates and amendments happen often. For every command: identical events, identical
+//! sizes and durations in tens of ms, four verification levels and a few uptimes around
+//! the usual floors) so that crossing, self-trades, skips, expiry, duplicates, amendments,
+//! requirements that exclude asks, and regrades happen often. For every command: identical events, identical
 //! resting orders (with their sequence numbers), and no resting bid and ask that could
 //! trade with each other.
 
 use capex_book::{
-    Ask, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level,
-    ORDERS_RESTING_MAX, OrderId, Price, RejectReason, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason,
-    UserId,
+    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level,
+    ORDERS_RESTING_MAX, OrderId, PPM_MAX, Price, RejectReason, Requirements, RestingAsk, RestingBid, RestingOrder, Tif,
+    UnfilledReason, UserId, Verification,
 };
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -28,10 +29,36 @@ struct Model {
     next_seq: u64,
 }
 
+/// Trust written out as a number, independent of the enum's derived order.
+fn rank(level: Verification) -> u8 {
+    match level {
+        Verification::Simulated => 0,
+        Verification::Reported => 1,
+        Verification::Challenged => 2,
+        Verification::CcAttested => 3,
+    }
+}
+
+fn level_ok(requires: &Requirements, grade: &AskGrade) -> bool {
+    match requires.min_verification {
+        None => true,
+        Some(min) => rank(grade.verification) >= rank(min),
+    }
+}
+
+fn uptime_ok(requires: &Requirements, grade: &AskGrade) -> bool {
+    match requires.min_uptime_7d_ppm {
+        None => true,
+        Some(min) => grade.uptime_7d_ppm >= min,
+    }
+}
+
 fn can_hold(ask: &RestingAsk, ask_remaining: u32, bid: &RestingBid, now_ms: i64) -> bool {
     ask_remaining >= bid.gpus
         && now_ms + bid.duration_ms <= ask.available_until_ms
         && ask.owner != bid.owner
+        && level_ok(&bid.requires, &ask.grade)
+        && uptime_ok(&bid.requires, &ask.grade)
         && bid.price >= ask.price
         && !bid.excluded_hosts.as_slice().contains(&ask.host)
 }
@@ -112,6 +139,7 @@ impl Model {
             Command::Amend { order_id, owner, new_price, new_gpus, .. } => {
                 self.amend(order_id, owner, new_price, new_gpus, &mut out)
             }
+            Command::Regrade { order_id, grade, .. } => self.regrade(order_id, grade, &mut out),
             Command::Tick { .. } => {}
         }
         out
@@ -122,6 +150,8 @@ impl Model {
             Some(RejectReason::NonPositiveDuration)
         } else if bid.duration_ms > DURATION_MS_MAX {
             Some(RejectReason::DurationTooLong)
+        } else if bid.requires.min_uptime_7d_ppm.is_some_and(|ppm| ppm > PPM_MAX) {
+            Some(RejectReason::UptimeOutOfRange)
         } else {
             None
         });
@@ -138,6 +168,7 @@ impl Model {
             duration_ms: bid.duration_ms,
             price: bid.price,
             excluded_hosts: bid.excluded_hosts,
+            requires: bid.requires,
         };
         if !self.take_ask(&resting, out) {
             match bid.tif {
@@ -175,6 +206,8 @@ impl Model {
     fn place_ask(&mut self, ask: Ask, out: &mut Vec<Event>) {
         let reason = self.check_new(ask.id, ask.gpus, ask.price).or(if ask.available_until_ms <= self.now() {
             Some(RejectReason::AlreadyExpired)
+        } else if ask.grade.uptime_7d_ppm > PPM_MAX {
+            Some(RejectReason::UptimeOutOfRange)
         } else {
             None
         });
@@ -192,6 +225,7 @@ impl Model {
             remaining_gpus: ask.gpus,
             available_until_ms: ask.available_until_ms,
             price: ask.price,
+            grade: ask.grade,
         };
         self.fill_bids(&mut resting, out);
         if resting.remaining_gpus > 0 {
@@ -297,6 +331,29 @@ impl Model {
         }
     }
 
+    fn regrade(&mut self, order_id: OrderId, grade: AskGrade, out: &mut Vec<Event>) {
+        let reason = if self.bids.iter().any(|b| b.id == order_id) {
+            Some(RejectReason::NotAnAsk)
+        } else if !self.asks.iter().any(|a| a.id == order_id) {
+            Some(RejectReason::UnknownOrder)
+        } else if grade.uptime_7d_ppm > PPM_MAX {
+            Some(RejectReason::UptimeOutOfRange)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            out.push(Event::Rejected { order_id, reason });
+            return;
+        }
+        let i = self.asks.iter().position(|a| a.id == order_id).expect("found above");
+        let mut ask = RestingAsk { grade, ..self.asks.remove(i) };
+        out.push(Event::Regraded { order_id, grade });
+        self.fill_bids(&mut ask, out);
+        if ask.remaining_gpus > 0 {
+            self.asks.push(ask);
+        }
+    }
+
     fn why_unfilled(&self, bid: &RestingBid) -> Vec<UnfilledReason> {
         if self.asks.is_empty() {
             return vec![UnfilledReason::NoAsks];
@@ -322,6 +379,15 @@ impl Model {
         }
         if latest < self.now() + bid.duration_ms {
             reasons.push(UnfilledReason::NoAskLongEnough { longest_available_ms: latest - self.now() });
+        }
+        if !others.iter().any(|a| level_ok(&bid.requires, &a.grade)) {
+            let best_available =
+                others.iter().map(|a| a.grade.verification).max_by_key(|&v| rank(v)).expect("not empty");
+            reasons.push(UnfilledReason::VerificationBelowRequired { best_available });
+        }
+        if !others.iter().any(|a| uptime_ok(&bid.requires, &a.grade)) {
+            let best_uptime_7d_ppm = others.iter().map(|a| a.grade.uptime_7d_ppm).max().expect("not empty");
+            reasons.push(UnfilledReason::ReliabilityBelowRequired { best_uptime_7d_ppm });
         }
         if reasons.is_empty() {
             reasons.push(UnfilledReason::NoSingleAskFits);
@@ -358,11 +424,71 @@ fn add_to_levels(levels: &mut Vec<Level>, price: Price, gpus: u32) {
 /// One step of a stream, in small numbers that [`Stream`] turns into a command.
 #[derive(Clone, Debug)]
 enum Op {
-    Bid { owner: u8, gpus: u32, duration: i64, price: i64, ioc: bool, reuse_id: Option<u8>, excluded: Vec<u8> },
-    Ask { owner: u8, host: u8, gpus: u32, until: i64, price: i64, ioc: bool, reuse_id: Option<u8> },
-    Cancel { target: u8, wrong_owner: Option<u8> },
-    Amend { target: u8, wrong_owner: Option<u8>, price: Option<i64>, gpus: Option<u32> },
+    Bid {
+        owner: u8,
+        gpus: u32,
+        duration: i64,
+        price: i64,
+        ioc: bool,
+        reuse_id: Option<u8>,
+        requires: Requirements,
+        excluded: Vec<u8>,
+    },
+    Ask {
+        owner: u8,
+        host: u8,
+        gpus: u32,
+        until: i64,
+        price: i64,
+        ioc: bool,
+        reuse_id: Option<u8>,
+        grade: AskGrade,
+    },
+    Cancel {
+        target: u8,
+        wrong_owner: Option<u8>,
+    },
+    Amend {
+        target: u8,
+        wrong_owner: Option<u8>,
+        price: Option<i64>,
+        gpus: Option<u32>,
+    },
+    Regrade {
+        target: u8,
+        grade: AskGrade,
+    },
     Tick,
+}
+
+/// Uptimes on both sides of the floors buyers use, the ends of the range, and (rarely)
+/// one past it.
+fn uptime() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        2 => Just(0_u32),
+        3 => Just(990_000_u32),
+        3 => Just(995_000_u32),
+        3 => Just(999_000_u32),
+        3 => Just(PPM_MAX),
+        1 => Just(PPM_MAX + 1),
+    ]
+}
+
+fn level() -> impl Strategy<Value = Verification> {
+    proptest::sample::select(Verification::ALL.to_vec())
+}
+
+/// Mostly graded well enough for most bids, so that plain matching still happens often.
+fn grade() -> impl Strategy<Value = AskGrade> {
+    (level(), uptime()).prop_map(|(verification, uptime_7d_ppm)| AskGrade { verification, uptime_7d_ppm })
+}
+
+/// About half the bids require nothing; the rest one floor or both.
+fn requirements() -> impl Strategy<Value = Requirements> {
+    let min_verification = prop_oneof![2 => Just(None), 1 => level().prop_map(Some)];
+    let min_uptime_7d_ppm = prop_oneof![2 => Just(None), 1 => uptime().prop_map(Some)];
+    (min_verification, min_uptime_7d_ppm)
+        .prop_map(|(min_verification, min_uptime_7d_ppm)| Requirements { min_verification, min_uptime_7d_ppm })
 }
 
 const MS_PER_UNIT: i64 = 10;
@@ -375,14 +501,15 @@ fn op() -> impl Strategy<Value = Op> {
     let reuse = prop_oneof![12 => Just(None), 1 => any::<u8>().prop_map(Some)];
     let wrong_owner = prop_oneof![4 => Just(None), 1 => (0..4_u8).prop_map(Some)];
     prop_oneof![
-        4 => (0..4_u8, gpus.clone(), duration, price.clone(), any::<bool>(), reuse.clone(), excluded())
-            .prop_map(|(owner, gpus, duration, price, ioc, reuse_id, excluded)| Op::Bid {
-                owner, gpus, duration, price, ioc: ioc && owner % 2 == 0, reuse_id, excluded,
+        4 => (0..4_u8, gpus.clone(), duration, price.clone(), any::<bool>(), reuse.clone(), (requirements(), excluded()))
+            .prop_map(|(owner, gpus, duration, price, ioc, reuse_id, (requires, excluded))| Op::Bid {
+                owner, gpus, duration, price, ioc: ioc && owner % 2 == 0, reuse_id, requires, excluded,
             }),
-        4 => (0..4_u8, 0..3_u8, ask_gpus, -1..=8_i64, price.clone(), any::<bool>(), reuse)
-            .prop_map(|(owner, host, gpus, until, price, ioc, reuse_id)| Op::Ask {
-                owner, host, gpus, until, price, ioc: ioc && owner % 2 == 1, reuse_id,
+        4 => (0..4_u8, 0..3_u8, ask_gpus, -1..=8_i64, price.clone(), any::<bool>(), reuse, grade())
+            .prop_map(|(owner, host, gpus, until, price, ioc, reuse_id, grade)| Op::Ask {
+                owner, host, gpus, until, price, ioc: ioc && owner % 2 == 1, reuse_id, grade,
             }),
+        1 => (any::<u8>(), grade()).prop_map(|(target, grade)| Op::Regrade { target, grade }),
         2 => (any::<u8>(), wrong_owner.clone())
             .prop_map(|(target, wrong_owner)| Op::Cancel { target, wrong_owner }),
         2 => (any::<u8>(), wrong_owner, proptest::option::of(price),
@@ -455,7 +582,7 @@ impl Stream {
         self.at_ms += dt * MS_PER_UNIT;
         let at_ms = self.at_ms;
         match *op {
-            Op::Bid { owner, gpus, duration, price, ioc, reuse_id, ref excluded } => Command::PlaceBid {
+            Op::Bid { owner, gpus, duration, price, ioc, reuse_id, requires, ref excluded } => Command::PlaceBid {
                 at_ms,
                 bid: Bid {
                     id: self.id_for(reuse_id, user(owner)),
@@ -466,9 +593,10 @@ impl Stream {
                     tif: if ioc { Tif::Ioc } else { Tif::Gtc },
                     excluded_hosts: ExcludedHosts::new(&excluded.iter().map(|h| host_id(*h)).collect::<Vec<_>>())
                         .expect("at most two hosts"),
+                    requires,
                 },
             },
-            Op::Ask { owner, host, gpus, until, price, ioc, reuse_id } => Command::PlaceAsk {
+            Op::Ask { owner, host, gpus, until, price, ioc, reuse_id, grade } => Command::PlaceAsk {
                 at_ms,
                 ask: Ask {
                     id: self.id_for(reuse_id, user(owner)),
@@ -478,6 +606,7 @@ impl Stream {
                     available_until_ms: at_ms + until * MS_PER_UNIT,
                     price: micros(price),
                     tif: if ioc { Tif::Ioc } else { Tif::Gtc },
+                    grade,
                 },
             },
             Op::Cancel { target, wrong_owner } => {
@@ -487,6 +616,11 @@ impl Stream {
             Op::Amend { target, wrong_owner, price, gpus } => {
                 let (order_id, owner) = self.target(target, wrong_owner);
                 Command::Amend { at_ms, order_id, owner, new_price: price.map(micros), new_gpus: gpus }
+            }
+            Op::Regrade { target, grade } => {
+                // Mostly asks, sometimes a bid or an id never placed.
+                let (order_id, _) = self.target(target, None);
+                Command::Regrade { at_ms, order_id, grade }
             }
             Op::Tick => Command::Tick { at_ms },
         }

@@ -1,8 +1,9 @@
 //! Hand-written scenarios for each matching rule and each rejection.
 
 use capex_book::{
-    Ask, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level, OrderId,
-    Price, RejectReason, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason, UserId,
+    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level,
+    OrderId, PPM_MAX, Price, RejectReason, Requirements, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason,
+    UserId, Verification,
 };
 use uuid::Uuid;
 
@@ -40,6 +41,7 @@ fn bid(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Bid {
         price: cents(price),
         tif: Tif::Gtc,
         excluded_hosts: ExcludedHosts::NONE,
+        requires: Requirements::default(),
     }
 }
 
@@ -52,7 +54,33 @@ fn ask(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Ask {
         available_until_ms: T0 + hours * HOUR_MS,
         price: cents(price),
         tif: Tif::Gtc,
+        grade: AskGrade::UNGRADED,
     }
+}
+
+/// A bid that requires at least `level` of every GPU it gets.
+fn bid_verified(id: u128, owner: u128, gpus: u32, hours: i64, price: i64, level: Verification) -> Bid {
+    Bid {
+        requires: Requirements { min_verification: Some(level), ..Requirements::default() },
+        ..bid(id, owner, gpus, hours, price)
+    }
+}
+
+/// A bid that requires a host uptime of at least `ppm` over 7 days.
+fn bid_reliable(id: u128, owner: u128, gpus: u32, hours: i64, price: i64, ppm: u32) -> Bid {
+    Bid {
+        requires: Requirements { min_uptime_7d_ppm: Some(ppm), ..Requirements::default() },
+        ..bid(id, owner, gpus, hours, price)
+    }
+}
+
+fn grade(verification: Verification, uptime_7d_ppm: u32) -> AskGrade {
+    AskGrade { verification, uptime_7d_ppm }
+}
+
+/// An ask of `grade`.
+fn ask_graded(id: u128, owner: u128, gpus: u32, hours: i64, price: i64, grade: AskGrade) -> Ask {
+    Ask { grade, ..ask(id, owner, gpus, hours, price) }
 }
 
 struct Harness {
@@ -92,6 +120,10 @@ impl Harness {
             new_price: price.map(cents),
             new_gpus: gpus,
         })
+    }
+
+    fn regrade(&mut self, id: u128, grade: AskGrade) -> Vec<Event> {
+        self.apply(Command::Regrade { at_ms: self.now_ms, order_id: order(id), grade })
     }
 
     fn resting_bid(&self, id: u128) -> RestingBid {
@@ -673,6 +705,7 @@ fn restore_of_a_crossing_order_panics_in_debug() {
             remaining_gpus: 4,
             available_until_ms: a.available_until_ms,
             price: a.price,
+            grade: a.grade,
         }),
         T0,
     )
@@ -687,6 +720,7 @@ fn restore_of_a_crossing_order_panics_in_debug() {
             duration_ms: b.duration_ms,
             price: b.price,
             excluded_hosts: ExcludedHosts::NONE,
+            requires: b.requires,
         }),
         T0,
     );
@@ -703,9 +737,11 @@ fn events_and_commands_serialise() {
         Event::Cancelled { order_id: order(1), gpus_released: 2 },
         Event::Expired { order_id: order(1), gpus_released: 2 },
         Event::Amended { order_id: order(1), price: cents(5), gpus: 2, remaining_gpus: 1 },
+        Event::Regraded { order_id: order(1), grade: grade(Verification::CcAttested, 990_000) },
     ];
     let json = serde_json::to_string(&events).expect("serialises");
     assert!(json.contains(r#""reason":"not_owner""#), "{json}");
+    assert!(json.contains(r#""grade":{"verification":"cc_attested","uptime_7d_ppm":990000}"#), "{json}");
     assert!(json.contains(r#""price":"1.000000""#), "{json}");
     let back: Vec<Event> = serde_json::from_str(&json).expect("parses");
     assert_eq!(back, events);
@@ -713,6 +749,219 @@ fn events_and_commands_serialise() {
     let command = Command::PlaceBid { at_ms: T0, bid: b };
     let json = serde_json::to_string(&command).expect("serialises");
     assert_eq!(serde_json::from_str::<Command>(&json).expect("parses"), command);
+
+    let command = Command::PlaceBid { at_ms: T0, bid: bid_verified(21, ALICE, 1, 1, 100, Verification::Challenged) };
+    let json = serde_json::to_string(&command).expect("serialises");
+    assert!(json.contains(r#""min_verification":"challenged""#), "{json}");
+    assert_eq!(serde_json::from_str::<Command>(&json).expect("parses"), command);
+    let command = Command::Regrade { at_ms: T0, order_id: order(10), grade: AskGrade::UNGRADED };
+    let json = serde_json::to_string(&command).expect("serialises");
+    assert!(json.contains(r#""type":"regrade""#), "{json}");
+    assert_eq!(serde_json::from_str::<Command>(&json).expect("parses"), command);
+
+    // A bid written before requirements existed reads as requiring nothing.
+    let json = r#"{"id":"00000000-0000-0000-0000-000000000014","owner":"00000000-0000-0000-0000-0000000003e9",
+        "gpus":1,"duration_ms":3600000,"price":"1.000000","tif":"gtc"}"#;
+    assert_eq!(serde_json::from_str::<Bid>(json).expect("parses"), b);
+}
+
+#[test]
+fn bid_requiring_challenged_skips_a_cheaper_reported_ask() {
+    let mut h = Harness::new();
+    let reported = ask_graded(10, BOB, 4, 10, 100, grade(Verification::Reported, PPM_MAX));
+    h.ask(reported);
+    let b = bid_verified(20, ALICE, 2, 2, 200, Verification::Challenged);
+    assert_eq!(h.bid(b), vec![accepted(20)], "the only ask is too weakly verified");
+
+    // A later, dearer challenged ask takes the waiting bid at the bid's price.
+    let challenged = ask_graded(11, CAROL, 4, 10, 150, grade(Verification::Challenged, PPM_MAX));
+    assert_eq!(h.ask(challenged), vec![accepted(11), trade(&b, &challenged, 200, T0)]);
+
+    // An incoming bid passes over the cheaper reported ask too, which keeps its place.
+    let seq = h.resting_ask(10).seq;
+    let b2 = bid_verified(21, DAN, 1, 1, 200, Verification::Challenged);
+    assert_eq!(h.bid(b2), vec![accepted(21), trade(&b2, &challenged, 150, T0)]);
+    assert_eq!(h.resting_ask(10).seq, seq);
+    // Stronger supply meets a weaker floor, and no floor takes the cheapest.
+    let b3 = bid_verified(22, DAN, 1, 1, 200, Verification::Reported);
+    assert_eq!(trades(&h.bid(b3)), vec![(b3.id, reported.id)]);
+    let b4 = bid(23, ALICE, 1, 1, 200);
+    assert_eq!(trades(&h.bid(b4)), vec![(b4.id, reported.id)]);
+}
+
+#[test]
+fn incoming_ask_skips_bids_that_do_not_admit_it_and_they_keep_priority() {
+    let mut h = Harness::new();
+    let picky = bid_verified(20, ALICE, 2, 2, 300, Verification::CcAttested);
+    let plain = bid(21, DAN, 2, 2, 200);
+    h.bid(picky);
+    h.bid(plain);
+    let seq = h.resting_bid(20).seq;
+    let a = ask_graded(10, BOB, 4, 10, 100, grade(Verification::Challenged, PPM_MAX));
+    assert_eq!(h.ask(a), vec![accepted(10), trade(&plain, &a, 200, T0)]);
+    assert_eq!(h.resting_bid(20).seq, seq);
+    assert_eq!(h.resting_bid(20).requires, picky.requires);
+    assert_eq!(h.resting_ask(10).grade, a.grade);
+}
+
+#[test]
+fn regrade_up_fills_a_waiting_bid_and_keeps_priority() {
+    let mut h = Harness::new();
+    let a = ask_graded(10, BOB, 4, 10, 100, grade(Verification::Reported, PPM_MAX));
+    let other = ask(11, CAROL, 4, 10, 100);
+    h.ask(a);
+    h.ask(other);
+    let b = bid_verified(20, ALICE, 3, 2, 200, Verification::Challenged);
+    assert_eq!(h.bid(b), vec![accepted(20)]);
+    let seq = h.resting_ask(10).seq;
+
+    let up = grade(Verification::Challenged, PPM_MAX);
+    assert_eq!(
+        h.regrade(10, up),
+        vec![Event::Regraded { order_id: a.id, grade: up }, trade(&b, &Ask { grade: up, ..a }, 200, T0)]
+    );
+    let after = h.resting_ask(10);
+    assert_eq!((after.seq, after.remaining_gpus, after.grade), (seq, 1, up));
+    // Still ahead of the ask placed after it at the same price.
+    let next = bid(21, DAN, 1, 1, 100);
+    assert_eq!(trades(&h.bid(next)), vec![(next.id, a.id)]);
+}
+
+#[test]
+fn regrade_down_stops_later_matches() {
+    let mut h = Harness::new();
+    let a = ask_graded(10, BOB, 4, 10, 100, grade(Verification::CcAttested, 999_000));
+    h.ask(a);
+    let down = grade(Verification::Reported, 999_000);
+    assert_eq!(h.regrade(10, down), vec![Event::Regraded { order_id: a.id, grade: down }]);
+    let b = bid_verified(20, ALICE, 1, 1, 200, Verification::Challenged);
+    assert_eq!(h.bid(b), vec![accepted(20)]);
+    assert_eq!(
+        h.book.why_unfilled(b.id),
+        vec![UnfilledReason::VerificationBelowRequired { best_available: Verification::Reported }]
+    );
+    // An uptime drop stops a reliability floor the same way.
+    let b2 = bid_reliable(21, DAN, 1, 1, 200, 990_000);
+    h.regrade(10, grade(Verification::Reported, 989_999));
+    assert_eq!(h.bid(b2), vec![accepted(21)]);
+    // Without a floor, the regraded ask still sells.
+    let b3 = bid(22, DAN, 1, 1, 200);
+    assert_eq!(trades(&h.bid(b3)), vec![(b3.id, a.id)]);
+}
+
+#[test]
+fn regrade_rejections() {
+    let mut h = Harness::new();
+    h.ask(ask(10, BOB, 4, 10, 300));
+    h.bid(bid(20, ALICE, 1, 1, 100));
+    let before = (h.book.bids().collect::<Vec<_>>(), h.book.asks().collect::<Vec<_>>());
+    assert_eq!(h.regrade(20, AskGrade::UNGRADED), vec![rejected(20, RejectReason::NotAnAsk)]);
+    assert_eq!(h.regrade(99, AskGrade::UNGRADED), vec![rejected(99, RejectReason::UnknownOrder)]);
+    assert_eq!(
+        h.regrade(10, grade(Verification::Challenged, PPM_MAX + 1)),
+        vec![rejected(10, RejectReason::UptimeOutOfRange)]
+    );
+    assert_eq!((h.book.bids().collect::<Vec<_>>(), h.book.asks().collect::<Vec<_>>()), before);
+}
+
+#[test]
+fn reliability_floor_is_inclusive() {
+    let mut h = Harness::new();
+    let a = ask_graded(10, BOB, 4, 10, 100, grade(Verification::Reported, 990_000));
+    h.ask(a);
+    let above = bid_reliable(20, ALICE, 1, 1, 200, 990_001);
+    assert_eq!(h.bid(above), vec![accepted(20)]);
+    assert_eq!(
+        h.book.why_unfilled(above.id),
+        vec![UnfilledReason::ReliabilityBelowRequired { best_uptime_7d_ppm: 990_000 }]
+    );
+    let at = bid_reliable(21, DAN, 1, 1, 200, 990_000);
+    assert_eq!(h.bid(at), vec![accepted(21), trade(&at, &a, 100, T0)]);
+    let zero = bid_reliable(22, DAN, 1, 1, 200, 0);
+    assert_eq!(trades(&h.bid(zero)), vec![(zero.id, a.id)]);
+    // A better host fills the bid that was waiting; a perfect one meets a 100% floor.
+    let perfect = ask_graded(11, CAROL, 2, 10, 100, grade(Verification::Reported, PPM_MAX));
+    assert_eq!(trades(&h.ask(perfect)), vec![(above.id, perfect.id)]);
+    let all = bid_reliable(23, DAN, 1, 1, 200, PPM_MAX);
+    assert_eq!(trades(&h.bid(all)), vec![(all.id, perfect.id)]);
+
+    // More than 100% is refused on either side.
+    let over = bid_reliable(24, ALICE, 1, 1, 200, PPM_MAX + 1);
+    assert_eq!(h.bid(over), vec![rejected(24, RejectReason::UptimeOutOfRange)]);
+    let over = ask_graded(12, BOB, 1, 10, 100, grade(Verification::Reported, PPM_MAX + 1));
+    assert_eq!(h.ask(over), vec![rejected(12, RejectReason::UptimeOutOfRange)]);
+    let mut book = Book::new();
+    let resting = RestingAsk {
+        id: order(13),
+        seq: 0,
+        owner: user(BOB),
+        host: host(BOB),
+        gpus: 1,
+        remaining_gpus: 1,
+        available_until_ms: T0 + HOUR_MS,
+        price: cents(100),
+        grade: grade(Verification::Reported, PPM_MAX + 1),
+    };
+    assert_eq!(book.restore(RestingOrder::Ask(resting), T0), Err(RejectReason::UptimeOutOfRange));
+    let resting = RestingBid {
+        id: order(14),
+        seq: 0,
+        owner: user(ALICE),
+        gpus: 1,
+        duration_ms: HOUR_MS,
+        price: cents(100),
+        requires: over_requirement(),
+        excluded_hosts: ExcludedHosts::NONE,
+    };
+    assert_eq!(book.restore(RestingOrder::Bid(resting), T0), Err(RejectReason::UptimeOutOfRange));
+    assert!(book.is_empty());
+}
+
+fn over_requirement() -> Requirements {
+    Requirements { min_verification: None, min_uptime_7d_ppm: Some(PPM_MAX + 1) }
+}
+
+#[test]
+fn why_unfilled_names_verification_and_reliability() {
+    let mut h = Harness::new();
+    let needs = Requirements { min_verification: Some(Verification::CcAttested), min_uptime_7d_ppm: Some(999_000) };
+    let b = Bid { requires: needs, ..bid(20, ALICE, 2, 2, 100) };
+    h.bid(b);
+    // The bidder's own attested, reliable ask does not count.
+    h.ask(ask_graded(10, ALICE, 4, 10, 50, grade(Verification::CcAttested, PPM_MAX)));
+    h.ask(ask_graded(11, BOB, 4, 10, 90, grade(Verification::Reported, 990_000)));
+    h.ask(ask_graded(12, CAROL, 4, 10, 200, grade(Verification::Challenged, 995_000)));
+    assert_eq!(
+        h.book.why_unfilled(b.id),
+        vec![
+            UnfilledReason::VerificationBelowRequired { best_available: Verification::Challenged },
+            UnfilledReason::ReliabilityBelowRequired { best_uptime_7d_ppm: 995_000 },
+        ]
+    );
+
+    // Each after price, size and duration.
+    let small = Bid { requires: needs, ..bid(21, ALICE, 8, 20, 10) };
+    h.bid(small);
+    assert_eq!(
+        h.book.why_unfilled(small.id),
+        vec![
+            UnfilledReason::PriceBelowBestAsk { best_ask: cents(90) },
+            UnfilledReason::NoHostWithEnoughGpus { largest_free: 4 },
+            UnfilledReason::NoAskLongEnough { longest_available_ms: 10 * HOUR_MS },
+            UnfilledReason::VerificationBelowRequired { best_available: Verification::Challenged },
+            UnfilledReason::ReliabilityBelowRequired { best_uptime_7d_ppm: 995_000 },
+        ]
+    );
+
+    // Attested but unreliable, reliable but unattested: each floor is met by some ask, no
+    // single ask meets both.
+    h.ask(ask_graded(13, BOB, 4, 10, 90, grade(Verification::CcAttested, 500_000)));
+    h.ask(ask_graded(14, CAROL, 4, 10, 90, grade(Verification::Simulated, PPM_MAX)));
+    assert_eq!(h.book.why_unfilled(b.id), vec![UnfilledReason::NoSingleAskFits]);
+    // A bid without requirements is never told about grades.
+    let plain = bid(22, ALICE, 2, 2, 80);
+    h.bid(plain);
+    assert_eq!(h.book.why_unfilled(plain.id), vec![UnfilledReason::PriceBelowBestAsk { best_ask: cents(90) }]);
 }
 
 /// A managed job's restart bid never trades with a host that failed the job: it passes

@@ -1,6 +1,7 @@
 //! Types shared by every Capex crate. Constructors refuse bad input, so code that holds
 //! one of these values never has to check it again.
 
+pub mod challenge;
 pub mod credits;
 pub mod gpu_class;
 pub mod report;

@@ -3,7 +3,7 @@
 //! Shared by `benches/engine.rs` and `examples/throughput.rs`. Uses its own splitmix64 so
 //! the crate needs no `rand` dependency and the stream is the same on every machine.
 
-use capex_book::{Ask, Bid, Book, Command, HostId, OrderId, Price, Tif, UserId};
+use capex_book::{Ask, AskGrade, Bid, Book, Command, HostId, OrderId, Price, Requirements, Tif, UserId};
 use uuid::Uuid;
 
 /// Resting orders the generator steers the book towards.
@@ -83,6 +83,9 @@ impl Generator {
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
             excluded_hosts: capex_book::ExcludedHosts::NONE,
+            // Without requirements and grades the stream (and its random draws) stays the
+            // one earlier figures were measured on; the predicate still runs on every fit.
+            requires: Requirements::default(),
         };
         Command::PlaceBid { at_ms: self.now_ms, bid }
     }
@@ -107,6 +110,7 @@ impl Generator {
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
             excluded_hosts: capex_book::ExcludedHosts::NONE,
+            grade: AskGrade::UNGRADED,
         };
         Command::PlaceAsk { at_ms: self.now_ms, ask }
     }

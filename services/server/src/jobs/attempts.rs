@@ -101,14 +101,28 @@ pub(crate) async fn resolve(pool: &PgPool, id: Uuid, caller: Uuid) -> Result<Opt
     Ok(lease)
 }
 
-/// The job-level state of a job from its latest attempt's lease state and its `jobs` row:
-/// running (the attempt is pending or running), restarting (the exchange is placing the
+/// The job-level state of a job, seen from one of its attempts (`attempt`, its lease in
+/// `lease_state`) and its `jobs` row (state, last placed attempt, next bid's state):
+/// running (an attempt is pending or running), restarting (the exchange is placing the
 /// next attempt, or its bid waits in the book), gave_up, or ended.
-pub(crate) fn job_state(lease_state: &str, row_state: Option<&str>, next_state: Option<&str>) -> &'static str {
-    match (row_state, next_state) {
-        (Some("gave_up"), _) => "gave_up",
-        (Some("active"), Some(_)) => "restarting",
-        _ if ["pending", "running"].contains(&lease_state) => "running",
+pub(crate) fn job_state(
+    lease_state: &str,
+    attempt: i32,
+    row: Option<(&str, i32)>,
+    next_state: Option<&str>,
+) -> &'static str {
+    let active = ["pending", "running"].contains(&lease_state);
+    match row {
+        Some(("gave_up", _)) => "gave_up",
+        Some(("active", last)) if last > attempt => {
+            if next_state.is_some() {
+                "restarting"
+            } else {
+                "running"
+            }
+        }
+        _ if active => "running",
+        Some(("active", _)) if next_state.is_some() => "restarting",
         _ => "ended",
     }
 }

@@ -171,12 +171,8 @@ fn view_of(row: JobRow, caller: Uuid) -> JobView {
         })
         .unwrap_or_default();
     let attempt = row.attempt.unwrap_or(1);
-    let later_attempt_runs = row.job_row_attempt.is_some_and(|a| a > attempt) && row.next_state.is_none();
-    let job_state = if later_attempt_runs && row.job_row_state.as_deref() == Some("active") {
-        "running"
-    } else {
-        super::attempts::job_state(&row.state, row.job_row_state.as_deref(), row.next_state.as_deref())
-    };
+    let job_row = row.job_row_state.as_deref().zip(row.job_row_attempt);
+    let job_state = super::attempts::job_state(&row.state, attempt, job_row, row.next_state.as_deref());
     let end_reason = match job_state {
         "gave_up" => row.job_end_reason.clone(),
         "ended" => super::attempts::end_reason(&row.state, row.exit_code),
@@ -188,7 +184,7 @@ fn view_of(row: JobRow, caller: Uuid) -> JobView {
         attempt,
         job_state: job_state.into(),
         end_reason,
-        next_bid_id: row.next_state.is_some().then_some(row.next_order_id).flatten().filter(|_| buyer),
+        next_bid_id: row.next_state.is_some().then_some(row.next_order_id).flatten().filter(|_| buyer && job_state == "restarting"),
         restart: row.job.get("restart").cloned(),
         attempts: Vec::new(),
         sla_credits: row.sla_credit.normalize(),

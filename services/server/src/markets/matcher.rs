@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use capex_book::{Ask, Bid, Book, Command, Event, HostId, OrderId, RejectReason, UnfilledReason, UserId};
+use capex_book::{
+    Ask, AskGrade, Bid, Book, Command, Event, HostId, OrderId, RejectReason, Requirements, UnfilledReason, UserId,
+};
 use capex_core::Credits;
 use capex_ledger::{AccountKind, TransferSpec, apply_to_balances};
 use chrono::{DateTime, Utc};
@@ -693,7 +695,8 @@ impl Matcher {
                     }
                     // An ask's unsold GPUs are released below, from what is still bound.
                 }
-                Event::Rejected { .. } | Event::Amended { .. } => {}
+                // The server sends no Regrade yet, and a grade is not stored: nothing to write.
+                Event::Rejected { .. } | Event::Amended { .. } | Event::Regraded { .. } => {}
             }
         }
 
@@ -1216,6 +1219,8 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         price: bid.price,
                         tif: bid.tif.book(),
                         excluded_hosts: bid.excluded_hosts,
+                        // Requirements and grades are not wired from the API yet.
+                        requires: Requirements::default(),
                     },
                 },
                 NewOrder::Ask(ask) => Command::PlaceAsk {
@@ -1228,6 +1233,7 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         available_until_ms: ask.available_until.timestamp_millis(),
                         price: ask.price,
                         tif: ask.tif.book(),
+                        grade: AskGrade::UNGRADED,
                     },
                 },
             })

@@ -9,7 +9,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use capex_book::{Book, ExcludedHosts, HostId, OrderId, Price, RestingAsk, RestingBid, RestingOrder, UserId};
+use capex_book::{
+    AskGrade, Book, ExcludedHosts, HostId, OrderId, Price, Requirements, RestingAsk, RestingBid, RestingOrder, UserId,
+};
 use capex_core::Credits;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -207,6 +209,8 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 price,
                 seq: row.seq as u64,
                 excluded_hosts: excluded_hosts_of(row.job.as_ref()),
+                // Not stored yet: every bid was placed without requirements.
+                requires: Requirements::default(),
             })
         } else {
             RestingOrder::Ask(RestingAsk {
@@ -218,6 +222,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 available_until_ms: row.available_until.map(|t| t.timestamp_millis()).unwrap_or(0),
                 price,
                 seq: row.seq as u64,
+                grade: AskGrade::UNGRADED,
             })
         };
         book.restore(order, at_ms).map_err(|reason| {

@@ -46,9 +46,21 @@ impl UnfilledReasonView {
                     longest_available_ms as f64 / 3.6e6
                 ),
             ),
-            UnfilledReason::NoSingleAskFits => {
-                ("no_single_ask_fits", "asks are cheap, large and long enough, but no single one is all three".into())
-            }
+            UnfilledReason::VerificationBelowRequired { best_available } => (
+                "verification_below_required",
+                format!("no ask's GPUs meet min_verification (the strongest offered is {best_available})"),
+            ),
+            UnfilledReason::ReliabilityBelowRequired { best_uptime_7d_ppm } => (
+                "reliability_below_required",
+                format!(
+                    "no ask's host meets the minimum 7-day uptime (the best is {}%)",
+                    Decimal::new(i64::from(best_uptime_7d_ppm), 4).normalize()
+                ),
+            ),
+            UnfilledReason::NoSingleAskFits => (
+                "no_single_ask_fits",
+                "each of your limits is met by some ask, but no single ask meets them all".into(),
+            ),
         };
         UnfilledReasonView { code: code.to_string(), message }
     }

@@ -343,7 +343,10 @@ async fn a_silent_host_loses_its_leases_and_the_escrow_returns(pool: sqlx::PgPoo
         }
     }
     assert_eq!(state, "host_lost");
-    assert_eq!(w.available(&w.buyer).await, Decimal::from(100) - cost);
+    // The SLA credit (a tenth of what the lease billed) came from the provider's earnings.
+    let credit = floor6(cost / Decimal::from(10));
+    assert_eq!(dec(&w.job(&job_id).await["sla_credits"]), credit);
+    assert_eq!(w.available(&w.buyer).await, Decimal::from(100) - cost + credit);
     let host = w.app.get_json(&format!("/api/v1/hosts/{}", w.host.host_id), &w.provider.token).await;
     assert_eq!(host["leases_lost"], 1);
     w.invariants_ok().await;
