@@ -184,7 +184,12 @@ fn view_of(row: JobRow, caller: Uuid) -> JobView {
         attempt,
         job_state: job_state.into(),
         end_reason,
-        next_bid_id: row.next_state.is_some().then_some(row.next_order_id).flatten().filter(|_| buyer && job_state == "restarting"),
+        next_bid_id: row
+            .next_state
+            .is_some()
+            .then_some(row.next_order_id)
+            .flatten()
+            .filter(|_| buyer && job_state == "restarting"),
         restart: row.job.get("restart").cloned(),
         attempts: Vec::new(),
         sla_credits: row.sla_credit.normalize(),
