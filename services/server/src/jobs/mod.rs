@@ -14,6 +14,7 @@ pub mod attempts;
 pub mod host;
 pub mod metering;
 mod nonces;
+pub mod reliability;
 pub mod restart;
 pub mod routes;
 pub mod settle;
@@ -50,6 +51,7 @@ pub fn router() -> Router<crate::AppState> {
         .route("/api/v1/jobs/{id}/telemetry", get(routes::get_telemetry))
         .route("/api/v1/jobs/{id}/cancel", post(routes::cancel_job))
         .route("/api/v1/hosts/{host_id}/assignments", get(host::assignments))
+        .route("/api/v1/hosts/{host_id}/reliability", get(reliability::get_reliability))
         .route("/api/v1/hosts/{host_id}/leases/{lease_id}/ack", post(host::ack))
         .route("/api/v1/hosts/{host_id}/leases/{lease_id}/logs", post(host::upload_logs))
 }

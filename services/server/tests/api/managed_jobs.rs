@@ -234,3 +234,37 @@ async fn bad_restart_policies_are_refused_by_field(pool: sqlx::PgPool) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["field"], "job.budget", "{body}");
 }
+
+/// Reliability is public and attested: uptime from the stored report stream, leases
+/// completed and lost, SLA credits paid; an unknown host is 404.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_host_s_reliability_comes_from_its_reports_and_leases(pool: sqlx::PgPool) {
+    let mut w = world(pool, 1).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        w.report(None, true).await;
+    }
+    let path = format!("/api/v1/hosts/{}/reliability", w.host.host_id);
+    let res = w.app.get(&path, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let view: Value = res.json().await.unwrap();
+    assert_eq!(view["reports_30d"], 4);
+    assert_eq!(view["leases_lost"], 0);
+    let uptime = dec(&view["uptime_24h"]);
+    assert!(uptime > Decimal::new(5, 1) && uptime <= Decimal::ONE, "{view}");
+    assert_eq!(view["uptime_7d"], view["uptime_24h"], "a young host is judged on its own lifetime");
+    // A lost lease shows, with its SLA credit.
+    w.app.ask(&w.provider, CLASS, w.host.host_id, 1, "36").await;
+    let bid = w.app.place_ok(&w.buyer, CLASS, &managed_bid("36", json!({"on": ["failed"]}))).await;
+    let lease = bid["fills"][0]["lease_id"].as_str().unwrap().to_string();
+    w.ack(&lease).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.report(running(&lease), true).await;
+    let job = wait_for(&w.app, &w.buyer, &lease, None, |j| j["state"] == "host_lost").await;
+    let view = w.app.get_json(&path, &w.buyer.token).await;
+    assert_eq!(view["leases_lost"], 1);
+    assert_eq!(dec(&view["sla_credits_paid"]), dec(&job["sla_credits"]));
+    assert!(dec(&view["uptime_24h"]) < uptime, "the silence counts as down: {view}");
+    let res = w.app.get(&format!("/api/v1/hosts/{}/reliability", uuid::Uuid::now_v7()), None).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
