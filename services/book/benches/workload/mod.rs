@@ -109,7 +109,6 @@ impl Generator {
             available_until_ms: self.now_ms + available_ms,
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
-            excluded_hosts: capex_book::ExcludedHosts::NONE,
             grade: AskGrade::UNGRADED,
         };
         Command::PlaceAsk { at_ms: self.now_ms, ask }

@@ -11,7 +11,7 @@
 //!    end of the attempt commit together, so the money never passes through the wallet.
 //! 2. The restarter ([`start_restarter`]), woken by the settle's feed event (or its tick),
 //!    hands the bid to the market's matcher — the single writer of the book — as a
-//!    prefunded bid (`NewBid::prefunded`: the matcher takes the escrow as it is rather than
+//!    prefunded bid (`NewBid::restart`: the matcher takes the escrow as it is rather than
 //!    holding it from the wallet). The bid then trades or waits like any other.
 //! 3. A job gives up (`jobs.state = gave_up`, the rest of its escrow back in the wallet)
 //!    when its attempts run out, its deadline leaves no time, the wallet cannot top the
@@ -36,7 +36,7 @@ use crate::error::ApiError;
 use crate::markets::matcher::{PlaceOutcome, PlaceRequest, Request};
 use crate::markets::money::{MS_PER_HOUR, reserve};
 use crate::markets::registry::reply;
-use crate::markets::request::{NewBid, NewOrder, RestartOn, RestartPolicy, TimeInForce};
+use crate::markets::request::{NewBid, NewOrder, RestartBid, RestartOn, RestartPolicy, TimeInForce};
 use crate::state::AppState;
 
 /// How often the restarter looks for restart bids to place, waiting bids past their
@@ -429,8 +429,10 @@ async fn place(state: &AppState, job: &Claimed) -> Result<(), ApiError> {
         tif: TimeInForce::Gtc,
         job: bid.job.clone(),
         escrow: Credits::from_db(bid.escrow),
-        excluded_hosts: ExcludedHosts::new(&excluded).unwrap_or(ExcludedHosts::NONE),
-        prefunded: Some(bid.escrow_account),
+        restart: Some(Box::new(RestartBid {
+            excluded_hosts: ExcludedHosts::new(&excluded).unwrap_or(ExcludedHosts::NONE),
+            prefunded: bid.escrow_account,
+        })),
     });
     let (tx, rx) = tokio::sync::oneshot::channel();
     let request =

@@ -913,7 +913,7 @@ impl Matcher {
                     match &req.order {
                         NewOrder::Bid(bid) => {
                             wallets.insert(req.owner, *self.wallets.get(&req.owner)?);
-                            if bid.prefunded.is_none() {
+                            if bid.prefunded().is_none() {
                                 *needed.entry(req.owner).or_default() += bid.escrow.as_decimal();
                             }
                         }
@@ -983,7 +983,7 @@ impl Matcher {
                     duration_ms: Some(bid.duration_ms),
                     job: Some(bid.job.clone()),
                     held: bid.escrow,
-                    escrow_account: bid.prefunded,
+                    escrow_account: bid.prefunded(),
                     ..OrderInfo::placed(req.owner, bid.gpus, bid.price.to_decimal(), bid.tif.as_str(), at)
                 },
                 NewOrder::Ask(ask) => OrderInfo {
@@ -1129,7 +1129,7 @@ fn decide_funds(items: &mut [Item], checked: &Checked) {
     for item in items.iter_mut() {
         let Item::Place { req, outcome: outcome @ None, .. } = item else { continue };
         let NewOrder::Bid(bid) = &req.order else { continue };
-        if bid.prefunded.is_some() {
+        if bid.prefunded().is_some() {
             // A restart bid: its escrow was funded when the job's last attempt ended.
             *outcome = Some(PlaceResult::Applied { gpus_bound: Vec::new() });
             continue;
@@ -1218,7 +1218,7 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         duration_ms: bid.duration_ms,
                         price: bid.price,
                         tif: bid.tif.book(),
-                        excluded_hosts: bid.excluded_hosts,
+                        excluded_hosts: bid.excluded_hosts(),
                         // Requirements and grades are not wired from the API yet.
                         requires: Requirements::default(),
                     },

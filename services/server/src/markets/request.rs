@@ -149,11 +149,30 @@ pub(crate) struct NewBid {
     pub(crate) job: Value,
     /// price x gpus x max_hours, held from the wallet when the bid is accepted.
     pub(crate) escrow: Credits,
+    /// Set for a managed job's restart bid, which the exchange places itself; boxed, as
+    /// only restarts have it and every queued request carries a bid's size.
+    pub(crate) restart: Option<Box<RestartBid>>,
+}
+
+/// What a restart bid has beyond a buyer's bid.
+#[derive(Debug, Clone)]
+pub(crate) struct RestartBid {
     /// Hosts the bid never trades with (those that failed its job before).
     pub(crate) excluded_hosts: ExcludedHosts,
-    /// A restart bid placed by the exchange: this escrow account (of the bid's order id)
-    /// already holds exactly `escrow`, funded from the job's last attempt.
-    pub(crate) prefunded: Option<Uuid>,
+    /// This escrow account (of the bid's order id) already holds exactly the bid's
+    /// `escrow`, funded from the job's last attempt.
+    pub(crate) prefunded: Uuid,
+}
+
+impl NewBid {
+    pub(crate) fn excluded_hosts(&self) -> ExcludedHosts {
+        self.restart.as_ref().map_or(ExcludedHosts::NONE, |r| r.excluded_hosts)
+    }
+
+    /// The escrow account of a prefunded (restart) bid.
+    pub(crate) fn prefunded(&self) -> Option<Uuid> {
+        self.restart.as_ref().map(|r| r.prefunded)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -333,17 +352,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                 )
             })?;
             let job = serde_json::to_value(&job).map_err(ApiError::internal)?;
-            Ok(NewOrder::Bid(NewBid {
-                gpus,
-                price,
-                max_hours,
-                duration_ms,
-                tif,
-                job,
-                escrow,
-                excluded_hosts: ExcludedHosts::NONE,
-                prefunded: None,
-            }))
+            Ok(NewOrder::Bid(NewBid { gpus, price, max_hours, duration_ms, tif, job, escrow, restart: None }))
         }
         Side::Ask => {
             not_allowed(req.max_hours.is_some(), "max_hours", "ask")?;
