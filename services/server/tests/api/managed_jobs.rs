@@ -91,9 +91,13 @@ async fn a_failed_attempt_restarts_on_another_host_under_the_same_job_id(pool: s
     w.app.ask(&w.provider, CLASS, w.host.host_id, 1, "1").await;
     let mut order = Value::Null;
     for _ in 0..50 {
-        order = w.app.get_json(&format!("/api/v1/orders/{next_bid}"), &w.buyer.token).await;
-        if order["status"] == "open" {
-            break;
+        // The restarter places it a moment after the attempt ended (404 until then).
+        let res = w.app.get(&format!("/api/v1/orders/{next_bid}"), Some(&w.buyer.token)).await;
+        if res.status() == StatusCode::OK {
+            order = res.json().await.unwrap();
+            if order["status"] == "open" {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
