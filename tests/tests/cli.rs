@@ -222,3 +222,56 @@ async fn cli_trades_asks_bids_orders_book_and_cancel() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("field: price"), "{stderr}");
 }
+
+/// `capex bid --restart ... --max-attempts ... --budget ...` sends a managed job: the
+/// exchange takes it, and refuses a bad policy naming its field; `capex job` shows a job or
+/// says why not.
+#[tokio::test]
+async fn cli_bids_a_managed_job() {
+    let db = fresh_database_url().unwrap();
+    let server = ServerProcess::start(&[
+        ("DATABASE_URL", db.as_str()),
+        ("CAPEX_OPERATOR_EMAIL", "ops@example.test"),
+        ("CAPEX_OPERATOR_PASSWORD", "operator-password"),
+    ])
+    .await
+    .unwrap();
+    let alice_dir = tempfile::tempdir().unwrap();
+    let ops_dir = tempfile::tempdir().unwrap();
+    let alice = Cli { exchange: &server.base_url, config_dir: alice_dir.path() };
+    let ops = Cli { exchange: &server.base_url, config_dir: ops_dir.path() };
+    let user = alice.json(&["register", "--email", "alice@example.test", "--password", "alice-password"]);
+    alice.ok(&["login", "--email", "alice@example.test", "--password", "alice-password"]);
+    ops.ok(&["login", "--email", "ops@example.test", "--password", "operator-password"]);
+    ops.json(&["operator", "mint", "--user", user["user_id"].as_str().unwrap(), "--amount", "100", "--key", "m1"]);
+
+    let bid = |extra: &[&str]| {
+        let mut args = vec!["bid", "H100-80GB", "--gpus", "1", "--hours", "1", "--price", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sleep", "1"]);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = bid(&["--restart", "host_lost,failed", "--max-attempts", "3", "--budget", "50"]);
+    let order = alice.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(order["status"], "open");
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let job: Value = sqlx::query_scalar("select job from orders where order_id = $1::uuid")
+        .bind(order["order_id"].as_str().unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(job["restart"]["on"], serde_json::json!(["host_lost", "failed"]));
+    assert_eq!(job["restart"]["max_attempts"], 3);
+    assert_eq!(job["budget"], "50");
+    assert_eq!(job["job_id"], order["order_id"]);
+
+    let args = bid(&["--restart", "host_lost", "--max-attempts", "9"]);
+    let out = alice.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid_restart") && stderr.contains("job.restart.max_attempts"), "{stderr}");
+    // No attempt has run yet: no job to show.
+    let out = alice.run(&["job", order["order_id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+}

@@ -206,7 +206,10 @@ async fn a_killed_agent_loses_the_lease_and_the_escrow_returns() -> anyhow::Resu
     let job = s.wait_state(&id, "host_lost", Duration::from_secs(10)).await?;
     let cost = dec(&job["cost_so_far"]);
     assert_eq!(dec(&job["escrow_left"]), Decimal::ZERO);
-    assert_eq!(s.available(&s.buyer).await?, Decimal::from(1000) - cost, "unbilled escrow refunded");
+    // The SLA credit: a tenth of what the lease billed, from the provider's wallet.
+    let credit = dec(&job["sla_credits"]);
+    assert_eq!(credit, floor6(cost / Decimal::from(10)));
+    assert_eq!(s.available(&s.buyer).await?, Decimal::from(1000) - cost + credit, "unbilled escrow refunded");
     let (_, host) = s.api.get(&format!("/api/v1/hosts/{}", s.host_id), Some(&s.provider)).await?;
     assert_eq!(host["leases_lost"], 1);
     s.invariants_ok().await?;

@@ -133,6 +133,10 @@ struct Assignment {
     gpu_uuids: Vec<String>,
     job: AssignedJob,
     max_end_at: DateTime<Utc>,
+    #[serde(default)]
+    job_id: Option<Uuid>,
+    #[serde(default)]
+    attempt: Option<i32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,10 +332,15 @@ async fn start_job(
 ) -> Option<(Uuid, tokio::sync::oneshot::Sender<()>)> {
     let lease_id = assignment.lease_id;
     let max_duration = (assignment.max_end_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let mut env = assignment.job.env;
+    // The job's identity, set after the buyer's variables so they cannot be spoofed.
+    env.insert("CAPEX_LEASE_ID".into(), lease_id.to_string());
+    env.insert("CAPEX_JOB_ID".into(), assignment.job_id.unwrap_or(lease_id).to_string());
+    env.insert("CAPEX_ATTEMPT".into(), assignment.attempt.unwrap_or(1).to_string());
     let spec = JobSpec {
         lease_id,
         command: assignment.job.command,
-        env: assignment.job.env,
+        env,
         image: assignment.job.image,
         gpu_uuids: assignment.gpu_uuids.clone(),
         max_duration,

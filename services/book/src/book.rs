@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::id_hash::IdBuildHasher;
 use crate::side::Side;
 use crate::{
-    Ask, AskGrade, Bid, Command, Event, HostId, OrderId, PPM_MAX, Price, RejectReason, Requirements, RestingAsk,
-    RestingBid, RestingOrder, Tif, UnfilledReason, UserId, Verification,
+    Ask, AskGrade, Bid, Command, Event, ExcludedHosts, HostId, OrderId, PPM_MAX, Price, RejectReason, Requirements,
+    RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason, UserId, Verification,
 };
 
 /// Most GPUs one order may name. Far above any single host; bigger is a typo.
@@ -44,6 +44,7 @@ struct BidSlot {
     owner: UserId,
     gpus: u32,
     duration_ms: i64,
+    excluded_hosts: ExcludedHosts,
     requires: Requirements,
 }
 
@@ -100,6 +101,7 @@ fn fits(ask: &AskSlot, ask_price: Price, bid: &BidSlot, bid_price: Price, now_ms
         && ask.owner != bid.owner
         && bid.requires.admits(&ask.grade)
         && bid_price >= ask_price
+        && !bid.excluded_hosts.contains(ask.host)
 }
 
 fn check_gpus(gpus: u32) -> Result<(), RejectReason> {
@@ -277,6 +279,7 @@ impl Book {
                     owner: bid.owner,
                     gpus: bid.gpus,
                     duration_ms: bid.duration_ms,
+                    excluded_hosts: bid.excluded_hosts,
                     requires: bid.requires,
                 };
                 debug_assert!(
@@ -404,10 +407,15 @@ impl Book {
         let mut best_verification = Verification::Simulated;
         let mut best_uptime_7d_ppm = 0_u32;
         let needed_until_ms = self.now_ms.saturating_add(bid.duration_ms);
+        let mut only_excluded = false;
         // No requirement is the floor every grade meets.
         let min_verification = bid.requires.min_verification.unwrap_or(Verification::Simulated);
         let min_uptime_7d_ppm = bid.requires.min_uptime_7d_ppm.unwrap_or(0);
         for (key, ask) in self.asks.iter().filter(|(_, ask)| ask.owner != bid.owner) {
+            if bid.excluded_hosts.contains(ask.host) {
+                only_excluded = true;
+                continue;
+            }
             best_ask.get_or_insert(key.price);
             largest_free = largest_free.max(ask.remaining_gpus);
             latest_until_ms = latest_until_ms.max(ask.available_until_ms);
@@ -426,7 +434,7 @@ impl Book {
             }
         }
         let Some(best_ask) = best_ask else {
-            return vec![UnfilledReason::OnlyOwnAsks];
+            return vec![if only_excluded { UnfilledReason::OnlyExcludedHosts } else { UnfilledReason::OnlyOwnAsks }];
         };
         let mut reasons = Vec::new();
         if bid.price < best_ask {
@@ -500,6 +508,7 @@ impl Book {
             gpus: bid.gpus,
             duration_ms: bid.duration_ms,
             price: key.price.0,
+            excluded_hosts: bid.excluded_hosts,
             requires: bid.requires,
         }
     }
@@ -585,6 +594,7 @@ impl Book {
             owner: bid.owner,
             gpus: bid.gpus,
             duration_ms: bid.duration_ms,
+            excluded_hosts: bid.excluded_hosts,
             requires: bid.requires,
         };
         if self.match_bid(&slot, bid.price, now_ms, out) {

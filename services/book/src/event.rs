@@ -146,6 +146,8 @@ pub enum UnfilledReason {
     NoAsks,
     /// Every ask in this market belongs to the bidder (self-trades are skipped).
     OnlyOwnAsks,
+    /// Every ask of other owners is on a host the bid excludes (hosts that failed its job).
+    OnlyExcludedHosts,
     /// The bid's limit is below the cheapest ask of other owners.
     PriceBelowBestAsk { best_ask: Price },
     /// No ask of other owners has the bid's GPU count free on one host; the most any

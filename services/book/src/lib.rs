@@ -22,11 +22,12 @@
 //!
 //! # Matching
 //!
-//! An ask can hold a bid when all five hold at the clock `now`:
+//! An ask can hold a bid when all six hold at the clock `now`:
 //! `ask.remaining_gpus >= bid.gpus` (all of a bid's GPUs come from one host, the ask's),
 //! `now + bid.duration_ms <= ask.available_until_ms`, `ask.owner != bid.owner`,
-//! `bid.requires.admits(&ask.grade)` (see [Supply](#supply)), and
-//! `bid.price >= ask.price`.
+//! `bid.requires.admits(&ask.grade)` (see [Supply](#supply)), `bid.price >= ask.price`,
+//! and `ask.host` is not among the bid's [`ExcludedHosts`] (a managed job's restart never
+//! returns to a host that failed it).
 //!
 //! - A bid is all or nothing: it trades once, for all its GPUs, with one ask.
 //! - An incoming bid takes the best ask that can hold it: lowest price, then earliest.
@@ -104,5 +105,5 @@ pub use book::{Book, DURATION_MS_MAX, Depth, GPUS_PER_ORDER_MAX, Level, ORDERS_R
 pub use event::{Command, Event, RejectReason, UnfilledReason};
 pub use grade::{AskGrade, PPM_MAX, Requirements, Verification, VerificationError};
 pub use ids::{HostId, OrderId, UserId};
-pub use order::{Ask, Bid, RestingAsk, RestingBid, RestingOrder, Tif};
+pub use order::{Ask, Bid, EXCLUDED_HOSTS_MAX, ExcludedHosts, RestingAsk, RestingBid, RestingOrder, Tif};
 pub use price::{PRICE_SCALE, Price, PriceError};

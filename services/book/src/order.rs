@@ -4,6 +4,72 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AskGrade, HostId, OrderId, Price, Requirements, UserId};
 
+/// Most hosts one bid may exclude (a managed job's restarts never go back to a host that
+/// failed it; a job has at most this many failed attempts to remember).
+pub const EXCLUDED_HOSTS_MAX: usize = 4;
+
+/// Hosts a bid must not trade with: the hosts that failed its job before. Fixed-size so
+/// that orders stay `Copy`; [`ExcludedHosts::NONE`] for an ordinary bid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(try_from = "Vec<HostId>", into = "Vec<HostId>")]
+pub struct ExcludedHosts {
+    hosts: [HostId; EXCLUDED_HOSTS_MAX],
+    len: u8,
+}
+
+impl ExcludedHosts {
+    /// No host excluded.
+    pub const NONE: ExcludedHosts = ExcludedHosts { hosts: [HostId(uuid::Uuid::nil()); EXCLUDED_HOSTS_MAX], len: 0 };
+
+    /// The set of `hosts` (duplicates kept once); `None` if more than
+    /// [`EXCLUDED_HOSTS_MAX`] distinct hosts.
+    pub fn new(hosts: &[HostId]) -> Option<ExcludedHosts> {
+        let mut set = ExcludedHosts::NONE;
+        for host in hosts {
+            if set.contains(*host) {
+                continue;
+            }
+            let slot = set.hosts.get_mut(usize::from(set.len))?;
+            *slot = *host;
+            set.len += 1;
+        }
+        Some(set)
+    }
+
+    #[inline]
+    pub fn contains(&self, host: HostId) -> bool {
+        self.len > 0 && self.as_slice().contains(&host)
+    }
+
+    pub fn as_slice(&self) -> &[HostId] {
+        &self.hosts[..usize::from(self.len)]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for ExcludedHosts {
+    fn default() -> Self {
+        ExcludedHosts::NONE
+    }
+}
+
+impl TryFrom<Vec<HostId>> for ExcludedHosts {
+    type Error = String;
+
+    fn try_from(hosts: Vec<HostId>) -> Result<Self, Self::Error> {
+        ExcludedHosts::new(&hosts).ok_or_else(|| format!("at most {EXCLUDED_HOSTS_MAX} excluded hosts"))
+    }
+}
+
+impl From<ExcludedHosts> for Vec<HostId> {
+    fn from(set: ExcludedHosts) -> Self {
+        set.as_slice().to_vec()
+    }
+}
+
 /// Time in force.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,6 +92,9 @@ pub struct Bid {
     /// Limit: the most the buyer pays per GPU-hour.
     pub price: Price,
     pub tif: Tif,
+    /// Hosts this bid never trades with.
+    #[serde(default)]
+    pub excluded_hosts: ExcludedHosts,
     /// The supply the buyer accepts: asks whose grade falls short are passed over as if
     /// they were too small, so a buyer who needs attested GPUs never pays for others.
     #[serde(default)]
@@ -62,6 +131,7 @@ pub struct RestingBid {
     pub duration_ms: i64,
     pub price: Price,
     #[serde(default)]
+    pub excluded_hosts: ExcludedHosts,
     pub requires: Requirements,
 }
 

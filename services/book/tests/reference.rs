@@ -8,7 +8,7 @@
 //! trade with each other.
 
 use capex_book::{
-    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, GPUS_PER_ORDER_MAX, HostId, Level,
+    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level,
     ORDERS_RESTING_MAX, OrderId, PPM_MAX, Price, RejectReason, Requirements, RestingAsk, RestingBid, RestingOrder, Tif,
     UnfilledReason, UserId, Verification,
 };
@@ -60,6 +60,7 @@ fn can_hold(ask: &RestingAsk, ask_remaining: u32, bid: &RestingBid, now_ms: i64)
         && level_ok(&bid.requires, &ask.grade)
         && uptime_ok(&bid.requires, &ask.grade)
         && bid.price >= ask.price
+        && !bid.excluded_hosts.as_slice().contains(&ask.host)
 }
 
 fn trade(bid: &RestingBid, ask: &RestingAsk, price: Price, now_ms: i64) -> Event {
@@ -166,6 +167,7 @@ impl Model {
             gpus: bid.gpus,
             duration_ms: bid.duration_ms,
             price: bid.price,
+            excluded_hosts: bid.excluded_hosts,
             requires: bid.requires,
         };
         if !self.take_ask(&resting, out) {
@@ -360,6 +362,11 @@ impl Model {
         if others.is_empty() {
             return vec![UnfilledReason::OnlyOwnAsks];
         }
+        let others: Vec<&RestingAsk> =
+            others.into_iter().filter(|a| !bid.excluded_hosts.as_slice().contains(&a.host)).collect();
+        if others.is_empty() {
+            return vec![UnfilledReason::OnlyExcludedHosts];
+        }
         let best_ask = others.iter().map(|a| a.price).min().expect("not empty");
         let largest_free = others.iter().map(|a| a.remaining_gpus).max().expect("not empty");
         let latest = others.iter().map(|a| a.available_until_ms).max().expect("not empty");
@@ -417,11 +424,40 @@ fn add_to_levels(levels: &mut Vec<Level>, price: Price, gpus: u32) {
 /// One step of a stream, in small numbers that [`Stream`] turns into a command.
 #[derive(Clone, Debug)]
 enum Op {
-    Bid { owner: u8, gpus: u32, duration: i64, price: i64, ioc: bool, reuse_id: Option<u8>, requires: Requirements },
-    Ask { owner: u8, host: u8, gpus: u32, until: i64, price: i64, ioc: bool, reuse_id: Option<u8>, grade: AskGrade },
-    Cancel { target: u8, wrong_owner: Option<u8> },
-    Amend { target: u8, wrong_owner: Option<u8>, price: Option<i64>, gpus: Option<u32> },
-    Regrade { target: u8, grade: AskGrade },
+    Bid {
+        owner: u8,
+        gpus: u32,
+        duration: i64,
+        price: i64,
+        ioc: bool,
+        reuse_id: Option<u8>,
+        requires: Requirements,
+        excluded: Vec<u8>,
+    },
+    Ask {
+        owner: u8,
+        host: u8,
+        gpus: u32,
+        until: i64,
+        price: i64,
+        ioc: bool,
+        reuse_id: Option<u8>,
+        grade: AskGrade,
+    },
+    Cancel {
+        target: u8,
+        wrong_owner: Option<u8>,
+    },
+    Amend {
+        target: u8,
+        wrong_owner: Option<u8>,
+        price: Option<i64>,
+        gpus: Option<u32>,
+    },
+    Regrade {
+        target: u8,
+        grade: AskGrade,
+    },
     Tick,
 }
 
@@ -465,9 +501,9 @@ fn op() -> impl Strategy<Value = Op> {
     let reuse = prop_oneof![12 => Just(None), 1 => any::<u8>().prop_map(Some)];
     let wrong_owner = prop_oneof![4 => Just(None), 1 => (0..4_u8).prop_map(Some)];
     prop_oneof![
-        4 => (0..4_u8, gpus.clone(), duration, price.clone(), any::<bool>(), reuse.clone(), requirements())
-            .prop_map(|(owner, gpus, duration, price, ioc, reuse_id, requires)| Op::Bid {
-                owner, gpus, duration, price, ioc: ioc && owner % 2 == 0, reuse_id, requires,
+        4 => (0..4_u8, gpus.clone(), duration, price.clone(), any::<bool>(), reuse.clone(), (requirements(), excluded()))
+            .prop_map(|(owner, gpus, duration, price, ioc, reuse_id, (requires, excluded))| Op::Bid {
+                owner, gpus, duration, price, ioc: ioc && owner % 2 == 0, reuse_id, requires, excluded,
             }),
         4 => (0..4_u8, 0..3_u8, ask_gpus, -1..=8_i64, price.clone(), any::<bool>(), reuse, grade())
             .prop_map(|(owner, host, gpus, until, price, ioc, reuse_id, grade)| Op::Ask {
@@ -483,6 +519,16 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         1 => Just(Op::Tick),
     ]
+}
+
+/// Hosts a bid excludes: mostly none, sometimes one or two of the world's three (so a
+/// bid is often left with only excluded hosts, or one host it may still use).
+fn excluded() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![3 => Just(Vec::new()), 2 => proptest::collection::vec(0..3_u8, 1..=2)]
+}
+
+fn host_id(n: u8) -> HostId {
+    HostId(Uuid::from_u128(2_000 + u128::from(n)))
 }
 
 /// A step: how far the caller's clock moves (sometimes back), then the op.
@@ -536,7 +582,7 @@ impl Stream {
         self.at_ms += dt * MS_PER_UNIT;
         let at_ms = self.at_ms;
         match *op {
-            Op::Bid { owner, gpus, duration, price, ioc, reuse_id, requires } => Command::PlaceBid {
+            Op::Bid { owner, gpus, duration, price, ioc, reuse_id, requires, ref excluded } => Command::PlaceBid {
                 at_ms,
                 bid: Bid {
                     id: self.id_for(reuse_id, user(owner)),
@@ -545,6 +591,8 @@ impl Stream {
                     duration_ms: duration * MS_PER_UNIT,
                     price: micros(price),
                     tif: if ioc { Tif::Ioc } else { Tif::Gtc },
+                    excluded_hosts: ExcludedHosts::new(&excluded.iter().map(|h| host_id(*h)).collect::<Vec<_>>())
+                        .expect("at most two hosts"),
                     requires,
                 },
             },
@@ -553,7 +601,7 @@ impl Stream {
                 ask: Ask {
                     id: self.id_for(reuse_id, user(owner)),
                     owner: user(owner),
-                    host: HostId(Uuid::from_u128(2_000 + u128::from(host))),
+                    host: host_id(host),
                     gpus,
                     available_until_ms: at_ms + until * MS_PER_UNIT,
                     price: micros(price),

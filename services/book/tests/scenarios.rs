@@ -1,9 +1,9 @@
 //! Hand-written scenarios for each matching rule and each rejection.
 
 use capex_book::{
-    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, GPUS_PER_ORDER_MAX, HostId, Level, OrderId,
-    PPM_MAX, Price, RejectReason, Requirements, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason, UserId,
-    Verification,
+    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level,
+    OrderId, PPM_MAX, Price, RejectReason, Requirements, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason,
+    UserId, Verification,
 };
 use uuid::Uuid;
 
@@ -40,6 +40,7 @@ fn bid(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Bid {
         duration_ms: hours * HOUR_MS,
         price: cents(price),
         tif: Tif::Gtc,
+        excluded_hosts: ExcludedHosts::NONE,
         requires: Requirements::default(),
     }
 }
@@ -718,6 +719,7 @@ fn restore_of_a_crossing_order_panics_in_debug() {
             gpus: 1,
             duration_ms: b.duration_ms,
             price: b.price,
+            excluded_hosts: ExcludedHosts::NONE,
             requires: b.requires,
         }),
         T0,
@@ -909,6 +911,7 @@ fn reliability_floor_is_inclusive() {
         duration_ms: HOUR_MS,
         price: cents(100),
         requires: over_requirement(),
+        excluded_hosts: ExcludedHosts::NONE,
     };
     assert_eq!(book.restore(RestingOrder::Bid(resting), T0), Err(RejectReason::UptimeOutOfRange));
     assert!(book.is_empty());
@@ -959,4 +962,38 @@ fn why_unfilled_names_verification_and_reliability() {
     let plain = bid(22, ALICE, 2, 2, 80);
     h.bid(plain);
     assert_eq!(h.book.why_unfilled(plain.id), vec![UnfilledReason::PriceBelowBestAsk { best_ask: cents(90) }]);
+}
+
+/// A managed job's restart bid never trades with a host that failed the job: it passes
+/// over the cheaper ask on the excluded host and takes the other one; with only excluded
+/// hosts left it rests and says so; an incoming ask on the excluded host passes over it.
+#[test]
+fn a_bid_never_trades_with_an_excluded_host() {
+    let mut h = Harness::new();
+    let bob = ask(10, BOB, 1, 10, 100);
+    let carol = ask(11, CAROL, 1, 10, 150);
+    h.ask(bob);
+    h.ask(carol);
+    let restart = Bid { excluded_hosts: ExcludedHosts::new(&[host(BOB)]).unwrap(), ..bid(20, ALICE, 1, 1, 200) };
+    assert_eq!(h.bid(restart), vec![accepted(20), trade(&restart, &carol, 150, T0)]);
+
+    let again = Bid { excluded_hosts: ExcludedHosts::new(&[host(BOB)]).unwrap(), ..bid(21, ALICE, 1, 1, 200) };
+    assert_eq!(h.bid(again), vec![accepted(21)]);
+    assert_eq!(h.book.why_unfilled(order(21)), vec![UnfilledReason::OnlyExcludedHosts]);
+    assert_eq!(h.resting_bid(21).excluded_hosts.as_slice(), &[host(BOB)]);
+
+    let bob_more = ask(12, BOB, 1, 10, 50);
+    assert_eq!(h.ask(bob_more), vec![accepted(12)]);
+    let carol_more = ask(13, CAROL, 1, 10, 150);
+    assert_eq!(h.ask(carol_more), vec![accepted(13), trade(&again, &carol_more, 200, T0)]);
+}
+
+#[test]
+fn excluded_hosts_are_a_bounded_set() {
+    let hosts: Vec<HostId> = (0..capex_book::EXCLUDED_HOSTS_MAX as u128).map(host).collect();
+    let set = ExcludedHosts::new(&[hosts.clone(), hosts.clone()].concat()).expect("duplicates count once");
+    assert_eq!(set.as_slice(), hosts.as_slice());
+    let too_many: Vec<HostId> = (0..=capex_book::EXCLUDED_HOSTS_MAX as u128).map(host).collect();
+    assert!(ExcludedHosts::new(&too_many).is_none());
+    assert!(ExcludedHosts::NONE.is_empty() && !ExcludedHosts::NONE.contains(host(0)));
 }

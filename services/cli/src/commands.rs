@@ -215,12 +215,39 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                 print!("{}", render_ladder(&book));
             }
         }
-        Command::Bid { class, gpus, hours, price, tif, env, wait, min_verification, command } => {
+        Command::Bid {
+            class,
+            gpus,
+            hours,
+            price,
+            tif,
+            env,
+            wait,
+            min_verification,
+            restart,
+            max_attempts,
+            max_price,
+            budget,
+            command,
+        } => {
             let api = client(&cli, true)?;
             let env: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut job = json!({"command": command, "env": env});
+            if !restart.is_empty() {
+                let mut policy = json!({"on": restart});
+                if let Some(n) = max_attempts {
+                    policy["max_attempts"] = json!(n);
+                }
+                if let Some(p) = max_price {
+                    policy["max_price"] = json!(p);
+                }
+                job["restart"] = policy;
+            }
+            if let Some(budget) = budget {
+                job["budget"] = json!(budget);
+            }
             let mut body = json!({
-                "side": "bid", "gpus": gpus, "max_hours": hours, "price": price, "tif": tif,
-                "job": {"command": command, "env": env},
+                "side": "bid", "gpus": gpus, "max_hours": hours, "price": price, "tif": tif, "job": job,
             });
             if let Some(level) = min_verification {
                 body["min_verification"] = json!(level);
@@ -298,6 +325,58 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                     &jobs,
                     &["job", "state", "class", "gpus", "price", "cost", "escrow left", "exit"],
                     &["job_id", "state", "class", "gpus", "price", "cost_so_far", "escrow_left", "exit_code"],
+                );
+            }
+        }
+        Command::Job { job_id } => {
+            let job = client(&cli, true)?.get(&format!("/api/v1/jobs/{job_id}")).await?;
+            if cli.json {
+                print_json(&job);
+            } else {
+                println!(
+                    "job {}: {} (attempt {} {} on host {}), cost {}, escrow left {}, SLA credits {}",
+                    cell(&job["job_id"]),
+                    cell(&job["job_state"]),
+                    cell(&job["attempt"]),
+                    cell(&job["state"]),
+                    cell(&job["host_id"]),
+                    cell(&job["cost_so_far"]),
+                    cell(&job["escrow_left"]),
+                    cell(&job["sla_credits"])
+                );
+                if !job["end_reason"].is_null() {
+                    println!("ended: {}", cell(&job["end_reason"]));
+                }
+                if !job["next_bid_id"].is_null() {
+                    println!("next attempt's bid: {}", cell(&job["next_bid_id"]));
+                }
+                let attempts = json!({"items": job["attempts"]});
+                print_table(
+                    &attempts,
+                    &[
+                        "attempt",
+                        "lease",
+                        "host",
+                        "state",
+                        "started",
+                        "ended",
+                        "end reason",
+                        "billed s",
+                        "cost",
+                        "sla credit",
+                    ],
+                    &[
+                        "attempt",
+                        "lease_id",
+                        "host_id",
+                        "state",
+                        "started_at",
+                        "ended_at",
+                        "end_reason",
+                        "billed",
+                        "cost",
+                        "sla_credit",
+                    ],
                 );
             }
         }

@@ -103,6 +103,19 @@ pub(crate) enum Command {
         /// challenged or cc_attested.
         #[arg(long)]
         min_verification: Option<String>,
+        /// Managed job: restart it when an attempt ends for this reason (host_lost or
+        /// failed; repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        restart: Vec<String>,
+        /// Attempts in all, the first included (with --restart; default 3).
+        #[arg(long, requires = "restart")]
+        max_attempts: Option<u32>,
+        /// Limit price of the restart bids (with --restart; default: --price).
+        #[arg(long, requires = "restart")]
+        max_price: Option<String>,
+        /// Credits the job may spend on child bids it places itself.
+        #[arg(long)]
+        budget: Option<String>,
         /// The job's command.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -132,6 +145,8 @@ pub(crate) enum Command {
     Cancel { order_id: String },
     /// My jobs.
     Jobs,
+    /// One job: its state, attempts and SLA credits (a job id or a lease id).
+    Job { job_id: String },
     /// A job's output.
     Logs {
         job_id: String,

@@ -97,6 +97,11 @@ pub struct Config {
     #[arg(long, env = "CAPEX_FEE_RATE", default_value = "0.02")]
     pub fee_rate: rust_decimal::Decimal,
 
+    /// SLA credit: this fraction of what a lease lost to a silent host had billed goes back
+    /// to the buyer, from the provider's wallet as far as it covers.
+    #[arg(long, env = "CAPEX_SLA_CREDIT_RATE", default_value = "0.1")]
+    pub sla_credit_rate: rust_decimal::Decimal,
+
     /// How often the sweeper closes leases past their max end or on silent hosts, in ms.
     #[arg(long, env = "CAPEX_SWEEP_MS", default_value_t = 1000)]
     pub sweep_ms: u64,
@@ -169,6 +174,7 @@ impl Config {
             matcher_tick_ms: 200,
             report_skew_s: 120,
             fee_rate: rust_decimal::Decimal::new(2, 2),
+            sla_credit_rate: rust_decimal::Decimal::new(1, 1),
             sweep_ms: 200,
             allow_simulated: false,
             // API tests that are not about verification register hosts and sell at once;

@@ -21,6 +21,7 @@ use crate::{auth, error, hosts, markets, operator, wallet};
         crate::jobs::routes::list_jobs, crate::jobs::routes::get_job, crate::jobs::routes::get_logs,
         crate::jobs::routes::get_telemetry, crate::jobs::routes::cancel_job,
         crate::jobs::host::assignments, crate::jobs::host::ack, crate::jobs::host::upload_logs,
+        crate::jobs::reliability::get_reliability,
         crate::startup::healthz, crate::feed::stream,
         crate::verification::views::get_verification, crate::verification::challenges::post_commitment,
         crate::verification::challenges::post_answer, crate::verification::attestations::post_attestation,

@@ -70,6 +70,7 @@ pub struct Application {
 struct Background {
     replicas: crate::feed::Replicas,
     sweeper: JoinHandle<()>,
+    restarter: JoinHandle<()>,
     invariants: JoinHandle<()>,
     verification: JoinHandle<()>,
 }
@@ -137,7 +138,17 @@ impl Application {
             anyhow::bail!("CAPEX_FEE_RATE must be between 0 and 1");
         }
         let sweep_every = Duration::from_millis(config.sweep_ms.max(50));
-        let sweeper = crate::jobs::start_sweeper(pool.clone(), state.feed.clone(), sweep_every, shutdown.clone());
+        if config.sla_credit_rate < rust_decimal::Decimal::ZERO || config.sla_credit_rate > rust_decimal::Decimal::ONE {
+            anyhow::bail!("CAPEX_SLA_CREDIT_RATE must be between 0 and 1");
+        }
+        let sweeper = crate::jobs::start_sweeper(
+            pool.clone(),
+            state.feed.clone(),
+            sweep_every,
+            config.sla_credit_rate,
+            shutdown.clone(),
+        );
+        let restarter = crate::jobs::start_restarter(state.clone(), shutdown.clone());
         crate::demo::ensure_configured_operator(&state).await?;
         if config.demo {
             crate::demo::seed(&state).await?;
@@ -145,7 +156,7 @@ impl Application {
         let verification = crate::verification::scheduler::start(state.clone(), sweep_every, shutdown.clone());
         let invariants = tokio::spawn(watch_invariants(state.pool.clone(), shutdown));
         let router = router(state.clone());
-        let background = Background { replicas, sweeper, invariants, verification };
+        let background = Background { replicas, sweeper, restarter, invariants, verification };
         Ok(Application { listener, router, state, background })
     }
 
@@ -190,6 +201,7 @@ impl Application {
         let stopped = tokio::time::timeout(SHUTDOWN_STOP_MAX, async move {
             state.markets.stop().await;
             let _ = background.sweeper.await;
+            let _ = background.restarter.await;
             let _ = background.invariants.await;
             let _ = background.verification.await;
             // After the matchers and the sweeper: their last events still reach other replicas.

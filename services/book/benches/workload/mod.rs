@@ -82,6 +82,7 @@ impl Generator {
             duration_ms: self.rng.range_i64(10, 120) * MINUTE_MS,
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
+            excluded_hosts: capex_book::ExcludedHosts::NONE,
             // Without requirements and grades the stream (and its random draws) stays the
             // one earlier figures were measured on; the predicate still runs on every fit.
             requires: Requirements::default(),

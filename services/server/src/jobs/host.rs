@@ -98,6 +98,10 @@ pub struct Assignment {
     /// The bid's job: command, env, image.
     pub job: Value,
     pub max_end_at: DateTime<Utc>,
+    /// The job this lease is an attempt of (give it to the job as `CAPEX_JOB_ID`).
+    pub job_id: Option<Uuid>,
+    /// The attempt's number, from 1 (`CAPEX_ATTEMPT`).
+    pub attempt: Option<i32>,
 }
 
 /// Every active lease of the host: start the pending ones, stop any running job not listed
@@ -132,7 +136,7 @@ pub(crate) struct AssignmentsQuery {
 
 async fn active_leases(state: &AppState, host_id: Uuid) -> Result<Vec<Assignment>, ApiError> {
     let rows: Vec<Assignment> = sqlx::query_as(
-        "select lease_id, state, gpu_uuids, job, max_end_at from leases
+        "select lease_id, state, gpu_uuids, job, max_end_at, job_id, attempt from leases
          where host_id = $1 and state in ('pending', 'running') order by lease_id",
     )
     .bind(host_id)

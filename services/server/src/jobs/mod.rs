@@ -10,11 +10,15 @@
 //! poll from the live feed's job events the moment a trade or cancel commits, so a new
 //! lease reaches the agent within milliseconds.
 
+pub mod attempts;
 pub mod host;
 pub mod metering;
 mod nonces;
+pub mod reliability;
+pub mod restart;
 pub mod routes;
 pub mod settle;
+pub mod sla;
 
 use std::time::Duration;
 
@@ -26,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::Feed;
 
+pub use attempts::AttemptView;
 pub(crate) use host::authenticate_host;
+pub use restart::start_restarter;
 pub use routes::{JobPage, JobView, LogLine, LogPage};
 
 /// How accepted reports bill leases.
@@ -46,6 +52,7 @@ pub fn router() -> Router<crate::AppState> {
         .route("/api/v1/jobs/{id}/telemetry", get(routes::get_telemetry))
         .route("/api/v1/jobs/{id}/cancel", post(routes::cancel_job))
         .route("/api/v1/hosts/{host_id}/assignments", get(host::assignments))
+        .route("/api/v1/hosts/{host_id}/reliability", get(reliability::get_reliability))
         .route("/api/v1/hosts/{host_id}/leases/{lease_id}/ack", post(host::ack))
         .route("/api/v1/hosts/{host_id}/leases/{lease_id}/logs", post(host::upload_logs))
 }
@@ -56,6 +63,7 @@ pub fn start_sweeper(
     pool: PgPool,
     feed: Feed,
     every: Duration,
+    sla_rate: Decimal,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -70,7 +78,7 @@ pub fn start_sweeper(
                 break;
             }
             let mut outbox = settle::Outbox::default();
-            let swept = settle::sweep(&pool, &mut outbox).await;
+            let swept = settle::sweep(&pool, sla_rate, &mut outbox).await;
             match swept {
                 Ok(closed) => {
                     if closed > 0 {

@@ -34,10 +34,33 @@ const LOG_FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
-    /// The lease id.
+    /// The job's stable id: the order id of the bid that submitted it. Every attempt
+    /// (lease) of the job has it.
     pub job_id: Uuid,
-    /// pending, running, exited, cancelled, host_lost, max_duration.
+    /// The attempt this view's lease fields describe (the latest one the caller may see,
+    /// unless the path named a lease).
+    pub lease_id: Uuid,
+    /// Its number: 1, then one more per restart.
+    pub attempt: i32,
+    /// This attempt's lease state: pending, running, exited, cancelled, host_lost, max_duration.
     pub state: String,
+    /// The job's state: running, restarting (the exchange is placing its next attempt, or
+    /// that bid waits in the book), gave_up, or ended.
+    pub job_state: String,
+    /// Why the job gave up or ended (attempts_exhausted, deadline, insufficient_funds,
+    /// placement_refused, bid_cancelled, or the last attempt's end), when it has.
+    pub end_reason: Option<String>,
+    /// The exchange-placed bid of the next attempt while it is being placed or waits.
+    pub next_bid_id: Option<Uuid>,
+    /// The job's restart policy (`on`, `max_attempts`, `max_price`), if it has one.
+    #[schema(value_type = Option<Object>)]
+    pub restart: Option<Value>,
+    /// Every attempt the caller may see (the buyer all of them), in order; filled in by
+    /// `GET /api/v1/jobs/{id}` and cancel, empty in lists.
+    pub attempts: Vec<super::AttemptView>,
+    /// SLA credits paid to the buyer over the attempts shown.
+    #[schema(value_type = String)]
+    pub sla_credits: Decimal,
     pub class: String,
     pub host_id: Uuid,
     pub gpu_uuids: Vec<String>,
@@ -73,6 +96,8 @@ pub struct JobPage {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
+    /// The attempt that printed the line.
+    pub attempt: i32,
     pub seq: i64,
     /// stdout, stderr or system.
     pub stream: String,
@@ -110,13 +135,24 @@ struct JobRow {
     max_end_at: DateTime<Utc>,
     job: Value,
     buyer_id: Uuid,
+    job_id: Option<Uuid>,
+    attempt: Option<i32>,
+    sla_credit: Decimal,
+    job_row_state: Option<String>,
+    job_row_attempt: Option<i32>,
+    next_state: Option<String>,
+    next_order_id: Option<Uuid>,
+    job_end_reason: Option<String>,
 }
 
 const JOB_SELECT: &str = "select l.lease_id, l.state, t.class, l.host_id, l.gpu_uuids, l.gpus, l.price, l.max_hours,
         l.billed_ms, l.cost, l.fee, coalesce(a.balance, 0) as escrow_left, l.exit_code, l.created_at, l.started_at,
-        l.ended_at, l.max_end_at, l.job, l.buyer_id
+        l.ended_at, l.max_end_at, l.job, l.buyer_id, l.job_id, l.attempt, l.sla_credit,
+        j.state as job_row_state, j.attempt as job_row_attempt, j.next_state, j.next_order_id,
+        j.end_reason as job_end_reason
      from leases l join trades t using (trade_id)
-     left join accounts a on a.kind = 'escrow' and a.ref_id = l.lease_id";
+     left join accounts a on a.kind = 'escrow' and a.ref_id = l.lease_id
+     left join jobs j on j.job_id = l.job_id";
 
 fn view_of(row: JobRow, caller: Uuid) -> JobView {
     let buyer = row.buyer_id == caller;
@@ -134,8 +170,29 @@ fn view_of(row: JobRow, caller: Uuid) -> JobView {
                 .collect()
         })
         .unwrap_or_default();
+    let attempt = row.attempt.unwrap_or(1);
+    let job_row = row.job_row_state.as_deref().zip(row.job_row_attempt);
+    let job_state = super::attempts::job_state(&row.state, attempt, job_row, row.next_state.as_deref());
+    let end_reason = match job_state {
+        "gave_up" => row.job_end_reason.clone(),
+        "ended" => super::attempts::end_reason(&row.state, row.exit_code),
+        _ => None,
+    };
     JobView {
-        job_id: row.lease_id,
+        job_id: row.job_id.unwrap_or(row.lease_id),
+        lease_id: row.lease_id,
+        attempt,
+        job_state: job_state.into(),
+        end_reason,
+        next_bid_id: row
+            .next_state
+            .is_some()
+            .then_some(row.next_order_id)
+            .flatten()
+            .filter(|_| buyer && job_state == "restarting"),
+        restart: row.job.get("restart").cloned(),
+        attempts: Vec::new(),
+        sla_credits: row.sla_credit.normalize(),
         state: row.state,
         class: row.class,
         host_id: row.host_id,
@@ -163,16 +220,23 @@ fn parse_job_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("job"))
 }
 
-async fn load(state: &AppState, caller: Uuid, job_id: Uuid) -> Result<JobView, ApiError> {
+/// The view of the job or attempt `id` names (a job id: its latest attempt; a lease id:
+/// that attempt), with the job's attempts the caller may see.
+async fn load(state: &AppState, caller: Uuid, id: Uuid) -> Result<JobView, ApiError> {
+    let lease_id =
+        super::attempts::resolve(&state.pool, id, caller).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{JOB_SELECT} where l.lease_id = $1 and (l.buyer_id = $2 or l.provider_id = $2)"
     )))
-    .bind(job_id)
+    .bind(lease_id)
     .bind(caller)
     .fetch_optional(&state.pool)
     .await?
     .ok_or_else(|| ApiError::not_found("job"))?;
-    Ok(view_of(row, caller))
+    let mut view = view_of(row, caller);
+    view.attempts = super::attempts::attempts(&state.pool, view.job_id, caller).await?;
+    view.sla_credits = view.attempts.iter().map(|a| a.sla_credit).sum::<Decimal>().normalize();
+    Ok(view)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -225,6 +289,9 @@ pub(crate) async fn get_job(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub(crate) struct LogQuery {
+    /// The attempt whose lines to read (default: the one the path names, for a job id its latest).
+    #[param(minimum = 1)]
+    attempt: Option<i32>,
     /// Lines after this sequence number (default: from the start).
     after: Option<i64>,
     /// Wait up to this many seconds (at most 25; `true` = 25) for new lines if there are none.
@@ -254,13 +321,26 @@ pub(crate) async fn get_logs(
     let after = q.after.unwrap_or(-1);
     let limit = q.limit.unwrap_or(LOG_PAGE_MAX).clamp(1, LOG_PAGE_MAX);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(follow_s);
+    let first = load(&state, auth.user_id, job_id).await?;
+    let lease_id = match q.attempt {
+        None => first.lease_id,
+        Some(n) => first.attempts.iter().find(|a| a.attempt == n).map(|a| a.lease_id).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_attempt", format!("the job has no attempt {n} you may see"))
+                .with_field("attempt")
+        })?,
+    };
     loop {
-        let job = load(&state, auth.user_id, job_id).await?;
-        let ended = !settle::ACTIVE_STATES.contains(&job.state.as_str());
+        let (lease_state, attempt): (String, Option<i32>) =
+            sqlx::query_as("select state, attempt from leases where lease_id = $1")
+                .bind(lease_id)
+                .fetch_one(&state.pool)
+                .await?;
+        let attempt = attempt.unwrap_or(1);
+        let ended = !settle::ACTIVE_STATES.contains(&lease_state.as_str());
         let rows: Vec<(i64, String, String, DateTime<Utc>)> = sqlx::query_as(
             "select seq, stream, text, at from lease_logs where lease_id = $1 and seq > $2 order by seq limit $3",
         )
-        .bind(job_id)
+        .bind(lease_id)
         .bind(after)
         .bind(limit)
         .fetch_all(&state.pool)
@@ -268,7 +348,8 @@ pub(crate) async fn get_logs(
         let shutting_down = state.shutdown.is_cancelled();
         if !rows.is_empty() || ended || tokio::time::Instant::now() >= deadline || shutting_down {
             let next_after = rows.last().map(|r| r.0).unwrap_or(after);
-            let items = rows.into_iter().map(|(seq, stream, text, at)| LogLine { seq, stream, text, at }).collect();
+            let items =
+                rows.into_iter().map(|(seq, stream, text, at)| LogLine { attempt, seq, stream, text, at }).collect();
             return Ok(Json(LogPage { items, next_after, ended }));
         }
         // A shutdown answers at once with what is there; the client follows again.
@@ -313,7 +394,9 @@ pub(crate) async fn cancel_job(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
     let job_id = parse_job_id(&id)?;
-    let outbox = retrying("cancel_job", || cancel_lease(&state.pool, auth.user_id, job_id)).await?;
+    let lease_id =
+        super::attempts::resolve(&state.pool, job_id, auth.user_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let outbox = retrying("cancel_job", || cancel_lease(&state.pool, auth.user_id, lease_id)).await?;
     outbox.publish(&state.feed);
     Ok(Json(load(&state, auth.user_id, job_id).await?))
 }

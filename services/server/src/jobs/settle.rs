@@ -59,10 +59,14 @@ pub(crate) struct LeaseRow {
     pub(crate) cost: Decimal,
     pub(crate) fee: Decimal,
     pub(crate) max_end_at: DateTime<Utc>,
+    /// The job spec (with the job's id, this attempt's number and its restart policy).
+    pub(crate) job: Value,
+    pub(crate) job_id: Option<Uuid>,
+    pub(crate) attempt: Option<i32>,
 }
 
 pub(crate) const LEASE_ROW_COLUMNS: &str = "lease_id, host_id, buyer_id, provider_id, gpu_uuids, gpus, price, state, \
-     billed_until, billed_ms, cost, fee, max_end_at";
+     billed_until, billed_ms, cost, fee, max_end_at, job, job_id, attempt";
 
 /// The lease, locked after its host's row: the report writer locks hosts before leases
 /// (and settling updates the host's reliability counters), so everyone else takes the
@@ -221,6 +225,8 @@ pub(crate) async fn settle(
     if !ACTIVE_STATES.contains(&lease.state.as_str()) {
         return Ok(());
     }
+    // A managed job's next attempt is funded from this escrow first (same transaction).
+    super::restart::after_attempt(conn, lease, state, exit_code, out).await?;
     let refund = escrow_left(conn, lease.lease_id).await?;
     if refund > Decimal::ZERO {
         release(conn, lease.lease_id, Credits::from_db(refund), &format!("lease {} {state}", lease.lease_id)).await?;
@@ -312,7 +318,7 @@ pub(crate) async fn meter_report(
 /// Closes leases past their max end and leases of hosts silent for
 /// [`LOST_AFTER_INTERVALS`]; bills nothing (no report, no pay). One transaction per lease,
 /// so the sweeper never holds two hosts' locks at once. Returns how many closed.
-pub(crate) async fn sweep(pool: &sqlx::PgPool, out: &mut Outbox) -> Result<usize, ApiError> {
+pub(crate) async fn sweep(pool: &sqlx::PgPool, sla_rate: Decimal, out: &mut Outbox) -> Result<usize, ApiError> {
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
         "select l.lease_id, (h.last_report_at is null
                  or h.last_report_at < now() - make_interval(secs => h.report_interval_s * $1::float8)) as lost
@@ -328,7 +334,7 @@ pub(crate) async fn sweep(pool: &sqlx::PgPool, out: &mut Outbox) -> Result<usize
     .await?;
     let mut closed = 0;
     for (lease_id, lost) in rows {
-        if let Some(events) = retrying("sweep_lease", || sweep_lease(pool, lease_id, lost)).await? {
+        if let Some(events) = retrying("sweep_lease", || sweep_lease(pool, lease_id, lost, sla_rate)).await? {
             out.0.extend(events.0);
             closed += 1;
         }
@@ -338,7 +344,12 @@ pub(crate) async fn sweep(pool: &sqlx::PgPool, out: &mut Outbox) -> Result<usize
 
 /// Closes one lease the sweeper found, in its own transaction, if it is still lost or past
 /// its end under the locks. Returns its events when it closed.
-async fn sweep_lease(pool: &sqlx::PgPool, lease_id: Uuid, lost: bool) -> Result<Option<Outbox>, ApiError> {
+async fn sweep_lease(
+    pool: &sqlx::PgPool,
+    lease_id: Uuid,
+    lost: bool,
+    sla_rate: Decimal,
+) -> Result<Option<Outbox>, ApiError> {
     let mut tx = pool.begin().await?;
     let Some(mut lease) = lock_host_and_lease(&mut tx, lease_id).await? else { return Ok(None) };
     // Decided on a snapshot: check again under the locks (a report may just have come).
@@ -356,6 +367,9 @@ async fn sweep_lease(pool: &sqlx::PgPool, lease_id: Uuid, lost: bool) -> Result<
         return Ok(None);
     }
     let mut events = Outbox::default();
+    if lost {
+        super::sla::credit_lost_lease(&mut tx, &lease, sla_rate, &mut events).await?;
+    }
     settle(&mut tx, &mut lease, if lost { "host_lost" } else { "max_duration" }, None, &mut events).await?;
     tx.commit().await?;
     Ok(Some(events))

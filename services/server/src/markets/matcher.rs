@@ -644,7 +644,10 @@ impl Matcher {
                     let info =
                         orders.get_mut(&order_id.0).ok_or_else(|| ApiError::internal("accepted unknown order"))?;
                     info.changed = true;
-                    if info.side_bid {
+                    if let (true, Some(escrow)) = (info.side_bid, info.escrow_account) {
+                        // Prefunded (a managed job's restart): the account holds the escrow.
+                        accounts.existing(escrow, AccountKind::Escrow, info.held.as_decimal());
+                    } else if info.side_bid {
                         let escrow = accounts.open_escrow(info.owner, order_id.0);
                         info.escrow_account = Some(escrow);
                         transfers.push(TransferSpec {
@@ -966,7 +969,9 @@ impl Matcher {
                     match &req.order {
                         NewOrder::Bid(bid) => {
                             wallets.insert(req.owner, *self.wallets.get(&req.owner)?);
-                            *needed.entry(req.owner).or_default() += bid.escrow.as_decimal();
+                            if bid.prefunded().is_none() {
+                                *needed.entry(req.owner).or_default() += bid.escrow.as_decimal();
+                            }
                         }
                         NewOrder::Ask(ask) => {
                             hosts.insert(ask.host_id, AskHost { owner_id: req.owner, live: true });
@@ -1044,6 +1049,7 @@ impl Matcher {
                     job: Some(bid.job.clone()),
                     min_verification: bid.min_verification,
                     held: bid.escrow,
+                    escrow_account: bid.prefunded(),
                     ..OrderInfo::placed(req.owner, bid.gpus, bid.price.to_decimal(), bid.tif.as_str(), at)
                 },
                 NewOrder::Ask(ask) => OrderInfo {
@@ -1192,6 +1198,11 @@ fn decide_funds(items: &mut [Item], checked: &Checked) {
     for item in items.iter_mut() {
         let Item::Place { req, outcome: outcome @ None, .. } = item else { continue };
         let NewOrder::Bid(bid) = &req.order else { continue };
+        if bid.prefunded().is_some() {
+            // A restart bid: its escrow was funded when the job's last attempt ended.
+            *outcome = Some(PlaceResult::Applied { gpus_bound: Vec::new(), grade: AskGrade::UNGRADED });
+            continue;
+        }
         let balance = available.entry(req.owner).or_insert(Decimal::ZERO);
         if *balance >= bid.escrow.as_decimal() {
             *balance -= bid.escrow.as_decimal();
@@ -1276,6 +1287,7 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         duration_ms: bid.duration_ms,
                         price: bid.price,
                         tif: bid.tif.book(),
+                        excluded_hosts: bid.excluded_hosts(),
                         requires: Requirements {
                             min_verification: bid.min_verification.map(Into::into),
                             ..Requirements::default()

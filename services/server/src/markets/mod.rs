@@ -10,16 +10,16 @@ mod capacity;
 mod checks;
 mod class;
 mod literal;
-mod matcher;
-mod money;
+pub(crate) mod matcher;
+pub(crate) mod money;
 mod order_docs;
 mod ownership;
-mod registry;
-mod request;
+pub(crate) mod registry;
+pub(crate) mod request;
 mod resting;
 mod routes;
 mod store;
-mod views;
+pub(crate) mod views;
 mod writes;
 
 #[cfg(test)]

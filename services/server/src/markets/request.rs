@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use capex_book::{Price, PriceError, Tif};
+use capex_book::{ExcludedHosts, Price, PriceError, Tif};
 use capex_core::Credits;
 use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
@@ -79,7 +79,48 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 512)]
     pub image: Option<Text<JOB_IMAGE_CHARS_MAX>>,
+    /// Managed job: when an attempt ends for a listed reason, the exchange places the next
+    /// attempt's bid itself, funded from the job's own escrow, never on a host that failed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    /// Credits the job may spend on child bids it places with its job token (at most 6
+    /// decimals); without it the job places none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub budget: Option<Value>,
 }
+
+/// Why an attempt ended, as a restart policy names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartOn {
+    /// The host stopped reporting and the lease was lost.
+    HostLost,
+    /// The job exited with a code other than 0.
+    Failed,
+}
+
+/// `restart: {on: ["host_lost", "failed"], max_attempts: 3, max_price: "2.5"}`.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    /// Reasons that restart the job (at least one).
+    #[schema(min_items = 1)]
+    pub on: Vec<RestartOn>,
+    /// Attempts in all, the first included: 1 to 5 (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 5)]
+    pub max_attempts: Option<i64>,
+    /// Limit price of the restart bids, credits per GPU-hour (default: the bid's own limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub max_price: Option<Value>,
+}
+
+/// Most attempts a managed job may have: one more than the hosts a bid can exclude.
+pub(crate) const MAX_ATTEMPTS_MAX: i64 = capex_book::EXCLUDED_HOSTS_MAX as i64 + 1;
+/// Attempts of a managed job whose policy does not say.
+pub(crate) const MAX_ATTEMPTS_DEFAULT: i64 = 3;
 
 /// A bid (`side: "bid"`: gpus, max_hours, price, tif, job) or an ask (`side: "ask"`:
 /// host_id, gpus, available_until, price, tif). Prices are credits per GPU-hour as decimal
@@ -114,6 +155,30 @@ pub(crate) struct NewBid {
     pub(crate) escrow: Credits,
     /// The lowest verification level the bid accepts (none: any level the market sells).
     pub(crate) min_verification: Option<crate::verification::Level>,
+    /// Set for a managed job's restart bid, which the exchange places itself; boxed, as
+    /// only restarts have it and every queued request carries a bid's size.
+    pub(crate) restart: Option<Box<RestartBid>>,
+}
+
+/// What a restart bid has beyond a buyer's bid.
+#[derive(Debug, Clone)]
+pub(crate) struct RestartBid {
+    /// Hosts the bid never trades with (those that failed its job before).
+    pub(crate) excluded_hosts: ExcludedHosts,
+    /// This escrow account (of the bid's order id) already holds exactly the bid's
+    /// `escrow`, funded from the job's last attempt.
+    pub(crate) prefunded: Uuid,
+}
+
+impl NewBid {
+    pub(crate) fn excluded_hosts(&self) -> ExcludedHosts {
+        self.restart.as_ref().map_or(ExcludedHosts::NONE, |r| r.excluded_hosts)
+    }
+
+    /// The escrow account of a prefunded (restart) bid.
+    pub(crate) fn prefunded(&self) -> Option<Uuid> {
+        self.restart.as_ref().map(|r| r.prefunded)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +298,38 @@ fn check_job(job: &JobSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a restart policy and fills in its defaults (3 attempts, the bid's own limit).
+fn check_restart(restart: &mut RestartPolicy, limit: Price) -> Result<(), ApiError> {
+    if restart.on.is_empty() {
+        return Err(ApiError::invalid("job.restart.on", "invalid_restart", "job.restart.on names at least one reason"));
+    }
+    restart.on.sort_by_key(|on| *on as u8);
+    restart.on.dedup();
+    let attempts = restart.max_attempts.unwrap_or(MAX_ATTEMPTS_DEFAULT);
+    if !(1..=MAX_ATTEMPTS_MAX).contains(&attempts) {
+        return Err(ApiError::invalid(
+            "job.restart.max_attempts",
+            "invalid_restart",
+            format!("job.restart.max_attempts must be 1 to {MAX_ATTEMPTS_MAX}"),
+        ));
+    }
+    restart.max_attempts = Some(attempts);
+    let max_price = match &restart.max_price {
+        Some(raw) => parse_price(Some(raw)).map_err(|err| err.with_field("job.restart.max_price"))?,
+        None => limit,
+    };
+    restart.max_price = Some(Value::String(max_price.to_decimal().normalize().to_string()));
+    Ok(())
+}
+
+/// A non-negative amount of credits (at most 6 decimals) from a JSON string or number.
+pub(crate) fn parse_credits(raw: &Value, field: &str) -> Result<Decimal, ApiError> {
+    let value = decimal(raw)
+        .ok_or_else(|| ApiError::invalid(field, "invalid_amount", format!("{field} must be a decimal number")))?;
+    let credits = Credits::new(value).map_err(|err| ApiError::invalid(field, err.code(), format!("{field} {err}")))?;
+    Ok(credits.as_decimal())
+}
+
 /// Validates a request for a market whose bids may last at most `cap_hours`.
 pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> Result<NewOrder, ApiError> {
     let tif = req.tif.unwrap_or(TimeInForce::Gtc);
@@ -245,6 +342,14 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
             let (max_hours, duration_ms) = parse_max_hours(req.max_hours.as_ref(), cap_hours)?;
             let job = required(req.job.as_ref(), "job")?;
             check_job(job)?;
+            let mut job = job.clone();
+            if let Some(restart) = &mut job.restart {
+                check_restart(restart, price)?;
+            }
+            if let Some(budget) = &job.budget {
+                let budget = parse_credits(budget, "job.budget")?;
+                job.budget = Some(Value::String(budget.normalize().to_string()));
+            }
             let escrow = reserve(price.to_decimal(), gpus, max_hours).ok_or_else(|| {
                 ApiError::invalid(
                     "price",
@@ -252,7 +357,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                     "price x gpus x max_hours is more than an account can hold",
                 )
             })?;
-            let job = serde_json::to_value(job).map_err(ApiError::internal)?;
+            let job = serde_json::to_value(&job).map_err(ApiError::internal)?;
             let min_verification = req.min_verification;
             if min_verification == Some(crate::verification::Level::Simulated) {
                 return Err(ApiError::invalid(
@@ -261,7 +366,17 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                     "min_verification is reported, challenged or cc_attested (every level is at least simulated)",
                 ));
             }
-            Ok(NewOrder::Bid(NewBid { gpus, price, max_hours, duration_ms, tif, job, escrow, min_verification }))
+            Ok(NewOrder::Bid(NewBid {
+                gpus,
+                price,
+                max_hours,
+                duration_ms,
+                tif,
+                job,
+                escrow,
+                min_verification,
+                restart: None,
+            }))
         }
         Side::Ask => {
             not_allowed(req.max_hours.is_some(), "max_hours", "ask")?;

@@ -10,7 +10,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::verification::level::{GPU_LEVEL_SQL, Level};
-use capex_book::{AskGrade, Book, HostId, OrderId, Price, Requirements, RestingAsk, RestingBid, RestingOrder, UserId};
+use capex_book::{
+    AskGrade, Book, ExcludedHosts, HostId, OrderId, Price, Requirements, RestingAsk, RestingBid, RestingOrder, UserId,
+};
 use capex_core::Credits;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -173,6 +175,17 @@ fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
     Price::from_decimal(decimal).map_err(|err| ApiError::internal(format!("stored price {decimal}: {err}")))
 }
 
+/// The hosts a stored bid's job excludes (`job.excluded_hosts`, written by the exchange
+/// when it places a managed job's next attempt).
+pub(crate) fn excluded_hosts_of(job: Option<&Value>) -> ExcludedHosts {
+    let hosts: Vec<HostId> = job
+        .and_then(|job| job.get("excluded_hosts"))
+        .and_then(Value::as_array)
+        .map(|hosts| hosts.iter().filter_map(|h| h.as_str()?.parse().ok()).map(HostId).collect())
+        .unwrap_or_default();
+    ExcludedHosts::new(&hosts).unwrap_or(ExcludedHosts::NONE)
+}
+
 /// Rebuilds a market's book and its open orders from Postgres, the book in original time
 /// order.
 pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Resting), ApiError> {
@@ -214,6 +227,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 duration_ms: row.duration_ms.unwrap_or(0),
                 price,
                 seq: row.seq as u64,
+                excluded_hosts: excluded_hosts_of(row.job.as_ref()),
                 requires: Requirements {
                     min_verification: min_verification.map(Into::into),
                     ..Requirements::default()

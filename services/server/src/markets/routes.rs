@@ -63,7 +63,12 @@ pub(crate) async fn place_order(
     ApiJson(req): ApiJson<OrderRequest>,
 ) -> ApiResult<Response> {
     // The class is known: the routing to the market's owner refused it otherwise.
-    let order = request::parse(&req, state.config.max_hours, Utc::now())?;
+    let mut order = request::parse(&req, state.config.max_hours, Utc::now())?;
+    // A bid submits a job whose id is the bid's order id.
+    let order_id = Uuid::now_v7();
+    if let NewOrder::Bid(bid) = &mut order {
+        crate::jobs::restart::stamp_first_attempt(&mut bid.job, order_id);
+    }
     let hash = idempotency::request_hash(&format!("POST /api/v1/markets/{class}/orders"), &req);
     if let Some(key) = &key
         && let Some(replayed) = idempotency::replay(&state.pool, auth.user_id, key, &hash).await?
@@ -103,7 +108,7 @@ pub(crate) async fn place_order(
     let handle = state.markets.handle(&class).await?;
     let (tx, rx) = oneshot::channel();
     let place = PlaceRequest {
-        order_id: Uuid::now_v7(),
+        order_id,
         owner: auth.user_id,
         order,
         idempotency: key.as_ref().map(|k| (k.0.clone(), hash.clone())),

@@ -29,6 +29,9 @@ impl UnfilledReasonView {
         let (code, message) = match reason {
             UnfilledReason::NoAsks => ("no_asks", "no provider offers GPUs in this market".to_string()),
             UnfilledReason::OnlyOwnAsks => ("only_own_asks", "the only asks are your own".to_string()),
+            UnfilledReason::OnlyExcludedHosts => {
+                ("only_excluded_hosts", "the only asks are on hosts that failed this job before".to_string())
+            }
             UnfilledReason::PriceBelowBestAsk { best_ask } => {
                 ("price_below_best_ask", format!("your price is below the cheapest ask ({best_ask})"))
             }

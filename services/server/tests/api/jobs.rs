@@ -18,29 +18,37 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestUser, assert_problem};
 
-const CLASS: &str = "H100-80GB";
+pub(crate) const CLASS: &str = "H100-80GB";
 
-struct Host {
-    host_id: Uuid,
+pub(crate) struct Host {
+    pub(crate) host_id: Uuid,
     key: SigningKey,
-    gpus: Vec<String>,
+    pub(crate) gpus: Vec<String>,
     seq: u64,
     energy_mj: u64,
 }
 
-struct World {
-    app: TestApp,
-    buyer: TestUser,
-    provider: TestUser,
-    host: Host,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) buyer: TestUser,
+    pub(crate) provider: TestUser,
+    pub(crate) host: Host,
 }
 
-async fn world(pool: sqlx::PgPool, gpus: usize) -> World {
+pub(crate) async fn world(pool: sqlx::PgPool, gpus: usize) -> World {
     let app = TestApp::spawn(pool).await;
     let operator = app.operator().await;
     let buyer = app.register(&["buyer"]).await;
     let provider = app.register(&["provider"]).await;
     app.mint(&operator, &buyer, "100").await;
+    let host = register_host(&app, &provider, gpus).await;
+    let mut w = World { app, buyer, provider, host };
+    w.report(None, true).await;
+    w
+}
+
+/// Registers a host of `gpus` H100s for `provider` (reporting every second).
+pub(crate) async fn register_host(app: &TestApp, provider: &TestUser, gpus: usize) -> Host {
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let uuids: Vec<String> = (0..gpus).map(|_| format!("GPU-{}", Uuid::new_v4())).collect();
     let inventory = InventoryPayload {
@@ -72,22 +80,18 @@ async fn world(pool: sqlx::PgPool, gpus: usize) -> World {
         .await;
     assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap_or_default());
     let body: Value = res.json().await.unwrap();
-    let host =
-        Host { host_id: body["host_id"].as_str().unwrap().parse().unwrap(), key, gpus: uuids, seq: 0, energy_mj: 0 };
-    let mut w = World { app, buyer, provider, host };
-    w.report(None, true).await;
-    w
+    Host { host_id: body["host_id"].as_str().unwrap().parse().unwrap(), key, gpus: uuids, seq: 0, energy_mj: 0 }
 }
 
-impl World {
-    /// Sends the next signed report; `show_gpus: false` leaves the GPUs out.
-    async fn report(&mut self, leases: Option<Vec<LeaseReport>>, show_gpus: bool) {
+impl Host {
+    /// Sends the host's next signed report; `show_gpus: false` leaves the GPUs out.
+    pub(crate) async fn report(&mut self, app: &TestApp, leases: Option<Vec<LeaseReport>>, show_gpus: bool) {
         let now = Utc::now();
-        self.host.energy_mj += 1000;
-        let gpus = if show_gpus { self.host.gpus.clone() } else { vec![] };
+        self.energy_mj += 1000;
+        let gpus = if show_gpus { self.gpus.clone() } else { vec![] };
         let payload = ReportPayload {
-            host_id: self.host.host_id,
-            seq: self.host.seq,
+            host_id: self.host_id,
+            seq: self.seq,
             sent_at: now,
             measured_at: now,
             interval_s: 1,
@@ -101,25 +105,26 @@ impl World {
                     memory_used_mib: 0,
                     utilization_pct: 0,
                     power_mw: 70_000,
-                    energy_mj: self.host.energy_mj,
+                    energy_mj: self.energy_mj,
                     temperature_c: 35,
                     processes: vec![],
                 })
                 .collect(),
             leases,
         };
-        self.host.seq += 1;
-        let envelope = SignedEnvelope::seal_json(REPORT_DOMAIN, &self.host.key, &payload);
-        let res = self.app.post(&format!("/api/v1/hosts/{}/reports", self.host.host_id), None, &json!(envelope)).await;
+        self.seq += 1;
+        let envelope = SignedEnvelope::seal_json(REPORT_DOMAIN, &self.key, &payload);
+        let res = app.post(&format!("/api/v1/hosts/{}/reports", self.host_id), None, &json!(envelope)).await;
         assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap_or_default());
     }
 
-    async fn host_request(&self, method: &str, path: &str, query: &str, body: &[u8]) -> Response {
+    /// A request signed with the host's key.
+    pub(crate) async fn request(&self, app: &TestApp, method: &str, path: &str, query: &str, body: &[u8]) -> Response {
         let nonce = format_host_nonce(&rand::random());
         let (time, signature) =
-            sign_host_request(&self.host.key, method, path, self.host.host_id, Utc::now().timestamp(), &nonce, body);
-        let url = self.app.url(&format!("{path}{query}"));
-        let req = if method == "GET" { self.app.client.get(url) } else { self.app.client.post(url) };
+            sign_host_request(&self.key, method, path, self.host_id, Utc::now().timestamp(), &nonce, body);
+        let url = app.url(&format!("{path}{query}"));
+        let req = if method == "GET" { app.client.get(url) } else { app.client.post(url) };
         req.header("x-capex-host-time", time)
             .header("x-capex-host-nonce", nonce)
             .header("x-capex-host-signature", signature)
@@ -129,6 +134,24 @@ impl World {
             .unwrap()
     }
 
+    pub(crate) async fn ack(&self, app: &TestApp, lease_id: &str) -> Value {
+        let path = format!("/api/v1/hosts/{}/leases/{lease_id}/ack", self.host_id);
+        let res = self.request(app, "POST", &path, "", b"").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+}
+
+impl World {
+    /// Sends the next signed report; `show_gpus: false` leaves the GPUs out.
+    pub(crate) async fn report(&mut self, leases: Option<Vec<LeaseReport>>, show_gpus: bool) {
+        self.host.report(&self.app, leases, show_gpus).await;
+    }
+
+    async fn host_request(&self, method: &str, path: &str, query: &str, body: &[u8]) -> Response {
+        self.host.request(&self.app, method, path, query, body).await
+    }
+
     async fn assignments(&self, query: &str) -> Value {
         let path = format!("/api/v1/hosts/{}/assignments", self.host.host_id);
         let res = self.host_request("GET", &path, query, b"").await;
@@ -136,15 +159,12 @@ impl World {
         res.json().await.unwrap()
     }
 
-    async fn ack(&self, lease_id: &str) -> Value {
-        let path = format!("/api/v1/hosts/{}/leases/{lease_id}/ack", self.host.host_id);
-        let res = self.host_request("POST", &path, "", b"").await;
-        assert_eq!(res.status(), StatusCode::OK);
-        res.json().await.unwrap()
+    pub(crate) async fn ack(&self, lease_id: &str) -> Value {
+        self.host.ack(&self.app, lease_id).await
     }
 
     /// Crosses an ask of the whole host at `price` with a bid for `gpus`; returns the job id.
-    async fn trade(&self, gpus: u32, max_hours: &str, price: &str) -> String {
+    pub(crate) async fn trade(&self, gpus: u32, max_hours: &str, price: &str) -> String {
         self.app.ask(&self.provider, CLASS, self.host.host_id, self.host.gpus.len() as u32, price).await;
         let bid = self
             .app
@@ -158,15 +178,15 @@ impl World {
         bid["fills"][0]["lease_id"].as_str().expect("the bid traded").to_string()
     }
 
-    async fn job(&self, id: &str) -> Value {
+    pub(crate) async fn job(&self, id: &str) -> Value {
         self.app.get_json(&format!("/api/v1/jobs/{id}"), &self.buyer.token).await
     }
 
-    async fn available(&self, user: &TestUser) -> Decimal {
+    pub(crate) async fn available(&self, user: &TestUser) -> Decimal {
         self.app.wallet(user).await.0.parse().unwrap()
     }
 
-    async fn fees(&self) -> Decimal {
+    pub(crate) async fn fees(&self) -> Decimal {
         sqlx::query_scalar("select balance from accounts where kind = 'fees'")
             .fetch_optional(&self.app.pool)
             .await
@@ -174,18 +194,18 @@ impl World {
             .unwrap_or(Decimal::ZERO)
     }
 
-    async fn invariants_ok(&self) {
+    pub(crate) async fn invariants_ok(&self) {
         let mut conn = self.app.pool.acquire().await.unwrap();
         let report = capex_ledger::check_invariants(&mut conn).await.unwrap();
         assert!(report.ok(), "{report:?}");
     }
 }
 
-fn dec(v: &Value) -> Decimal {
+pub(crate) fn dec(v: &Value) -> Decimal {
     v.as_str().unwrap_or_else(|| panic!("not a decimal string: {v}")).parse().unwrap()
 }
 
-fn running(lease_id: &str) -> Option<Vec<LeaseReport>> {
+pub(crate) fn running(lease_id: &str) -> Option<Vec<LeaseReport>> {
     Some(vec![LeaseReport {
         lease_id: lease_id.parse().unwrap(),
         state: "running".into(),
@@ -250,7 +270,7 @@ async fn full_cycle_bills_attested_time_and_refunds_the_rest(pool: sqlx::PgPool)
     assert_eq!(host["leases_completed"], 1);
     assert_eq!(host["leases_lost"], 0);
     let list = w.app.get_json("/api/v1/jobs", &w.buyer.token).await;
-    assert_eq!(list["items"][0]["job_id"], job_id.as_str());
+    assert_eq!(list["items"][0]["lease_id"], job_id.as_str());
 }
 
 #[sqlx::test(migrator = "capex_server::MIGRATOR")]
@@ -325,7 +345,10 @@ async fn a_silent_host_loses_its_leases_and_the_escrow_returns(pool: sqlx::PgPoo
         }
     }
     assert_eq!(state, "host_lost");
-    assert_eq!(w.available(&w.buyer).await, Decimal::from(100) - cost);
+    // The SLA credit (a tenth of what the lease billed) came from the provider's earnings.
+    let credit = floor6(cost / Decimal::from(10));
+    assert_eq!(dec(&w.job(&job_id).await["sla_credits"]), credit);
+    assert_eq!(w.available(&w.buyer).await, Decimal::from(100) - cost + credit);
     let host = w.app.get_json(&format!("/api/v1/hosts/{}", w.host.host_id), &w.provider.token).await;
     assert_eq!(host["leases_lost"], 1);
     w.invariants_ok().await;

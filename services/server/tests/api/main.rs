@@ -13,6 +13,7 @@ mod helpers;
 mod host_replay;
 mod hosts;
 mod jobs;
+mod managed_jobs;
 mod markets;
 mod operator;
 mod problems;
