@@ -420,7 +420,8 @@ async fn apply_batch(
     host_ids.dedup();
 
     let mut tx = pool.begin().await?;
-    let rows: Vec<(Uuid, String, i64, Option<Vec<u8>>, String)> = sqlx::query_as(
+    type HostRow = (Uuid, String, i64, Option<Vec<u8>>, String);
+    let rows: Vec<HostRow> = sqlx::query_as(
         "select host_id, status, last_seq, last_payload_sha256, backend from hosts
          where host_id = any($1) order by host_id for no key update",
     )

@@ -45,7 +45,8 @@ pub(crate) async fn ask_host(
                       order by g.gpu_index) as levels
          from hosts h where h.host_id = $1"
     );
-    let row: Option<(Uuid, bool, bool, Vec<String>, Vec<String>)> =
+    type Row = (Uuid, bool, bool, Vec<String>, Vec<String>);
+    let row: Option<Row> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).bind(class).fetch_optional(pool).await?;
     let Some((owner_id, live, blocked, free, levels)) = row else { return Ok(None) };
     let free = free

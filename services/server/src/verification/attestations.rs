@@ -172,7 +172,8 @@ pub(crate) async fn post_attestation(
     authenticate_host(&state, host_id, "POST", &path, &headers, &body).await?;
     let answer: CcAnswer = crate::extract::parse_json(&body)?;
     let mut tx = state.pool.begin().await?;
-    let row: Option<(String, Vec<u8>, String, bool, Uuid, Option<String>)> = sqlx::query_as(
+    type Row = (String, Vec<u8>, String, bool, Uuid, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
         "select a.gpu_uuid, a.nonce, a.state, now() > a.answer_by, h.owner_id, g.cc_device_id
          from gpu_attestations a join hosts h using (host_id) join host_gpus g using (gpu_uuid)
          where a.request_id = $1 and a.host_id = $2 for update of a, g",
