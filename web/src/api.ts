@@ -10,6 +10,7 @@ import type {
   Capacity,
   Fees,
   Host,
+  HostVerification,
   Invariants,
   Job,
   LedgerLine,
@@ -209,6 +210,8 @@ export const api = {
   cancelOrder: (id: string) => request<Order | undefined>('DELETE', `/orders/${enc(id)}`),
 
   hosts: () => request<Page<Host>>('GET', '/hosts'),
+  /** What the exchange checked about a host's GPUs, with the evidence (public). */
+  hostVerification: (hostId: string) => request<HostVerification>('GET', `/hosts/${enc(hostId)}/verification`),
   telemetry: (hostId: string, since?: string) =>
     request<Telemetry>('GET', `/hosts/${enc(hostId)}/telemetry`, { query: { since } }),
   capacity: () => request<Page<Capacity>>('GET', '/capacity'),

@@ -4,7 +4,9 @@ import { api } from '../api';
 import { microToDecimalString, tryParseMicro } from '../money';
 import { href } from '../router';
 import type { Order } from '../types';
+import { reasonDetail, reasonHeadline, requirementText } from '../verification';
 import { Amount, ErrorBox, StatusBadge, fmtClock, shortId } from './ui';
+import { LevelBadge } from './verification';
 
 /** The canonical text of a price for test ids and comparisons: "1.50" -> "1.5". */
 export function priceKey(price: string): string {
@@ -42,6 +44,7 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
             <th class="r">Hours / until</th>
             <th class="r">Escrow</th>
             <th>TIF</th>
+            <th title="Bids: the weakest level they accept. Asks: the level of their weakest GPU.">Verification</th>
             <th>Status</th>
             <th>Placed</th>
             <th />
@@ -71,6 +74,9 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
                     <Amount value={o.escrow} />
                   </td>
                   <td>{o.tif}</td>
+                  <td data-testid={`order-verification-${o.order_id}`}>
+                    <OrderVerification order={o} />
+                  </td>
                   <td>
                     <StatusBadge status={o.status} testid={`order-status-${o.order_id}`} />
                   </td>
@@ -91,12 +97,12 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
                 </tr>
                 {props.showReasons && reasons.length > 0 && (
                   <tr class="reasons">
-                    <td colSpan={props.showClass ? 11 : 10}>
+                    <td colSpan={props.showClass ? 12 : 11}>
                       <span class="muted">Why not filled:</span>
                       <ul data-testid={`unfilled-reasons-${o.order_id}`}>
                         {reasons.map((r) => (
-                          <li key={r.code} data-code={r.code}>
-                            <code>{r.code}</code> {r.message}
+                          <li key={r.code} data-code={r.code} title={r.code}>
+                            <strong>{reasonHeadline(r)}</strong>: {reasonDetail(r)}
                           </li>
                         ))}
                       </ul>
@@ -110,6 +116,19 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
       </table>
     </>
   );
+}
+
+/** A bid's requirement ("any", "≥ challenged") or an ask's level as a badge. */
+function OrderVerification(props: { order: Order }) {
+  const o = props.order;
+  if (o.side === 'bid') {
+    return o.min_verification ? (
+      <LevelBadge level={o.min_verification} prefix="≥ " />
+    ) : (
+      <span class="muted">{requirementText(null)}</span>
+    );
+  }
+  return o.verification ? <LevelBadge level={o.verification} /> : <span class="muted">—</span>;
 }
 
 function fmtUntil(iso: string | null | undefined): string {

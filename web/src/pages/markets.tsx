@@ -1,6 +1,7 @@
 import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { Amount, Empty, Loadable, NotAvailable, Panel } from '../components/ui';
+import { LevelCountsRow } from '../components/verification';
 import { useResource } from '../resource';
 import { href, navigate } from '../router';
 import type { Capacity } from '../types';
@@ -45,6 +46,8 @@ export function MarketsPage() {
                       <th class="r">Free GPUs</th>
                       <th class="r">Busy GPUs</th>
                       <th class="r">Live hosts</th>
+                      <th>Offered GPUs by verification</th>
+                      <th>Free GPUs by verification</th>
                     </tr>
                   </thead>
                   <tbody>
@@ -75,6 +78,20 @@ export function MarketsPage() {
                           <td class="r num">{m.free_gpus ?? cap?.free_gpus ?? '—'}</td>
                           <td class="r num">{cap?.busy_gpus ?? '—'}</td>
                           <td class="r num">{cap?.live_hosts ?? '—'}</td>
+                          <td>
+                            <LevelCountsRow
+                              counts={m.offered_gpus_by_level}
+                              what="GPUs offered by open asks are"
+                              testid={`market-offered-${m.class}`}
+                            />
+                          </td>
+                          <td>
+                            <LevelCountsRow
+                              counts={m.free_gpus_by_level}
+                              what="free GPUs (not offered, not leased) are"
+                              testid={`market-free-${m.class}`}
+                            />
+                          </td>
                         </tr>
                       );
                     })}
@@ -84,7 +101,11 @@ export function MarketsPage() {
             }
           </Loadable>
         )}
-        <p class="muted small">Prices are credits per GPU-hour.</p>
+        <p class="muted small">
+          Prices are credits per GPU-hour. Verification, weakest to strongest: simulated (no real GPU), reported (the
+          host's word), challenged (passed the exchange's proof-of-compute), CC attested (NVIDIA confidential-computing
+          evidence verified). Hover a level for what it proves.
+        </p>
       </Panel>
     </div>
   );
