@@ -323,12 +323,15 @@ function slug(name) {
 }
 
 /**
+ * Saves a full-page screenshot as test-results/<name>[-<suffix>].png; the suffix is kept
+ * whole however long the name is, so several shots of one test do not overwrite each other.
  * @param {import('playwright-core').Page} page
  * @param {string} name
+ * @param {string} [suffix]
  */
-export async function screenshot(page, name) {
+export async function screenshot(page, name, suffix = '') {
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const path = join(RESULTS_DIR, `${slug(name)}.png`);
+  const path = join(RESULTS_DIR, `${slug(name)}${suffix ? `-${slug(suffix)}` : ''}.png`);
   await page.screenshot({ path, fullPage: true }).catch(() => undefined);
   return path;
 }
@@ -357,7 +360,7 @@ export async function withPage(t, fn, suffix = '') {
     if (pageErrors.length) throw new Error(`uncaught error in the page: ${pageErrors[0].stack ?? pageErrors[0]}`);
     return result;
   } finally {
-    await screenshot(page, `${t.name}${suffix ? `-${suffix}` : ''}`);
+    await screenshot(page, t.name, suffix);
     await context.close();
   }
 }

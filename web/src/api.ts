@@ -207,6 +207,8 @@ export const api = {
 
   orders: (status: 'open' | 'all', cursor?: string | null) =>
     request<Page<Order>>('GET', '/orders', { query: { status, cursor } }),
+  /** One order; for an open bid with the matcher's reasons it has not traded (the list leaves them out). */
+  order: (id: string) => request<Order>('GET', `/orders/${enc(id)}`),
   cancelOrder: (id: string) => request<Order | undefined>('DELETE', `/orders/${enc(id)}`),
 
   hosts: () => request<Page<Host>>('GET', '/hosts'),

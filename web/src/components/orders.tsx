@@ -3,6 +3,7 @@ import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { microToDecimalString, tryParseMicro } from '../money';
 import { href } from '../router';
+import { useResource } from '../resource';
 import type { Order } from '../types';
 import { reasonDetail, reasonHeadline, requirementText } from '../verification';
 import { Amount, ErrorBox, StatusBadge, fmtClock, shortId } from './ui';
@@ -14,10 +15,22 @@ export function priceKey(price: string): string {
   return micro === null ? price : microToDecimalString(micro);
 }
 
+/**
+ * Open bids whose reasons are fetched, per table: the order list does not carry reasons,
+ * so each bid's come from GET /orders/{id}, one request per bid and live event.
+ */
+const REASONS_FETCHED_MAX = 20;
+
 /** Orders with a cancel button; shared by the market page and My orders. */
 export function OrderTable(props: { orders: Order[]; onChanged: () => void; showReasons?: boolean; showClass?: boolean }) {
   const [cancelError, setCancelError] = useState<unknown>(null);
   const [cancelling, setCancelling] = useState<string | null>(null);
+  const reasonsFetched = new Set(
+    props.orders
+      .filter((o) => o.side === 'bid' && o.status === 'open')
+      .slice(0, REASONS_FETCHED_MAX)
+      .map((o) => o.order_id),
+  );
   const cancel = async (id: string) => {
     setCancelError(null);
     setCancelling(id);
@@ -52,7 +65,8 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
         </thead>
         <tbody>
           {props.orders.map((o) => {
-            const reasons = o.side === 'bid' && o.status === 'open' ? (o.unfilled_reasons ?? []) : [];
+            const openBid = o.side === 'bid' && o.status === 'open';
+            const withReasons = props.showReasons && openBid && reasonsFetched.has(o.order_id);
             return (
               <Fragment key={o.order_id}>
                 <tr data-testid={`order-row-${o.order_id}`} data-side={o.side} data-price={priceKey(o.price)}>
@@ -95,26 +109,41 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
                     )}
                   </td>
                 </tr>
-                {props.showReasons && reasons.length > 0 && (
-                  <tr class="reasons">
-                    <td colSpan={props.showClass ? 12 : 11}>
-                      <span class="muted">Why not filled:</span>
-                      <ul data-testid={`unfilled-reasons-${o.order_id}`}>
-                        {reasons.map((r) => (
-                          <li key={r.code} data-code={r.code} title={r.code}>
-                            <strong>{reasonHeadline(r)}</strong>: {reasonDetail(r)}
-                          </li>
-                        ))}
-                      </ul>
-                    </td>
-                  </tr>
-                )}
+                {withReasons && <ReasonsRow order={o} colSpan={props.showClass ? 12 : 11} />}
               </Fragment>
             );
           })}
         </tbody>
       </table>
     </>
+  );
+}
+
+/** Why an open bid has not traded, as the matcher says now (refetched on book changes). */
+function ReasonsRow(props: { order: Order; colSpan: number }) {
+  const o = props.order;
+  const res = useResource(() => api.order(o.order_id), [o.order_id, o.gpus_remaining], {
+    live: ['book', 'trade', 'order'],
+    liveFilter: (_event, data) => {
+      const c = (data as { class?: unknown } | null)?.class;
+      return typeof c !== 'string' || c === o.class;
+    },
+  });
+  const reasons = res.data?.unfilled_reasons ?? o.unfilled_reasons ?? [];
+  if (reasons.length === 0 || res.data?.status === 'filled') return null;
+  return (
+    <tr class="reasons">
+      <td colSpan={props.colSpan}>
+        <span class="muted">Why not filled:</span>
+        <ul data-testid={`unfilled-reasons-${o.order_id}`}>
+          {reasons.map((r) => (
+            <li key={r.code} data-code={r.code} title={r.code}>
+              <strong>{reasonHeadline(r)}</strong>: {reasonDetail(r)}
+            </li>
+          ))}
+        </ul>
+      </td>
+    </tr>
   );
 }
 

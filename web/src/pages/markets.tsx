@@ -46,8 +46,9 @@ export function MarketsPage() {
                       <th class="r">Free GPUs</th>
                       <th class="r">Busy GPUs</th>
                       <th class="r">Live hosts</th>
-                      <th>Offered GPUs by verification</th>
-                      <th>Free GPUs by verification</th>
+                      <th title="GPUs open asks offer now, and free GPUs no ask offers, per verification level">
+                        GPUs by verification level
+                      </th>
                     </tr>
                   </thead>
                   <tbody>
@@ -60,7 +61,7 @@ export function MarketsPage() {
                           data-testid={`market-row-${m.class}`}
                           onClick={() => navigate(href('markets', m.class))}
                         >
-                          <td>
+                          <td class="nowrap">
                             <a href={href('markets', m.class)} data-testid={`market-link-${m.class}`}>
                               {m.class}
                             </a>
@@ -78,19 +79,23 @@ export function MarketsPage() {
                           <td class="r num">{m.free_gpus ?? cap?.free_gpus ?? '—'}</td>
                           <td class="r num">{cap?.busy_gpus ?? '—'}</td>
                           <td class="r num">{cap?.live_hosts ?? '—'}</td>
-                          <td>
-                            <LevelCountsRow
-                              counts={m.offered_gpus_by_level}
-                              what="GPUs offered by open asks are"
-                              testid={`market-offered-${m.class}`}
-                            />
-                          </td>
-                          <td>
-                            <LevelCountsRow
-                              counts={m.free_gpus_by_level}
-                              what="free GPUs (not offered, not leased) are"
-                              testid={`market-free-${m.class}`}
-                            />
+                          <td class="by-level">
+                            <div>
+                              <span class="muted small">offered</span>
+                              <LevelCountsRow
+                                counts={m.offered_gpus_by_level}
+                                what="GPUs offered by open asks are"
+                                testid={`market-offered-${m.class}`}
+                              />
+                            </div>
+                            <div>
+                              <span class="muted small">free</span>
+                              <LevelCountsRow
+                                counts={m.free_gpus_by_level}
+                                what="free GPUs (not offered, not leased) are"
+                                testid={`market-free-${m.class}`}
+                              />
+                            </div>
                           </td>
                         </tr>
                       );
