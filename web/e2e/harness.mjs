@@ -208,7 +208,7 @@ process.on('exit', () => {
  * Starts a real capex-agent for `provider` with simulated GPUs: `init` (host key), `register`
  * (with a fresh API key of the provider), then `run` with the process runtime on (jobs run
  * as plain processes, as on the demo hosts), reporting every second. Resolves once the host
- * is live and every GPU attested, so an ask for them can be placed at once.
+ * is live and every GPU is in its latest report (`reporting`), so an ask for them can be placed at once.
  * @param {{ name: string }} t the test, to name the agent's log saved to test-results/
  * @param {{ email: string, api: ApiClient }} provider
  * @param {{ gpus?: string[], intervalS?: number }} [opts]
@@ -284,7 +284,7 @@ export async function startSimulatedAgent(t, provider, opts = {}) {
       throw new Error(`capex-agent run exited (${child.exitCode ?? child.signalCode}) before its host went live:\n${log}`);
     }
     const host = await provider.api.call('GET', `/hosts/${hostId}`).catch(() => null);
-    if (host?.live && host.gpus.length === gpus.length && host.gpus.every((/** @type {any} */ g) => g.attested)) {
+    if (host?.live && host.gpus.length === gpus.length && host.gpus.every((/** @type {any} */ g) => g.reporting)) {
       return { ...agent, gpuUuids: host.gpus.map((/** @type {any} */ g) => g.uuid) };
     }
     if (Date.now() > deadline) {
@@ -323,12 +323,15 @@ function slug(name) {
 }
 
 /**
+ * Saves a full-page screenshot as test-results/<name>[-<suffix>].png; the suffix is kept
+ * whole however long the name is, so several shots of one test do not overwrite each other.
  * @param {import('playwright-core').Page} page
  * @param {string} name
+ * @param {string} [suffix]
  */
-export async function screenshot(page, name) {
+export async function screenshot(page, name, suffix = '') {
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const path = join(RESULTS_DIR, `${slug(name)}.png`);
+  const path = join(RESULTS_DIR, `${slug(name)}${suffix ? `-${slug(suffix)}` : ''}.png`);
   await page.screenshot({ path, fullPage: true }).catch(() => undefined);
   return path;
 }
@@ -357,7 +360,7 @@ export async function withPage(t, fn, suffix = '') {
     if (pageErrors.length) throw new Error(`uncaught error in the page: ${pageErrors[0].stack ?? pageErrors[0]}`);
     return result;
   } finally {
-    await screenshot(page, `${t.name}${suffix ? `-${suffix}` : ''}`);
+    await screenshot(page, t.name, suffix);
     await context.close();
   }
 }

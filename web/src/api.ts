@@ -10,6 +10,7 @@ import type {
   Capacity,
   Fees,
   Host,
+  HostVerification,
   Invariants,
   Job,
   LedgerLine,
@@ -206,9 +207,13 @@ export const api = {
 
   orders: (status: 'open' | 'all', cursor?: string | null) =>
     request<Page<Order>>('GET', '/orders', { query: { status, cursor } }),
+  /** One order; for an open bid with the matcher's reasons it has not traded (the list leaves them out). */
+  order: (id: string) => request<Order>('GET', `/orders/${enc(id)}`),
   cancelOrder: (id: string) => request<Order | undefined>('DELETE', `/orders/${enc(id)}`),
 
   hosts: () => request<Page<Host>>('GET', '/hosts'),
+  /** What the exchange checked about a host's GPUs, with the evidence (public). */
+  hostVerification: (hostId: string) => request<HostVerification>('GET', `/hosts/${enc(hostId)}/verification`),
   telemetry: (hostId: string, since?: string) =>
     request<Telemetry>('GET', `/hosts/${enc(hostId)}/telemetry`, { query: { since } }),
   capacity: () => request<Page<Capacity>>('GET', '/capacity'),

@@ -64,6 +64,74 @@ export interface Market {
   last_price: string | null;
   volume_24h_gpu_hours: string | number | null;
   free_gpus: number | null;
+  /** `free_gpus` by verification level (every level present). */
+  free_gpus_by_level?: LevelCounts;
+  /** GPUs open asks offer now, by their verification level. */
+  offered_gpus_by_level?: LevelCounts;
+}
+
+/** What the exchange checked about a GPU, weakest first (see verification.ts). */
+export type VerificationLevel = 'simulated' | 'reported' | 'challenged' | 'cc_attested';
+
+export type LevelCounts = Partial<Record<VerificationLevel, number>>;
+
+export interface GpuVerification {
+  gpu_uuid: string;
+  class: string;
+  level: VerificationLevel;
+  /** While ahead, a passed challenge holds the GPU at challenged (or above). */
+  challenged_until: string | null;
+  /** While ahead, verified CC evidence holds the GPU at cc_attested. */
+  cc_attested_until: string | null;
+  /** For cc_attested: false means "measurements not checked". */
+  cc_measurements_checked: boolean | null;
+  verified_at: string | null;
+}
+
+export interface Challenge {
+  challenge_id: string;
+  gpu_uuid: string;
+  class: string;
+  /** registration, scheduled or operator. */
+  reason: string;
+  n: number;
+  k: number;
+  issued_at: string;
+  commit_by: string;
+  committed_at: string | null;
+  decided_at: string | null;
+  /** issued, committed, passed or failed. */
+  state: string;
+  failure_code: string | null;
+  failure_detail: string | null;
+  seed: string | null;
+  root: string | null;
+  rows_asked: number[] | null;
+  /** Server time spent checking the answer. */
+  verify_us: number | null;
+}
+
+export interface Attestation {
+  request_id: string;
+  gpu_uuid: string;
+  requested_at: string;
+  /** requested, verified, refused, unavailable, expired. */
+  state: string;
+  decided_at: string | null;
+  code: string | null;
+  detail: string | null;
+  verified: Record<string, unknown> | null;
+}
+
+export interface HostVerification {
+  host_id: string;
+  backend: string;
+  challenge_failures: number;
+  challenge_blocked_at: string | null;
+  gpus: GpuVerification[];
+  refusals: Record<string, number>;
+  challenges: Challenge[];
+  attestations: Attestation[];
 }
 
 export interface BookLevel {
@@ -129,6 +197,10 @@ export interface Order {
   fills: Fill[];
   unfilled_reasons?: UnfilledReason[];
   host_id?: string | null;
+  /** Bids: the weakest level the bid accepts (null: any). */
+  min_verification?: VerificationLevel | null;
+  /** Asks: the weakest level of the ask's GPUs. */
+  verification?: VerificationLevel | null;
 }
 
 export interface BidRequest {
@@ -138,6 +210,8 @@ export interface BidRequest {
   price: string;
   tif: 'gtc' | 'ioc';
   job: { command: string[]; env: Record<string, string> };
+  /** Only asks whose GPUs all meet it; absent: any level. */
+  min_verification?: Exclude<VerificationLevel, 'simulated'>;
 }
 
 export interface AskRequest {
@@ -155,6 +229,9 @@ export interface HostGpu {
   class: string;
   memory_total_mib: number;
   busy: boolean;
+  /** In the latest report of a live host. */
+  reporting?: boolean;
+  verification?: GpuVerification;
 }
 
 export interface Host {
@@ -167,6 +244,10 @@ export interface Host {
   reports_accepted: number;
   reports_refused: Record<string, number>;
   earnings: string;
+  /** The probe the host registered with: nvml or simulated. */
+  backend?: string;
+  /** Set while the host may not place asks after failed challenges, until an operator clears it. */
+  challenge_blocked_at?: string | null;
 }
 
 export interface TelemetrySample {

@@ -3,8 +3,11 @@ import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { microToDecimalString, tryParseMicro } from '../money';
 import { href } from '../router';
+import { useResource } from '../resource';
 import type { Order } from '../types';
+import { reasonDetail, reasonHeadline, requirementText } from '../verification';
 import { Amount, ErrorBox, StatusBadge, fmtClock, shortId } from './ui';
+import { LevelBadge } from './verification';
 
 /** The canonical text of a price for test ids and comparisons: "1.50" -> "1.5". */
 export function priceKey(price: string): string {
@@ -12,10 +15,22 @@ export function priceKey(price: string): string {
   return micro === null ? price : microToDecimalString(micro);
 }
 
+/**
+ * Open bids whose reasons are fetched, per table: the order list does not carry reasons,
+ * so each bid's come from GET /orders/{id}, one request per bid and live event.
+ */
+const REASONS_FETCHED_MAX = 20;
+
 /** Orders with a cancel button; shared by the market page and My orders. */
 export function OrderTable(props: { orders: Order[]; onChanged: () => void; showReasons?: boolean; showClass?: boolean }) {
   const [cancelError, setCancelError] = useState<unknown>(null);
   const [cancelling, setCancelling] = useState<string | null>(null);
+  const reasonsFetched = new Set(
+    props.orders
+      .filter((o) => o.side === 'bid' && o.status === 'open')
+      .slice(0, REASONS_FETCHED_MAX)
+      .map((o) => o.order_id),
+  );
   const cancel = async (id: string) => {
     setCancelError(null);
     setCancelling(id);
@@ -42,6 +57,7 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
             <th class="r">Hours / until</th>
             <th class="r">Escrow</th>
             <th>TIF</th>
+            <th title="Bids: the weakest level they accept. Asks: the level of their weakest GPU.">Verification</th>
             <th>Status</th>
             <th>Placed</th>
             <th />
@@ -49,7 +65,8 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
         </thead>
         <tbody>
           {props.orders.map((o) => {
-            const reasons = o.side === 'bid' && o.status === 'open' ? (o.unfilled_reasons ?? []) : [];
+            const openBid = o.side === 'bid' && o.status === 'open';
+            const withReasons = props.showReasons && openBid && reasonsFetched.has(o.order_id);
             return (
               <Fragment key={o.order_id}>
                 <tr data-testid={`order-row-${o.order_id}`} data-side={o.side} data-price={priceKey(o.price)}>
@@ -71,6 +88,9 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
                     <Amount value={o.escrow} />
                   </td>
                   <td>{o.tif}</td>
+                  <td data-testid={`order-verification-${o.order_id}`}>
+                    <OrderVerification order={o} />
+                  </td>
                   <td>
                     <StatusBadge status={o.status} testid={`order-status-${o.order_id}`} />
                   </td>
@@ -89,20 +109,7 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
                     )}
                   </td>
                 </tr>
-                {props.showReasons && reasons.length > 0 && (
-                  <tr class="reasons">
-                    <td colSpan={props.showClass ? 11 : 10}>
-                      <span class="muted">Why not filled:</span>
-                      <ul data-testid={`unfilled-reasons-${o.order_id}`}>
-                        {reasons.map((r) => (
-                          <li key={r.code} data-code={r.code}>
-                            <code>{r.code}</code> {r.message}
-                          </li>
-                        ))}
-                      </ul>
-                    </td>
-                  </tr>
-                )}
+                {withReasons && <ReasonsRow order={o} colSpan={props.showClass ? 12 : 11} />}
               </Fragment>
             );
           })}
@@ -110,6 +117,47 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
       </table>
     </>
   );
+}
+
+/** Why an open bid has not traded, as the matcher says now (refetched on book changes). */
+function ReasonsRow(props: { order: Order; colSpan: number }) {
+  const o = props.order;
+  const res = useResource(() => api.order(o.order_id), [o.order_id, o.gpus_remaining], {
+    live: ['book', 'trade', 'order'],
+    liveFilter: (_event, data) => {
+      const c = (data as { class?: unknown } | null)?.class;
+      return typeof c !== 'string' || c === o.class;
+    },
+  });
+  const reasons = res.data?.unfilled_reasons ?? o.unfilled_reasons ?? [];
+  if (reasons.length === 0 || res.data?.status === 'filled') return null;
+  return (
+    <tr class="reasons">
+      <td colSpan={props.colSpan}>
+        <span class="muted">Why not filled:</span>
+        <ul data-testid={`unfilled-reasons-${o.order_id}`}>
+          {reasons.map((r) => (
+            <li key={r.code} data-code={r.code} title={r.code}>
+              <strong>{reasonHeadline(r)}</strong>: {reasonDetail(r)}
+            </li>
+          ))}
+        </ul>
+      </td>
+    </tr>
+  );
+}
+
+/** A bid's requirement ("any", "≥ challenged") or an ask's level as a badge. */
+function OrderVerification(props: { order: Order }) {
+  const o = props.order;
+  if (o.side === 'bid') {
+    return o.min_verification ? (
+      <LevelBadge level={o.min_verification} prefix="≥ " />
+    ) : (
+      <span class="muted">{requirementText(null)}</span>
+    );
+  }
+  return o.verification ? <LevelBadge level={o.verification} /> : <span class="muted">—</span>;
 }
 
 function fmtUntil(iso: string | null | undefined): string {

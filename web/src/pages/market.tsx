@@ -29,7 +29,9 @@ import { OrderTable, priceKey } from '../components/orders';
 import { href } from '../router';
 import { hasRole, session } from '../session';
 import { useStore } from '../store';
-import type { Book, BookLevel, Host, Order } from '../types';
+import type { Book, BookLevel, Host, LevelCounts, Market, Order, VerificationLevel } from '../types';
+import { LevelBadge, LevelCountsRow } from '../components/verification';
+import { REQUIRABLE_LEVELS, countAtOrAbove, levelLabel, levelMeaning, lowestLevel } from '../verification';
 
 /** Most price levels shown per side of the ladder. */
 const LADDER_LEVELS_MAX = 15;
@@ -56,6 +58,9 @@ export function MarketPage(props: { cls: string }) {
     liveFilter: filter,
   });
   const trades = useResource(() => api.trades(cls), [cls], { live: ['trade'], liveFilter: filter });
+  // Per-level supply: the market list is the one endpoint that has it.
+  const markets = useResource(() => api.markets(), [], { live: ['book', 'trade', 'host', 'order'] });
+  const market: Market | undefined = markets.data?.items.find((m) => m.class === cls);
   const [pickedPrice, setPickedPrice] = useState<string | null>(null);
 
   const bestBid = book.data?.bids[0]?.price ?? null;
@@ -83,6 +88,7 @@ export function MarketPage(props: { cls: string }) {
           ← all markets
         </a>
       </div>
+      {market && <MarketLevels market={market} />}
       <div class="market-grid">
         <Panel title="Order book" testid="ladder-panel" class="ladder-panel">
           <Loadable res={book} what="Order book">
@@ -141,7 +147,9 @@ export function MarketPage(props: { cls: string }) {
             </Panel>
           ) : (
             <>
-              {hasRole(s, 'buyer') && <BidForm cls={cls} pickedPrice={pickedPrice} />}
+              {hasRole(s, 'buyer') && (
+                <BidForm cls={cls} pickedPrice={pickedPrice} offered={market?.offered_gpus_by_level} />
+              )}
               {hasRole(s, 'provider') && <AskForm cls={cls} pickedPrice={pickedPrice} />}
               {!hasRole(s, 'buyer') && !hasRole(s, 'provider') && (
                 <Panel title="Trade">
@@ -191,6 +199,23 @@ export function MarketPage(props: { cls: string }) {
         </Panel>
         {s && <MyMarketOrders cls={cls} />}
       </div>
+    </div>
+  );
+}
+
+/** Offered and free GPUs of the market per verification level. */
+function MarketLevels(props: { market: Market }) {
+  const m = props.market;
+  return (
+    <div class="market-levels" data-testid="market-levels">
+      <span>
+        <span>Offered by open asks</span>
+        <LevelCountsRow counts={m.offered_gpus_by_level} what="GPUs offered by open asks are" testid="market-offered" />
+      </span>
+      <span>
+        <span>Free, not offered</span>
+        <LevelCountsRow counts={m.free_gpus_by_level} what="free GPUs (not offered, not leased) are" testid="market-free" />
+      </span>
     </div>
   );
 }
@@ -262,15 +287,18 @@ function Ladder(props: { book: Book; onPick: (price: string) => void }) {
   );
 }
 
-const BID_FIELDS = ['gpus', 'max_hours', 'price', 'tif', 'job.command', 'job.env'] as const;
+const BID_FIELDS = ['gpus', 'max_hours', 'price', 'tif', 'min_verification', 'job.command', 'job.env'] as const;
 
-function BidForm(props: { cls: string; pickedPrice: string | null }) {
+type Requirement = '' | Exclude<VerificationLevel, 'simulated'>;
+
+function BidForm(props: { cls: string; pickedPrice: string | null; offered?: LevelCounts }) {
   const form = useForm(BID_FIELDS);
   const keys = useMemo(() => new IdempotencyKeys(), []);
   const [gpus, setGpus] = useState('1');
   const [hours, setHours] = useState('1');
   const [price, setPrice] = useState('');
   const [tif, setTif] = useState<'gtc' | 'ioc'>('gtc');
+  const [minVerification, setMinVerification] = useState<Requirement>('');
   const [command, setCommand] = useState('nvidia-smi && sleep 60');
   const [envText, setEnvText] = useState('');
   const [placed, setPlaced] = useState<Order | null>(null);
@@ -306,6 +334,7 @@ function BidForm(props: { cls: string; pickedPrice: string | null }) {
       price: price.trim(),
       tif,
       job: { command: ['sh', '-c', command], env },
+      ...(minVerification ? { min_verification: minVerification } : {}),
     };
     void form.submit(async () => {
       const order = await api.placeOrder(props.cls, body, keys.keyFor(body));
@@ -386,6 +415,40 @@ function BidForm(props: { cls: string; pickedPrice: string | null }) {
             )}
           </Field>
         </div>
+        <Field
+          form={form}
+          name="min_verification"
+          id="bid-min-verification"
+          label="Require verification"
+          hint={
+            props.offered && (
+              <span data-testid="bid-min-verification-hint">
+                {countAtOrAbove(props.offered, minVerification || null)} GPUs offered now at{' '}
+                {minVerification ? `${levelLabel(minVerification)} or above` : 'any level'}
+              </span>
+            )
+          }
+        >
+          {(aria) => (
+            <select
+              id="bid-min-verification"
+              name="min_verification"
+              value={minVerification}
+              onChange={(e) => setMinVerification(inputValue(e) as Requirement)}
+              data-testid="bid-min-verification"
+              {...aria}
+            >
+              <option value="" title="Any GPU the market sells, simulated ones included">
+                any level
+              </option>
+              {REQUIRABLE_LEVELS.map((l) => (
+                <option key={l} value={l} title={levelMeaning(l)}>
+                  {levelLabel(l)} or above
+                </option>
+              ))}
+            </select>
+          )}
+        </Field>
         <Field form={form} name="job.command" id="bid-command" label="Command (run with sh -c)">
           {(aria) => (
             <textarea
@@ -436,6 +499,7 @@ function BidForm(props: { cls: string; pickedPrice: string | null }) {
         {placed && (
           <div class="notice" data-testid="bid-placed">
             Bid {shortId(placed.order_id)} {placed.status === 'filled' ? 'filled' : `is ${placed.status}`}
+            {placed.min_verification && <> (requires {levelLabel(placed.min_verification)} or above)</>}
             {placed.escrow && (
               <>
                 {' '}
@@ -455,6 +519,14 @@ const ASK_FIELDS = ['host_id', 'gpus', 'price', 'available_until', 'tif'] as con
 /** Free GPUs of a class on a host: its GPUs of that class that are not busy. */
 export function freeGpus(host: Host, cls: string): number {
   return host.gpus.filter((g) => g.class === cls && !g.busy).length;
+}
+
+/**
+ * The weakest level of a host's free GPUs of a class: an ask is graded by the weakest GPU
+ * it binds, so this is the level an ask of all of them would have (at worst).
+ */
+export function hostLevel(host: Host, cls: string): VerificationLevel | null {
+  return lowestLevel(host.gpus.filter((g) => g.class === cls && !g.busy).map((g) => g.verification?.level));
 }
 
 function toLocalInput(d: Date): string {
@@ -530,6 +602,7 @@ function AskForm(props: { cls: string; pickedPrice: string | null }) {
                 {eligible.map((h) => (
                   <option key={h.host_id} value={h.host_id}>
                     {h.name} — {freeGpus(h, props.cls)} free of {h.gpus.filter((g) => g.class === props.cls).length}
+                    {hostLevel(h, props.cls) && ` · ${levelLabel(hostLevel(h, props.cls))}`}
                   </option>
                 ))}
               </select>
@@ -599,6 +672,12 @@ function AskForm(props: { cls: string; pickedPrice: string | null }) {
               )}
             </Field>
           </div>
+          {selected && hostLevel(selected, props.cls) && (
+            <p class="muted small" data-testid="ask-level">
+              Your free GPUs here are at least <LevelBadge level={hostLevel(selected, props.cls)} />; an ask is graded
+              by the weakest GPU it binds.
+            </p>
+          )}
           <button type="submit" class="primary sell" disabled={form.busy || !selected} data-testid="ask-submit">
             {form.busy ? 'Placing…' : 'Place ask'}
           </button>

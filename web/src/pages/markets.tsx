@@ -1,6 +1,7 @@
 import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { Amount, Empty, Loadable, NotAvailable, Panel } from '../components/ui';
+import { LevelCountsRow } from '../components/verification';
 import { useResource } from '../resource';
 import { href, navigate } from '../router';
 import type { Capacity } from '../types';
@@ -45,6 +46,9 @@ export function MarketsPage() {
                       <th class="r">Free GPUs</th>
                       <th class="r">Busy GPUs</th>
                       <th class="r">Live hosts</th>
+                      <th title="GPUs open asks offer now, and free GPUs no ask offers, per verification level">
+                        GPUs by verification level
+                      </th>
                     </tr>
                   </thead>
                   <tbody>
@@ -57,7 +61,7 @@ export function MarketsPage() {
                           data-testid={`market-row-${m.class}`}
                           onClick={() => navigate(href('markets', m.class))}
                         >
-                          <td>
+                          <td class="nowrap">
                             <a href={href('markets', m.class)} data-testid={`market-link-${m.class}`}>
                               {m.class}
                             </a>
@@ -75,6 +79,24 @@ export function MarketsPage() {
                           <td class="r num">{m.free_gpus ?? cap?.free_gpus ?? '—'}</td>
                           <td class="r num">{cap?.busy_gpus ?? '—'}</td>
                           <td class="r num">{cap?.live_hosts ?? '—'}</td>
+                          <td class="by-level">
+                            <div>
+                              <span class="muted small">offered</span>
+                              <LevelCountsRow
+                                counts={m.offered_gpus_by_level}
+                                what="GPUs offered by open asks are"
+                                testid={`market-offered-${m.class}`}
+                              />
+                            </div>
+                            <div>
+                              <span class="muted small">free</span>
+                              <LevelCountsRow
+                                counts={m.free_gpus_by_level}
+                                what="free GPUs (not offered, not leased) are"
+                                testid={`market-free-${m.class}`}
+                              />
+                            </div>
+                          </td>
                         </tr>
                       );
                     })}
@@ -84,7 +106,11 @@ export function MarketsPage() {
             }
           </Loadable>
         )}
-        <p class="muted small">Prices are credits per GPU-hour.</p>
+        <p class="muted small">
+          Prices are credits per GPU-hour. Verification, weakest to strongest: simulated (no real GPU), reported (the
+          host's word), challenged (passed the exchange's proof-of-compute), CC attested (NVIDIA confidential-computing
+          evidence verified). Hover a level for what it proves.
+        </p>
       </Panel>
     </div>
   );

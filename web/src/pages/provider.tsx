@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { OrderTable } from '../components/orders';
 import { GpuTelemetry } from '../components/telemetry';
+import { ChallengeBlockedBanner, HostVerificationView, LevelBadge } from '../components/verification';
 import { Amount, Empty, Loadable, Panel, fmtAge, shortId } from '../components/ui';
 import { formatMicro, sumMicro } from '../money';
 import { useResource } from '../resource';
@@ -55,6 +56,11 @@ export function ProviderPage() {
         </Loadable>
       </Panel>
       {selected && (
+        <Panel title={`Verification — ${selected.name}`} testid="provider-verification-panel">
+          <HostVerificationView key={selected.host_id} hostId={selected.host_id} />
+        </Panel>
+      )}
+      {selected && (
         <Panel title={`GPU telemetry — ${selected.name}`} testid="provider-telemetry-panel">
           <GpuTelemetry hostId={selected.host_id} testid="provider-telemetry" />
         </Panel>
@@ -75,6 +81,12 @@ export function ProviderPage() {
   );
 }
 
+/** What each probe means for the host's GPUs. */
+const BACKEND_TITLES: Record<string, string> = {
+  nvml: "NVML: the GPUs are read from the driver; reported until the exchange's challenge or CC attestation checks them",
+  simulated: "The agent's simulated backend: no real GPU; its GPUs stay at the simulated level",
+};
+
 function HostCard(props: { host: Host; selected: boolean; onSelect: () => void }) {
   const h = props.host;
   const refused = Object.entries(h.reports_refused ?? {}).sort((a, b) => b[1] - a[1]);
@@ -91,11 +103,24 @@ function HostCard(props: { host: Host; selected: boolean; onSelect: () => void }
         </span>
         <span class="mono muted">{shortId(h.host_id)}</span>
         <span class="spacer" />
-        <button type="button" class="small" onClick={props.onSelect} aria-pressed={props.selected}>
-          Telemetry
+        <button
+          type="button"
+          class="small"
+          onClick={props.onSelect}
+          aria-pressed={props.selected}
+          data-testid="host-details"
+        >
+          Verification &amp; telemetry
         </button>
       </header>
+      <ChallengeBlockedBanner blockedAt={h.challenge_blocked_at} />
       <div class="kv-row">
+        <span>
+          Backend:{' '}
+          <strong data-testid="host-backend" title={BACKEND_TITLES[h.backend ?? ''] ?? undefined}>
+            {h.backend ?? '—'}
+          </strong>
+        </span>
         <span>
           Last report: <strong>{fmtAge(h.last_report_at)}</strong> (every {h.report_interval_s}s)
         </span>
@@ -131,16 +156,22 @@ function HostCard(props: { host: Host; selected: boolean; onSelect: () => void }
             <th>Model</th>
             <th>Class</th>
             <th class="r">Memory (MiB)</th>
+            <th>Verification</th>
+            <th>Reporting</th>
             <th>State</th>
           </tr>
         </thead>
         <tbody>
           {gpus.map((g) => (
-            <tr key={g.uuid}>
+            <tr key={g.uuid} data-testid={`host-gpu-${g.uuid}`}>
               <td class="mono">{g.uuid}</td>
               <td>{g.name}</td>
               <td>{g.class}</td>
               <td class="r num">{g.memory_total_mib.toLocaleString('en-US')}</td>
+              <td>
+                <LevelBadge level={g.verification?.level} verification={g.verification} testid="gpu-level" />
+              </td>
+              <td>{g.reporting ? 'yes' : <span class="muted">no</span>}</td>
               <td>{g.busy ? <span class="badge badge-running">busy</span> : <span class="badge badge-open">free</span>}</td>
             </tr>
           ))}
