@@ -205,7 +205,7 @@ async fn lock_challenge(
 ) -> Result<ChallengeRow, ApiError> {
     sqlx::query_as(
         "select gpu_uuid, seed, n, state, commit_by, root, rows_asked, answer_by,
-                (case when state = 'issued' then now() > commit_by else now() > answer_by end) as late
+                coalesce(case when state = 'issued' then now() > commit_by else now() > answer_by end, false) as late
          from gpu_challenges where challenge_id = $1 and host_id = $2 for update",
     )
     .bind(challenge_id)

@@ -26,6 +26,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(pool: PgPool, config: Config) -> TestApp {
+        // Server errors (an internal error's cause is only logged) show in a failing test's output.
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
         let app = Application::build_with_pool(config, pool.clone()).await.expect("app builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state.clone();
@@ -183,7 +185,10 @@ impl TestApp {
 
 /// Asserts a problem+json response with this status and code; returns the body.
 pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(res.status(), status);
+    if res.status() != status {
+        let got = res.status();
+        panic!("expected {status} {code}, got {got}: {}", res.text().await.unwrap_or_default());
+    }
     let content_type = res.headers().get("content-type").unwrap().to_str().unwrap().to_string();
     assert_eq!(content_type, "application/problem+json");
     let body: Value = res.json().await.unwrap();
