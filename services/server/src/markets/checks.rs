@@ -129,7 +129,7 @@ pub(crate) fn prepare_sql() -> String {
              returning user_id, idempotency_key
          ), free as (
              select g.host_id, g.gpu_uuid, g.gpu_index, {GPU_LEVEL_SQL} as level from host_gpus g join hosts h using (host_id)
-             where g.host_id = {ask_hosts} and g.class = $1->>'class'
+             where g.host_id = {ask_hosts} and h.host_id = {ask_hosts} and g.class = $1->>'class'
                  and {HOST_LIVE_SQL} and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
          )
          select jsonb_build_object(
