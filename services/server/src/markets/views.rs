@@ -117,9 +117,29 @@ pub struct OrderView {
     /// Asks: the lowest verification level of the ask's GPUs (what a bid's
     /// `min_verification` is compared with).
     pub verification: Option<crate::verification::Level>,
+    /// Bids: the least reliability the bid requires of the ask's host (null: none).
+    pub min_reliability: Option<MinReliabilityView>,
+    /// Asks: the host's 7-day uptime, 0 to 1 with 6 decimals, as the ask's grade has it
+    /// (what a bid's `min_reliability.uptime_7d` is compared with).
+    #[schema(value_type = Option<String>)]
+    pub host_uptime_7d: Option<Decimal>,
     pub fills: Vec<FillView>,
     /// For a resting bid, why it has not traded; empty otherwise.
     pub unfilled_reasons: Vec<UnfilledReasonView>,
+}
+
+/// A bid's floor on its ask's host's reliability.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MinReliabilityView {
+    /// The least 7-day uptime, 0 to 1 with at most 6 decimals.
+    #[schema(value_type = String)]
+    pub uptime_7d: Decimal,
+}
+
+impl MinReliabilityView {
+    pub(crate) fn of_ppm(ppm: Option<u32>) -> Option<MinReliabilityView> {
+        ppm.map(|ppm| MinReliabilityView { uptime_7d: crate::hosts::uptime::fraction_of_ppm(ppm) })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
