@@ -19,20 +19,19 @@ language sql stable as $$
         select report_interval_s * 2.0 as gap_max_s,
                least(p_window_s, greatest(extract(epoch from now() - created_at)::float8, 0)) as observed_s
         from hosts where host_id = p_host_id
-    ), r as (
-        select measured_at as t, lag(measured_at) over (order by measured_at) as prev
+    ), g as (
+        select measured_at as t,
+               extract(epoch from measured_at - lag(measured_at) over (order by measured_at))::float8 as gap_s
         from host_reports
         where host_id = p_host_id and measured_at >= now() - make_interval(secs => p_window_s)
     ), s as (
-        select coalesce(sum(extract(epoch from t - prev)::float8)
-                   filter (where extract(epoch from t - prev)::float8 <= (select gap_max_s from h)), 0) as up_s,
-               max(t) as last_at
-        from r
+        select coalesce(sum(g.gap_s) filter (where g.gap_s <= h.gap_max_s), 0) as up_s,
+               greatest(extract(epoch from now() - max(g.t))::float8, 0) as tail_s
+        from g, h
     )
     select case when h.observed_s <= 0 then 0
                 else floor(1000000 * least(1.0, greatest(0.0,
-                    (s.up_s + coalesce((select tail_s from (select greatest(extract(epoch from now() - s.last_at)::float8, 0) as tail_s) x
-                                         where tail_s <= h.gap_max_s), 0)) / h.observed_s)))::integer
+                    (s.up_s + case when s.tail_s <= h.gap_max_s then s.tail_s else 0 end) / h.observed_s)))::integer
            end
     from h, s
 $$;

@@ -10,9 +10,9 @@
 //!
 //! Cost: one range scan of the index `host_reports_host_measured` over the window, with a
 //! window function over its rows. For a host reporting every 10 s, 7 days are ~60k rows:
-//! about 90 ms on the 2-core development machine (EXPLAIN ANALYZE in `docs/reliability.md`),
-//! 30 days ~370 ms. So callers compute it once per host per read, and never inside a matcher
-//! batch's transaction.
+//! 30-45 ms on the 2-core development machine (EXPLAIN ANALYZE in `docs/reliability.md`),
+//! 30 days about 4x that. So callers compute it once per host per read, and never inside a
+//! matcher batch's transaction.
 
 use rust_decimal::Decimal;
 use sqlx::PgExecutor;

@@ -69,7 +69,7 @@ pub(crate) const BOOK_LEVELS_MAX: usize = 100;
 /// so nobody buys GPUs that cannot run a job).
 const SILENT_HOST_CHECK: Duration = Duration::from_secs(2);
 /// How often a matcher recomputes the 7-day uptime of its ask hosts to regrade their asks
-/// down. Each host costs a scan of its week of reports (~90 ms for 10-s reports, see
+/// down. Each host costs a scan of its week of reports (30-45 ms for 10-s reports, see
 /// [`crate::hosts::uptime`]) while the matcher waits, so not every 2 s; a 7-day uptime
 /// moves by at most 0.01 % a minute, and a host that goes silent has its asks cancelled
 /// by the 2-s check anyway.
