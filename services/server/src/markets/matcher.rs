@@ -68,12 +68,6 @@ pub(crate) const BOOK_LEVELS_MAX: usize = 100;
 /// How often a matcher looks for open asks whose host stopped reporting (and cancels them,
 /// so nobody buys GPUs that cannot run a job).
 const SILENT_HOST_CHECK: Duration = Duration::from_secs(2);
-/// How often a matcher recomputes the 7-day uptime of its ask hosts to regrade their asks
-/// down. Each host costs a scan of its week of reports (30-45 ms for 10-s reports, see
-/// [`crate::hosts::uptime`]) while the matcher waits, so not every 2 s; a 7-day uptime
-/// moves by at most 0.01 % a minute, and a host that goes silent has its asks cancelled
-/// by the 2-s check anyway.
-const UPTIME_REGRADE_CHECK: Duration = Duration::from_secs(60);
 
 /// An order to place, validated by the handler.
 #[derive(Debug)]
@@ -304,6 +298,7 @@ impl Matcher {
         mut rx: mpsc::Receiver<Request>,
         mut shutdown: watch::Receiver<bool>,
         tick_ms: u64,
+        uptime_regrade: Duration,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -329,7 +324,12 @@ impl Matcher {
                     let due_check = self.last_host_check.elapsed() >= SILENT_HOST_CHECK;
                     let cancels = self.asks_of_silent_hosts().await;
                     if due_check {
-                        let with_uptime = self.last_uptime_check.elapsed() >= UPTIME_REGRADE_CHECK;
+                        // Each ask host's uptime costs a scan of its week of reports (30-45 ms
+                        // for 10-s reports, see crate::hosts::uptime) while the matcher waits:
+                        // `CAPEX_UPTIME_REGRADE_S`, 60 by default, not every 2 s. A 7-day
+                        // uptime moves by at most 0.01 % a minute, and a host that goes silent
+                        // has its asks cancelled by the 2-s check anyway.
+                        let with_uptime = self.last_uptime_check.elapsed() >= uptime_regrade;
                         if with_uptime {
                             self.last_uptime_check = Instant::now();
                         }

@@ -107,6 +107,37 @@ async fn a_bid_requiring_uptime_skips_a_host_with_gaps_and_takes_a_reliable_one(
     assert_eq!(at_floor["fills"][0]["price"], "1");
 }
 
+/// A resting ask is regraded down when its host's uptime falls below its grade (here its
+/// stored reports lose 12 hours), within `CAPEX_UPTIME_REGRADE_S` (1 s in tests) and the
+/// matcher's 2-s check: a bid requiring 99 % then passes it over and says why.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_resting_ask_is_regraded_down_when_its_host_s_uptime_falls(pool: sqlx::PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let operator = app.operator().await;
+    let provider = app.register(&["provider"]).await;
+    let buyer = app.register(&["buyer"]).await;
+    app.mint(&operator, &buyer, "100").await;
+    let host = host_with_history(&app, &provider, 0..0).await;
+    let ask = app.place_ok(&provider, CLASS, &ask_body(host, 1, "1", "gtc")).await;
+    assert!(dec(&ask["host_uptime_7d"]) >= Decimal::new(99, 2), "{ask}");
+    sqlx::query(
+        "delete from host_reports where host_id = $1
+             and measured_at between now() - interval '36 hours' and now() - interval '24 hours'",
+    )
+    .bind(host)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(4_500)).await;
+    let bid = app.place_ok(&buyer, CLASS, &reliable_bid("3", json!("0.99"))).await;
+    assert_eq!(bid["status"], "open", "the ask was regraded down: {bid}");
+    let order = app.order(&buyer, &bid["order_id"]).await;
+    assert_eq!(order["unfilled_reasons"][0]["code"], "reliability_below_required", "{order}");
+    // The ask still rests, and a bid that asks less takes it.
+    let lenient = app.place_ok(&buyer, CLASS, &reliable_bid("3", json!("0.9"))).await;
+    assert_eq!(lenient["status"], "filled", "{lenient}");
+}
+
 /// Bad values name `min_reliability.uptime_7d` (or the part that is wrong); asks may not
 /// carry it.
 #[sqlx::test(migrator = "capex_server::MIGRATOR")]
