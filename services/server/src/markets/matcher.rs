@@ -186,11 +186,14 @@ pub(crate) fn book_view(class: &str, book: &Book) -> BookView {
     let depth = book.depth(BOOK_LEVELS_MAX);
     let level =
         |l: &capex_book::Level| LevelView { price: l.price.to_decimal().normalize(), gpus: l.gpus, orders: l.orders };
-    BookView {
-        class: class.to_string(),
-        bids: depth.bids.iter().map(level).collect(),
-        asks: depth.asks.iter().map(level).collect(),
-    }
+    // The asks' grades are in memory: counting them costs a walk of the asks, which
+    // building the snapshot does once per changed book.
+    BookView::with_asks(
+        class.to_string(),
+        depth.bids.iter().map(level).collect(),
+        depth.asks.iter().map(level).collect(),
+        book.asks().map(|ask| (ask.remaining_gpus, ask.grade.uptime_7d_ppm)),
+    )
 }
 
 fn reject_error(reason: RejectReason) -> ApiError {

@@ -255,7 +255,7 @@ pub(crate) async fn get_book(
     // market that has), so its book is empty.
     match state.markets.running(&class).await {
         Some(handle) => Ok(Json(handle.book().await?.as_ref().clone())),
-        None => Ok(Json(BookView { class, bids: Vec::new(), asks: Vec::new() })),
+        None => Ok(Json(BookView::empty(class))),
     }
 }
 

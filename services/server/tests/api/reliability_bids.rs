@@ -79,6 +79,8 @@ async fn a_bid_requiring_uptime_skips_a_host_with_gaps_and_takes_a_reliable_one(
     let stored = app.order(&provider, &cheap["order_id"]).await;
     assert!(close(dec(&stored["host_uptime_7d"])), "{stored}");
 
+    let book = app.get_json(&format!("/api/v1/markets/{CLASS}/book"), &buyer.token).await;
+    assert_eq!(book["ask_gpus_by_min_uptime_7d"], json!({"0.9": 1, "0.99": 0, "0.999": 0}), "{book}");
     let bid = app.place_ok(&buyer, CLASS, &reliable_bid("3", json!("0.99"))).await;
     assert_eq!(bid["status"], "open", "the gappy host's ask is passed over: {bid}");
     assert_eq!(bid["min_reliability"], json!({"uptime_7d": "0.99"}));
