@@ -187,3 +187,44 @@ async fn bad_reliability_requirements_are_refused_by_field(pool: sqlx::PgPool) {
             .await;
     assert_eq!(problem["field"], "min_reliability");
 }
+
+/// A managed job's restart bid keeps its first bid's `min_reliability`, as it keeps
+/// `min_verification`.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_restart_bid_keeps_the_job_s_reliability_requirement(pool: sqlx::PgPool) {
+    use capex_core::LeaseReport;
+
+    let mut w = crate::jobs::world(pool, 1).await;
+    w.app.ask(&w.provider, CLASS, w.host.host_id, 1, "1").await;
+    let mut body = json!({"side": "bid", "gpus": 1, "max_hours": "2", "price": "1.5", "tif": "gtc",
+        "job": {"command": ["sh", "-c", "exit 3"], "restart": {"on": ["failed"], "max_attempts": 2}}});
+    // Any host meets 0: the first attempt fills on the young host at once.
+    body["min_reliability"] = json!({"uptime_7d": "0"});
+    let bid = w.app.place_ok(&w.buyer, CLASS, &body).await;
+    let job_id = bid["order_id"].as_str().unwrap().to_string();
+    let lease = bid["fills"][0]["lease_id"].as_str().expect("filled").to_string();
+    w.ack(&lease).await;
+    w.report(crate::jobs::running(&lease), true).await;
+    let exited =
+        vec![LeaseReport { lease_id: lease.parse().unwrap(), state: "exited".into(), pid: None, exit_code: Some(3) }];
+    w.report(Some(exited), true).await;
+    let mut order = Value::Null;
+    for _ in 0..80 {
+        let job = w.job(&job_id).await;
+        if let Some(next) = job["next_bid_id"].as_str() {
+            let res = w.app.get(&format!("/api/v1/orders/{next}"), Some(&w.buyer.token)).await;
+            if res.status() == StatusCode::OK {
+                order = res.json().await.unwrap();
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(order["min_reliability"], json!({"uptime_7d": "0"}), "{order}");
+    let stored: Option<i32> = sqlx::query_scalar("select min_uptime_7d_ppm from orders where order_id = $1")
+        .bind(order["order_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+        .fetch_one(&w.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, Some(0));
+}
