@@ -634,6 +634,7 @@ impl Matcher {
                     uptime_7d_ppm = grade.uptime_7d_ppm,
                     "regrading an ask down: its GPUs' verification ran out or its host's uptime fell");
                 self.book.apply(Command::Regrade { at_ms, order_id, grade }, &mut self.events);
+                self.resting.regrade(&order_id.0, grade);
             }
         }
         if self.events.is_empty() {

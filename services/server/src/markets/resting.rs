@@ -149,6 +149,15 @@ impl Resting {
         }
     }
 
+    /// Takes in an ask's new grade (the book regraded it), so views built from this copy
+    /// show it. A failed batch reloads the copy, grades included.
+    pub(crate) fn regrade(&mut self, id: &Uuid, grade: AskGrade) {
+        if let Some(info) = self.orders.get_mut(id) {
+            info.verification = Some(grade.verification.into());
+            info.host_uptime_7d_ppm = Some(grade.uptime_7d_ppm);
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.orders.len()
     }
