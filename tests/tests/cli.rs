@@ -210,6 +210,43 @@ async fn cli_trades_asks_bids_orders_book_and_cancel() {
     assert_eq!(strict["min_verification"], "challenged");
     assert!(strict["unfilled_reasons"].to_string().contains("verification_below_required"), "{strict}");
     buyer.json(&["cancel", strict["order_id"].as_str().unwrap()]);
+    // Nor does a bid requiring 100 % uptime: the host's first report came after it
+    // registered, so some of its short life was not attested.
+    let reliable = buyer.json(&[
+        "bid",
+        "H100-80GB",
+        "--gpus",
+        "1",
+        "--hours",
+        "1",
+        "--price",
+        "3",
+        "--min-uptime",
+        "1",
+        "--",
+        "true",
+    ]);
+    assert_eq!(reliable["status"], "open", "{reliable}");
+    assert_eq!(reliable["min_reliability"]["uptime_7d"], "1");
+    assert!(reliable["unfilled_reasons"].to_string().contains("reliability_below_required"), "{reliable}");
+    buyer.json(&["cancel", reliable["order_id"].as_str().unwrap()]);
+    let out = buyer.run(&[
+        "bid",
+        "H100-80GB",
+        "--gpus",
+        "1",
+        "--hours",
+        "1",
+        "--price",
+        "3",
+        "--min-uptime",
+        "1.5",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("field: min_reliability.uptime_7d"), "{stderr}");
     provider.json(&["cancel", ask2["order_id"].as_str().unwrap()]);
     let hosts = provider.ok(&["hosts"]);
     assert!(hosts.contains("simulated,simulated"), "levels column: {hosts}");

@@ -224,6 +224,7 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
             env,
             wait,
             min_verification,
+            min_uptime,
             restart,
             max_attempts,
             max_price,
@@ -251,6 +252,9 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
             });
             if let Some(level) = min_verification {
                 body["min_verification"] = json!(level);
+            }
+            if let Some(uptime) = min_uptime {
+                body["min_reliability"] = json!({"uptime_7d": uptime});
             }
             let key = uuid::Uuid::now_v7().to_string();
             let order = api.post(&format!("/api/v1/markets/{class}/orders"), &body, Some(&key)).await?;

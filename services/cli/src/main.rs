@@ -103,6 +103,11 @@ pub(crate) enum Command {
         /// challenged or cc_attested.
         #[arg(long)]
         min_verification: Option<String>,
+        /// Trade only with hosts whose attested uptime over the last 7 days is at least
+        /// this fraction, 0 to 1 with at most 6 decimals (e.g. 0.99), as
+        /// `GET /api/v1/hosts/{id}/reliability` computes it.
+        #[arg(long)]
+        min_uptime: Option<String>,
         /// Managed job: restart it when an attempt ends for this reason (host_lost or
         /// failed; repeatable or comma-separated).
         #[arg(long, value_delimiter = ',')]

@@ -88,6 +88,11 @@ pub struct Config {
     /// How often each matcher lets time pass in its book (expiring asks), in ms.
     #[arg(long, env = "CAPEX_MATCHER_TICK_MS", default_value_t = 1000)]
     pub matcher_tick_ms: u64,
+    /// How often each matcher recomputes its ask hosts' 7-day uptime and regrades asks
+    /// whose host fell below their grade, in seconds (each host costs a scan of its week
+    /// of reports; see docs/reliability.md).
+    #[arg(long, env = "CAPEX_UPTIME_REGRADE_S", default_value_t = 60)]
+    pub uptime_regrade_s: u64,
     /// Clock-skew window in seconds: a report's `sent_at` (and an inventory's
     /// `created_at`) may differ from the server clock by at most this much.
     #[arg(long, env = "CAPEX_REPORT_SKEW_S", default_value_t = 120)]
@@ -172,6 +177,7 @@ impl Config {
             matcher_batch_max: 512,
             matcher_queue_max: 8192,
             matcher_tick_ms: 200,
+            uptime_regrade_s: 1,
             report_skew_s: 120,
             fee_rate: rust_decimal::Decimal::new(2, 2),
             sla_credit_rate: rust_decimal::Decimal::new(1, 1),

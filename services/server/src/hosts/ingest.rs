@@ -407,6 +407,9 @@ async fn write_batch(
     }
 }
 
+/// A host's id, status, last seq, last payload digest and backend, as the ingester locks it.
+type HostStateRow = (Uuid, String, i64, Option<Vec<u8>>, String);
+
 async fn apply_batch(
     pool: &PgPool,
     reports: &[VerifiedReport],
@@ -420,8 +423,7 @@ async fn apply_batch(
     host_ids.dedup();
 
     let mut tx = pool.begin().await?;
-    type HostRow = (Uuid, String, i64, Option<Vec<u8>>, String);
-    let rows: Vec<HostRow> = sqlx::query_as(
+    let rows: Vec<HostStateRow> = sqlx::query_as(
         "select host_id, status, last_seq, last_payload_sha256, backend from hosts
          where host_id = any($1) order by host_id for no key update",
     )

@@ -8,6 +8,7 @@ pub(crate) mod refusal;
 pub mod register;
 pub mod reports;
 pub mod unattributed;
+pub mod uptime;
 pub mod views;
 
 use axum::Router;

@@ -421,16 +421,18 @@ async fn place(state: &AppState, job: &Claimed) -> Result<(), ApiError> {
     };
     let price = Price::from_decimal(bid.price).map_err(|err| ApiError::internal(format!("{err:?}")))?;
     let excluded: Vec<HostId> = excluded_of(&bid.job).into_iter().map(HostId).collect();
-    // The restart requires what the job's first bid required of its GPUs.
-    let min_verification: Option<String> =
-        sqlx::query_scalar("select min_verification from orders where order_id = $1")
+    // The restart requires what the job's first bid required of its GPUs and its host.
+    let first: Option<(Option<String>, Option<i32>)> =
+        sqlx::query_as("select min_verification, min_uptime_7d_ppm from orders where order_id = $1")
             .bind(job.job_id)
             .fetch_optional(&state.pool)
-            .await?
-            .flatten();
+            .await?;
+    let (min_verification, min_uptime_7d_ppm) = first.unwrap_or_default();
     let min_verification = min_verification.and_then(|text| text.parse::<crate::verification::Level>().ok());
+    let min_uptime_7d_ppm = min_uptime_7d_ppm.and_then(|ppm| u32::try_from(ppm).ok());
     let order = NewOrder::Bid(NewBid {
         min_verification,
+        min_uptime_7d_ppm,
         gpus: bid.gpus,
         price,
         max_hours: bid.max_hours,

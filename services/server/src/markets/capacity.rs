@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::checks::AskHost;
 use crate::error::ApiError;
 pub(crate) use crate::hosts::capacity::{GPU_IDLE_SQL, LIVE_SQL as HOST_LIVE_SQL};
+use crate::hosts::uptime::UPTIME_7D_PPM_SQL;
 use crate::verification::level::{GPU_LEVEL_SQL, Level};
 
 /// The SQL condition for "this GPU (aliased `g`) is not taken": offered by no open ask and
@@ -26,15 +27,19 @@ pub(crate) const GPU_UNTAKEN_SQL: &str =
      and not exists (select 1 from gpu_challenges c where c.gpu_uuid = g.gpu_uuid
                 and c.state in ('issued', 'committed') offset 0)";
 
+/// Owner, liveness, blocked, free GPUs, their levels and the 7-day uptime in ppm.
+type AskHostRow = (Uuid, bool, bool, Vec<String>, Vec<String>, i32);
+
 /// A host as an ask's handler reads it: its owner and liveness, its free GPUs of `class`
-/// in GPU index order, and whether failed challenges block it from asking; `None` if there
+/// in GPU index order, whether failed challenges block it from asking, and its 7-day
+/// uptime in ppm (the ask's grade; computed here, outside the matcher); `None` if there
 /// is no such host. One query, before the matcher, so that asks it refuses never wait for
 /// a batch.
 pub(crate) async fn ask_host(
     pool: &PgPool,
     host_id: Uuid,
     class: &str,
-) -> Result<Option<(AskHost, (Vec<(String, Level)>, bool))>, ApiError> {
+) -> Result<Option<(AskHost, (Vec<(String, Level)>, bool, u32))>, ApiError> {
     let sql = format!(
         "select h.owner_id, {HOST_LIVE_SQL} as live, h.challenge_blocked_at is not null as blocked,
                 array(select g.gpu_uuid from host_gpus g
@@ -42,17 +47,18 @@ pub(crate) async fn ask_host(
                       order by g.gpu_index) as free,
                 array(select {GPU_LEVEL_SQL} from host_gpus g
                       where g.host_id = h.host_id and g.class = $2 and {GPU_IDLE_SQL} and {GPU_UNTAKEN_SQL}
-                      order by g.gpu_index) as levels
+                      order by g.gpu_index) as levels,
+                {UPTIME_7D_PPM_SQL} as uptime_7d_ppm
          from hosts h where h.host_id = $1"
     );
-    type Row = (Uuid, bool, bool, Vec<String>, Vec<String>);
-    let row: Option<Row> =
+    let row: Option<AskHostRow> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(host_id).bind(class).fetch_optional(pool).await?;
-    let Some((owner_id, live, blocked, free, levels)) = row else { return Ok(None) };
+    let Some((owner_id, live, blocked, free, levels, uptime_7d_ppm)) = row else { return Ok(None) };
+    let uptime_7d_ppm = u32::try_from(uptime_7d_ppm).unwrap_or(0).min(capex_book::PPM_MAX);
     let free = free
         .into_iter()
         .zip(levels)
         .map(|(gpu, level)| Ok((gpu, level.parse().map_err(|_| ApiError::internal("unknown GPU level"))?)))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(Some((AskHost { owner_id, live }, (free, blocked))))
+    Ok(Some((AskHost { owner_id, live }, (free, blocked, uptime_7d_ppm))))
 }

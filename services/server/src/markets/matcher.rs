@@ -49,13 +49,14 @@ use super::checks::{self, AskHost, CheckInput, Checked, KeyClaim, Wallet};
 use super::money::reserve;
 use super::request::NewOrder;
 use super::resting::{OrderInfo, Resting, at_of, load_market};
-use super::views::{BookView, FillView, LevelView, OrderView, UnfilledReasonView};
+use super::views::{BookView, FillView, LevelView, MinReliabilityView, OrderView, UnfilledReasonView};
 use super::writes::{
     AskGpu, AskGpuChange, BATCH_CONFLICT, BalanceChange, BatchWrites, ClaimDrop, EpochGuard, GpuGuard,
     IdempotencyRecord, JournalRow, NewAccount, OrderChange, WriteStatements,
 };
 use crate::error::{ApiError, TRANSACTION_CONFLICT};
 use crate::feed::Feed;
+use crate::hosts::uptime::{WINDOW_7D_S, fraction_of_ppm, uptime_ppm};
 use crate::verification::Level;
 use crate::verification::level::GPU_LEVEL_SQL;
 
@@ -169,6 +170,7 @@ pub(crate) struct Matcher {
     snapshot: Option<Arc<BookView>>,
     events: Vec<Event>,
     last_host_check: Instant,
+    last_uptime_check: Instant,
     /// Resting asks whose GPUs' level fell below their grade, to regrade in the next tick.
     regrades: Vec<(OrderId, AskGrade)>,
     /// Wallets as the last batch that touched them left them: account ids, and balances
@@ -184,11 +186,14 @@ pub(crate) fn book_view(class: &str, book: &Book) -> BookView {
     let depth = book.depth(BOOK_LEVELS_MAX);
     let level =
         |l: &capex_book::Level| LevelView { price: l.price.to_decimal().normalize(), gpus: l.gpus, orders: l.orders };
-    BookView {
-        class: class.to_string(),
-        bids: depth.bids.iter().map(level).collect(),
-        asks: depth.asks.iter().map(level).collect(),
-    }
+    // The asks' grades are in memory: counting them costs a walk of the asks, which
+    // building the snapshot does once per changed book.
+    BookView::with_asks(
+        class.to_string(),
+        depth.bids.iter().map(level).collect(),
+        depth.asks.iter().map(level).collect(),
+        book.asks().map(|ask| (ask.remaining_gpus, ask.grade.uptime_7d_ppm)),
+    )
 }
 
 fn reject_error(reason: RejectReason) -> ApiError {
@@ -284,6 +289,7 @@ impl Matcher {
             events: Vec::new(),
             epoch,
             last_host_check: Instant::now(),
+            last_uptime_check: Instant::now(),
             regrades: Vec::new(),
             wallets: HashMap::new(),
         }
@@ -295,6 +301,7 @@ impl Matcher {
         mut rx: mpsc::Receiver<Request>,
         mut shutdown: watch::Receiver<bool>,
         tick_ms: u64,
+        uptime_regrade: Duration,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -320,7 +327,16 @@ impl Matcher {
                     let due_check = self.last_host_check.elapsed() >= SILENT_HOST_CHECK;
                     let cancels = self.asks_of_silent_hosts().await;
                     if due_check {
-                        self.regrades = self.asks_fallen_below_their_grade().await;
+                        // Each ask host's uptime costs a scan of its week of reports (30-45 ms
+                        // for 10-s reports, see crate::hosts::uptime) while the matcher waits:
+                        // `CAPEX_UPTIME_REGRADE_S`, 60 by default, not every 2 s. A 7-day
+                        // uptime moves by at most 0.01 % a minute, and a host that goes silent
+                        // has its asks cancelled by the 2-s check anyway.
+                        let with_uptime = self.last_uptime_check.elapsed() >= uptime_regrade;
+                        if with_uptime {
+                            self.last_uptime_check = Instant::now();
+                        }
+                        self.regrades = self.asks_fallen_below_their_grade(with_uptime).await;
                     }
                     if !self.run_batch(cancels, true).await {
                         break;
@@ -475,12 +491,15 @@ impl Matcher {
             .collect()
     }
 
-    /// Resting asks whose GPUs' lowest verification level is now below the grade the book
-    /// holds (a passed challenge or CC evidence ran out): they are regraded down, so a bid
-    /// requiring the old level no longer takes them. Grades never rise while an ask rests
-    /// (its GPUs are not challenged while offered, and raising one could trade with bids
-    /// whose wallets this tick does not lock); the ask is graded anew when placed again.
-    async fn asks_fallen_below_their_grade(&self) -> Vec<(OrderId, AskGrade)> {
+    /// Resting asks whose GPUs' lowest verification level, or (when `with_uptime`) whose
+    /// host's 7-day uptime, is now below the grade the book holds (a passed challenge or CC
+    /// evidence ran out; the host missed reports): they are regraded down, so a bid
+    /// requiring the old level or uptime no longer takes them. Grades never rise while an
+    /// ask rests (its GPUs are not challenged while offered, and raising one could trade
+    /// with bids whose wallets this tick does not lock); the ask is graded anew when placed
+    /// again, or when the book is loaded. The uptime is computed once per host, however
+    /// many asks it has.
+    async fn asks_fallen_below_their_grade(&self, with_uptime: bool) -> Vec<(OrderId, AskGrade)> {
         let asks: Vec<Uuid> = self.book.asks().map(|ask| ask.id.0).collect();
         if asks.is_empty() {
             return Vec::new();
@@ -498,16 +517,29 @@ impl Matcher {
                     return Vec::new();
                 }
             };
-        let now: HashMap<Uuid, Level> = rows
+        let levels: HashMap<Uuid, Level> = rows
             .into_iter()
             .filter_map(|(id, levels)| Some((id, levels.iter().filter_map(|l| l.parse::<Level>().ok()).min()?)))
             .collect();
+        let mut uptimes: HashMap<Uuid, u32> = HashMap::new();
+        if with_uptime {
+            let hosts: Vec<Uuid> = self.book.asks().map(|ask| ask.host.0).collect::<HashSet<_>>().into_iter().collect();
+            match uptime_ppm(&self.pool, &hosts, WINDOW_7D_S).await {
+                Ok(rows) => uptimes.extend(rows),
+                Err(err) => tracing::warn!(class = %self.class, error = %err, "cannot read the uptime of ask hosts"),
+            }
+        }
         self.book
             .asks()
             .filter_map(|ask| {
-                let level = *now.get(&ask.id.0)?;
-                (capex_book::Verification::from(level) < ask.grade.verification)
-                    .then(|| (ask.id, AskGrade { verification: level.into(), ..ask.grade }))
+                let mut grade = ask.grade;
+                if let Some(level) = levels.get(&ask.id.0) {
+                    grade.verification = grade.verification.min((*level).into());
+                }
+                if let Some(ppm) = uptimes.get(&ask.host.0) {
+                    grade.uptime_7d_ppm = grade.uptime_7d_ppm.min(*ppm);
+                }
+                (grade != ask.grade).then_some((ask.id, grade))
             })
             .collect()
     }
@@ -599,8 +631,10 @@ impl Matcher {
             self.book.apply(Command::Tick { at_ms }, &mut self.events);
             for (order_id, grade) in std::mem::take(&mut self.regrades) {
                 tracing::info!(class = %self.class, order_id = %order_id.0, level = ?grade.verification,
-                    "regrading an ask down: its GPUs' verification ran out");
+                    uptime_7d_ppm = grade.uptime_7d_ppm,
+                    "regrading an ask down: its GPUs' verification ran out or its host's uptime fell");
                 self.book.apply(Command::Regrade { at_ms, order_id, grade }, &mut self.events);
+                self.resting.regrade(&order_id.0, grade);
             }
         }
         if self.events.is_empty() {
@@ -910,7 +944,7 @@ impl Matcher {
                 "owner_id": o.owner, "status": o.status, "tif": o.tif, "gpus": o.gpus,
                 "gpus_remaining": o.gpus_remaining, "price": o.price, "max_hours": o.max_hours,
                 "duration_ms": o.duration_ms, "job": o.job, "host_id": o.host_id,
-                "min_verification": o.min_verification,
+                "min_verification": o.min_verification, "min_uptime_7d_ppm": o.min_uptime_7d_ppm,
                 "available_until": o.available_until, "created_at": o.created_at, "closed_at": closed_at(o),
             }));
             for gpu in gpus_bound {
@@ -1021,7 +1055,9 @@ impl Matcher {
                 .map(|gpu| checked.gpu_levels.get(*gpu).copied().unwrap_or(Level::Simulated))
                 .min()
                 .unwrap_or(Level::Simulated);
-            let grade = AskGrade { verification: verification.into(), ..AskGrade::UNGRADED };
+            // The host's uptime as the handler read it: it needs no lock, and computing it
+            // here would scan the host's week of reports inside the batch's transaction.
+            let grade = AskGrade { verification: verification.into(), uptime_7d_ppm: ask.host_uptime_7d_ppm };
             *outcome = Some(PlaceResult::Applied { gpus_bound: chosen.into_iter().cloned().collect(), grade });
         }
     }
@@ -1048,6 +1084,7 @@ impl Matcher {
                     duration_ms: Some(bid.duration_ms),
                     job: Some(bid.job.clone()),
                     min_verification: bid.min_verification,
+                    min_uptime_7d_ppm: bid.min_uptime_7d_ppm,
                     held: bid.escrow,
                     escrow_account: bid.prefunded(),
                     ..OrderInfo::placed(req.owner, bid.gpus, bid.price.to_decimal(), bid.tif.as_str(), at)
@@ -1058,6 +1095,7 @@ impl Matcher {
                     available_until: Some(ask.available_until),
                     bound: gpus_bound.clone(),
                     verification: Some(grade.verification.into()),
+                    host_uptime_7d_ppm: Some(grade.uptime_7d_ppm),
                     ..OrderInfo::placed(req.owner, ask.gpus, ask.price.to_decimal(), ask.tif.as_str(), at)
                 },
             };
@@ -1104,6 +1142,8 @@ impl Matcher {
             created_at: o.created_at,
             min_verification: o.min_verification,
             verification: o.verification,
+            min_reliability: MinReliabilityView::of_ppm(o.min_uptime_7d_ppm),
+            host_uptime_7d: o.host_uptime_7d_ppm.map(fraction_of_ppm),
             fills: fills.get(&order_id).cloned().unwrap_or_default(),
             unfilled_reasons: if open_bid {
                 self.book.why_unfilled(OrderId(order_id)).into_iter().map(UnfilledReasonView::from_book).collect()
@@ -1290,7 +1330,7 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         excluded_hosts: bid.excluded_hosts(),
                         requires: Requirements {
                             min_verification: bid.min_verification.map(Into::into),
-                            ..Requirements::default()
+                            min_uptime_7d_ppm: bid.min_uptime_7d_ppm,
                         },
                     },
                 },

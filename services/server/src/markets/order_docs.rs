@@ -60,6 +60,21 @@ pub(super) struct BidOrder {
     /// Trade only with asks whose GPUs all have at least this verification level.
     #[serde(default)]
     min_verification: Option<MinVerification>,
+    /// Trade only with asks whose host has at least this attested uptime
+    /// (`GET /api/v1/hosts/{id}/reliability` shows a host's).
+    #[serde(default)]
+    min_reliability: Option<MinReliability>,
+}
+
+/// What a bid may require of the ask's host's reliability.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct MinReliability {
+    /// The least uptime over the last 7 days: a decimal string from 0 to 1 with at most 6
+    /// decimals.
+    #[schema(example = "0.99", pattern = r"^(?:0(?:\.[0-9]{1,6})?|1(?:\.0{1,6})?)$")]
+    uptime_7d: String,
 }
 
 /// The verification levels a bid may require (every GPU is at least `simulated`).
@@ -142,6 +157,10 @@ mod tests {
             both_parse::<BidOrder>(json!({"side": "bid", "gpus": gpus, "price": price, "max_hours": hours,
                 "job": {"command": ["python"]}}));
         }
+        for uptime in ["0", "0.99", "0.999999", "1", "1.000000"] {
+            both_parse::<BidOrder>(json!({"side": "bid", "gpus": 1, "price": "1", "max_hours": "1",
+                "job": {"command": ["python"]}, "min_reliability": {"uptime_7d": uptime}}));
+        }
     }
 
     #[test]
@@ -164,7 +183,7 @@ mod tests {
         let mut components = Vec::new();
         OrderRequest::schemas(&mut components);
         let names: Vec<&str> = components.iter().map(|(name, _)| name.as_str()).collect();
-        for name in ["BidOrder", "AskOrder", "BidSide", "AskSide", "JobSpec", "TimeInForce"] {
+        for name in ["BidOrder", "AskOrder", "BidSide", "AskSide", "JobSpec", "TimeInForce", "MinReliability"] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use sqlx::PgPool;
@@ -224,7 +225,12 @@ impl Markets {
         );
         let (tx, rx) = mpsc::channel(self.config.matcher_queue_max.max(1));
         let (stop_tx, stop_rx) = watch::channel(false);
-        self.tasks.spawn(matcher.run(rx, stop_rx, self.config.matcher_tick_ms));
+        self.tasks.spawn(matcher.run(
+            rx,
+            stop_rx,
+            self.config.matcher_tick_ms,
+            Duration::from_secs(self.config.uptime_regrade_s),
+        ));
         self.tasks.spawn(keep_claim(claim, tx.clone(), stop_tx, self.shutdown.subscribe()));
         let handle = MatcherHandle { requests: tx };
         matchers.insert(class.to_string(), handle.clone());

@@ -141,6 +141,10 @@ pub struct OrderRequest {
     /// (reported, challenged or cc_attested).
     #[serde(default)]
     pub min_verification: Option<crate::verification::Level>,
+    /// Bids only: `{"uptime_7d": "0.99"}`, the least 7-day uptime of the ask's host
+    /// (a decimal 0 to 1 with at most 6 decimals).
+    #[serde(default)]
+    pub min_reliability: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +159,8 @@ pub(crate) struct NewBid {
     pub(crate) escrow: Credits,
     /// The lowest verification level the bid accepts (none: any level the market sells).
     pub(crate) min_verification: Option<crate::verification::Level>,
+    /// The least 7-day uptime of the ask's host, in parts per million (none: any host).
+    pub(crate) min_uptime_7d_ppm: Option<u32>,
     /// Set for a managed job's restart bid, which the exchange places itself; boxed, as
     /// only restarts have it and every queued request carries a bid's size.
     pub(crate) restart: Option<Box<RestartBid>>,
@@ -188,6 +194,9 @@ pub(crate) struct NewAsk {
     pub(crate) price: Price,
     pub(crate) available_until: DateTime<Utc>,
     pub(crate) tif: TimeInForce,
+    /// The host's 7-day uptime in parts per million, as the handler read it (the ask's
+    /// grade); [`parse`] leaves it at [`capex_book::PPM_MAX`] for the handler to set.
+    pub(crate) host_uptime_7d_ppm: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -330,6 +339,30 @@ pub(crate) fn parse_credits(raw: &Value, field: &str) -> Result<Decimal, ApiErro
     Ok(credits.as_decimal())
 }
 
+/// `min_reliability: {"uptime_7d": "0.99"}` in parts per million; `None` when absent.
+fn parse_min_reliability(raw: Option<&Value>) -> Result<Option<u32>, ApiError> {
+    const FIELD: &str = "min_reliability.uptime_7d";
+    let Some(raw) = raw else { return Ok(None) };
+    let invalid = |field: &str| {
+        ApiError::invalid(
+            field,
+            "invalid_min_reliability",
+            "min_reliability is {\"uptime_7d\": a decimal from 0 to 1 with at most 6 decimals}",
+        )
+    };
+    let Value::Object(fields) = raw else { return Err(invalid("min_reliability")) };
+    if let Some(other) = fields.keys().find(|key| key.as_str() != "uptime_7d") {
+        return Err(ApiError::invalid(
+            &format!("min_reliability.{other}"),
+            "unknown_field",
+            format!("min_reliability has only uptime_7d, not {other}"),
+        ));
+    }
+    let value = fields.get("uptime_7d").ok_or_else(|| invalid(FIELD))?;
+    let ppm = decimal(value).and_then(crate::hosts::uptime::ppm_of_fraction).ok_or_else(|| invalid(FIELD))?;
+    Ok(Some(ppm))
+}
+
 /// Validates a request for a market whose bids may last at most `cap_hours`.
 pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> Result<NewOrder, ApiError> {
     let tif = req.tif.unwrap_or(TimeInForce::Gtc);
@@ -366,6 +399,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                     "min_verification is reported, challenged or cc_attested (every level is at least simulated)",
                 ));
             }
+            let min_uptime_7d_ppm = parse_min_reliability(req.min_reliability.as_ref())?;
             Ok(NewOrder::Bid(NewBid {
                 gpus,
                 price,
@@ -375,6 +409,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                 job,
                 escrow,
                 min_verification,
+                min_uptime_7d_ppm,
                 restart: None,
             }))
         }
@@ -382,6 +417,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
             not_allowed(req.max_hours.is_some(), "max_hours", "ask")?;
             not_allowed(req.job.is_some(), "job", "ask")?;
             not_allowed(req.min_verification.is_some(), "min_verification", "ask")?;
+            not_allowed(req.min_reliability.is_some(), "min_reliability", "ask")?;
             let host_id = required(req.host_id, "host_id")?;
             let gpus = parse_gpus(req.gpus)?;
             let price = parse_price(req.price.as_ref())?;
@@ -395,7 +431,14 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
             }
             // Postgres keeps microseconds: the order's answer must show what is stored.
             let available_until = available_until.trunc_subsecs(6);
-            Ok(NewOrder::Ask(NewAsk { host_id, gpus, price, available_until, tif }))
+            Ok(NewOrder::Ask(NewAsk {
+                host_id,
+                gpus,
+                price,
+                available_until,
+                tif,
+                host_uptime_7d_ppm: capex_book::PPM_MAX,
+            }))
         }
     }
 }

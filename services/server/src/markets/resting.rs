@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::hosts::uptime::UPTIME_7D_PPM_SQL;
 
 /// An order the batch touches: new from a request, or resting (from [`Resting`]).
 #[derive(Debug, Clone)]
@@ -37,6 +38,10 @@ pub(crate) struct OrderInfo {
     pub(crate) min_verification: Option<Level>,
     /// Asks: their grade's level (the lowest of their GPUs when graded).
     pub(crate) verification: Option<Level>,
+    /// Bids: the least 7-day uptime of the ask's host they accept, in ppm.
+    pub(crate) min_uptime_7d_ppm: Option<u32>,
+    /// Asks: their grade's host uptime over 7 days, in ppm.
+    pub(crate) host_uptime_7d_ppm: Option<u32>,
     pub(crate) host_id: Option<Uuid>,
     pub(crate) available_until: Option<DateTime<Utc>>,
     pub(crate) tif: String,
@@ -72,6 +77,8 @@ impl OrderInfo {
             job: None,
             min_verification: None,
             verification: None,
+            min_uptime_7d_ppm: None,
+            host_uptime_7d_ppm: None,
             host_id: None,
             available_until: None,
             tif: tif.to_string(),
@@ -142,6 +149,15 @@ impl Resting {
         }
     }
 
+    /// Takes in an ask's new grade (the book regraded it), so views built from this copy
+    /// show it. A failed batch reloads the copy, grades included.
+    pub(crate) fn regrade(&mut self, id: &Uuid, grade: AskGrade) {
+        if let Some(info) = self.orders.get_mut(id) {
+            info.verification = Some(grade.verification.into());
+            info.host_uptime_7d_ppm = Some(grade.uptime_7d_ppm);
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.orders.len()
     }
@@ -169,6 +185,9 @@ struct Row {
     min_verification: Option<String>,
     /// Asks: the verification levels of the bound GPUs, now.
     bound_levels: Vec<String>,
+    min_uptime_7d_ppm: Option<i32>,
+    /// Asks: their host's 7-day uptime now, in ppm.
+    host_uptime_7d_ppm: Option<i32>,
 }
 
 fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
@@ -190,16 +209,23 @@ pub(crate) fn excluded_hosts_of(job: Option<&Value>) -> ExcludedHosts {
 /// order.
 pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Resting), ApiError> {
     // `seq` is the order the matcher gave orders to the book, so it is their time priority.
+    // Each ask host's uptime once (a scan of its week of reports), not once per ask.
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select o.seq, o.order_id, o.side, o.owner_id, o.gpus, o.gpus_remaining, o.price, o.max_hours,
+        "with up as (
+             select host_id, {UPTIME_7D_PPM_SQL} as ppm
+             from (select distinct host_id from orders where class = $1 and status = 'open' and side = 'ask') a
+         )
+         select o.seq, o.order_id, o.side, o.owner_id, o.gpus, o.gpus_remaining, o.price, o.max_hours,
                 o.duration_ms, o.job, o.host_id, o.available_until, o.tif, o.created_at,
                 a.account_id as escrow_account, a.balance as escrow_balance,
                 array(select ag.gpu_uuid from ask_gpus ag join host_gpus g using (gpu_uuid)
                       where ag.order_id = o.order_id and ag.state = 'bound' order by g.gpu_index) as bound,
                 o.min_verification,
                 array(select {GPU_LEVEL_SQL} from ask_gpus ag join host_gpus g using (gpu_uuid) join hosts h using (host_id)
-                      where ag.order_id = o.order_id and ag.state = 'bound') as bound_levels
+                      where ag.order_id = o.order_id and ag.state = 'bound') as bound_levels,
+                o.min_uptime_7d_ppm, up.ppm as host_uptime_7d_ppm
          from orders o left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
+             left join up on up.host_id = o.host_id and o.side = 'ask'
          where o.class = $1 and o.status = 'open' order by o.seq"
     )))
     .bind(class)
@@ -217,6 +243,8 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
             Some(text) => Some(text.parse().map_err(|_| ApiError::internal(format!("stored level {text:?}")))?),
             None => None,
         };
+        let min_uptime_7d_ppm = row.min_uptime_7d_ppm.map(ppm_of_db).transpose()?;
+        let host_uptime_7d_ppm = ppm_of_db(row.host_uptime_7d_ppm.unwrap_or(0))?;
         let ask_level =
             row.bound_levels.iter().filter_map(|text| text.parse::<Level>().ok()).min().unwrap_or(Level::Simulated);
         let order = if side_bid {
@@ -228,10 +256,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 price,
                 seq: row.seq as u64,
                 excluded_hosts: excluded_hosts_of(row.job.as_ref()),
-                requires: Requirements {
-                    min_verification: min_verification.map(Into::into),
-                    ..Requirements::default()
-                },
+                requires: Requirements { min_verification: min_verification.map(Into::into), min_uptime_7d_ppm },
             })
         } else {
             RestingOrder::Ask(RestingAsk {
@@ -243,9 +268,9 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 available_until_ms: row.available_until.map(|t| t.timestamp_millis()).unwrap_or(0),
                 price,
                 seq: row.seq as u64,
-                // Graded again from its GPUs' levels now: they may have changed while the
-                // book was down.
-                grade: AskGrade { verification: ask_level.into(), ..AskGrade::UNGRADED },
+                // Graded again from its GPUs' levels and its host's uptime now: they may have
+                // changed while the book was down.
+                grade: AskGrade { verification: ask_level.into(), uptime_7d_ppm: host_uptime_7d_ppm },
             })
         };
         book.restore(order, at_ms).map_err(|reason| {
@@ -268,6 +293,8 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 job: row.job,
                 min_verification,
                 verification: (!side_bid).then_some(ask_level),
+                min_uptime_7d_ppm,
+                host_uptime_7d_ppm: (!side_bid).then_some(host_uptime_7d_ppm),
                 host_id: row.host_id,
                 available_until: row.available_until,
                 tif: row.tif,
@@ -285,6 +312,14 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
         );
     }
     Ok((book, resting))
+}
+
+/// A stored uptime in ppm, which the schema keeps within `0..=PPM_MAX`.
+fn ppm_of_db(ppm: i32) -> Result<u32, ApiError> {
+    u32::try_from(ppm)
+        .ok()
+        .filter(|ppm| *ppm <= capex_book::PPM_MAX)
+        .ok_or_else(|| ApiError::internal(format!("stored uptime {ppm} ppm")))
 }
 
 /// The instant of a book timestamp in ms.

@@ -75,10 +75,10 @@ pub(crate) async fn place_order(
     {
         return Ok(replayed);
     }
-    // An ask's host (owner, liveness, free GPUs) is read here, and an ask it cannot take is
+    // An ask's host (owner, liveness, free GPUs, uptime) is read here, and an ask it cannot take is
     // refused before the matcher. What the read found is proved again where the GPUs are
     // bound, in the batch's transaction.
-    let free_gpus = match &order {
+    let free_gpus = match &mut order {
         NewOrder::Bid(_) => {
             auth.require(Role::Buyer)?;
             Vec::new()
@@ -86,7 +86,8 @@ pub(crate) async fn place_order(
         NewOrder::Ask(ask) => {
             auth.require(Role::Provider)?;
             let (host, found) = capacity::ask_host(&state.pool, ask.host_id, &class).await?.unzip();
-            let (free, blocked) = found.unwrap_or_default();
+            let (free, blocked, uptime_7d_ppm) = found.unwrap_or_default();
+            ask.host_uptime_7d_ppm = uptime_7d_ppm;
             if blocked && host.as_ref().is_some_and(|h| h.owner_id == auth.user_id) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -254,7 +255,7 @@ pub(crate) async fn get_book(
     // market that has), so its book is empty.
     match state.markets.running(&class).await {
         Some(handle) => Ok(Json(handle.book().await?.as_ref().clone())),
-        None => Ok(Json(BookView { class, bids: Vec::new(), asks: Vec::new() })),
+        None => Ok(Json(BookView::empty(class))),
     }
 }
 

@@ -11,9 +11,11 @@ use uuid::Uuid;
 
 use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
 use super::views::{
-    CandleList, CandleView, FillView, MarketList, MarketView, OrderPage, OrderView, TradePage, TradeView,
+    CandleList, CandleView, FillView, MarketList, MarketView, MinReliabilityView, OrderPage, OrderView, TradePage,
+    TradeView,
 };
 use crate::error::ApiError;
+use crate::hosts::uptime::{WINDOW_7D_S, fraction_of_ppm, uptime_ppm};
 use crate::verification::level::{GPU_LEVEL_SQL, Level};
 
 /// Candles returned per request: the most recent ones.
@@ -33,74 +35,76 @@ pub(crate) async fn order_class_and_status(
         .ok_or_else(|| ApiError::not_found("order"))
 }
 
-type OrderRow = (
-    i64,
-    Uuid,
-    String,
-    String,
-    String,
-    i32,
-    i32,
-    Decimal,
-    Option<Decimal>,
-    Option<DateTime<Utc>>,
-    String,
-    Option<Decimal>,
-    Option<Uuid>,
-    DateTime<Utc>,
-    Option<String>,
-    Vec<String>,
-);
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    seq: i64,
+    order_id: Uuid,
+    class: String,
+    side: String,
+    status: String,
+    gpus: i32,
+    gpus_remaining: i32,
+    price: Decimal,
+    max_hours: Option<Decimal>,
+    available_until: Option<DateTime<Utc>>,
+    tif: String,
+    escrow: Option<Decimal>,
+    host_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    min_verification: Option<String>,
+    /// Asks: the levels of their GPUs now.
+    ask_levels: Vec<String>,
+    min_uptime_7d_ppm: Option<i32>,
+}
 
-/// The columns of an [`OrderRow`]; the last is the levels of an ask's GPUs now.
+/// The columns of an [`OrderRow`].
 fn order_columns() -> String {
     format!(
         "o.seq, o.order_id, o.class, o.side, o.status, o.gpus, o.gpus_remaining, o.price,
          o.max_hours, o.available_until, o.tif,
-         case when o.side = 'bid' then coalesce(a.balance, 0) end, o.host_id, o.created_at, o.min_verification,
+         case when o.side = 'bid' then coalesce(a.balance, 0) end as escrow, o.host_id, o.created_at,
+         o.min_verification,
          array(select {GPU_LEVEL_SQL} from ask_gpus ag join host_gpus g using (gpu_uuid) join hosts h using (host_id)
-               where ag.order_id = o.order_id)"
+               where ag.order_id = o.order_id) as ask_levels,
+         o.min_uptime_7d_ppm"
     )
 }
 
 fn view_of(row: OrderRow) -> OrderView {
-    let (
-        _,
-        order_id,
-        class,
-        side,
-        status,
-        gpus,
-        gpus_remaining,
-        price,
-        max_hours,
-        available_until,
-        tif,
-        escrow,
-        host_id,
-        created_at,
-        min_verification,
-        ask_levels,
-    ) = row;
     OrderView {
-        order_id,
-        class,
-        side,
-        status,
-        gpus,
-        gpus_remaining,
-        price: price.normalize(),
-        max_hours: max_hours.map(|h| h.normalize()),
-        available_until,
-        tif,
-        escrow: escrow.map(|e| e.normalize()),
-        host_id,
-        created_at,
-        min_verification: min_verification.and_then(|text| text.parse().ok()),
-        verification: ask_levels.iter().filter_map(|text| text.parse::<Level>().ok()).min(),
+        order_id: row.order_id,
+        class: row.class,
+        side: row.side,
+        status: row.status,
+        gpus: row.gpus,
+        gpus_remaining: row.gpus_remaining,
+        price: row.price.normalize(),
+        max_hours: row.max_hours.map(|h| h.normalize()),
+        available_until: row.available_until,
+        tif: row.tif,
+        escrow: row.escrow.map(|e| e.normalize()),
+        host_id: row.host_id,
+        created_at: row.created_at,
+        min_verification: row.min_verification.and_then(|text| text.parse().ok()),
+        verification: row.ask_levels.iter().filter_map(|text| text.parse::<Level>().ok()).min(),
+        min_reliability: MinReliabilityView::of_ppm(row.min_uptime_7d_ppm.and_then(|ppm| u32::try_from(ppm).ok())),
+        host_uptime_7d: None,
         fills: Vec::new(),
         unfilled_reasons: Vec::new(),
     }
+}
+
+/// Sets each ask's `host_uptime_7d` to its host's uptime now, computed once per host.
+async fn with_host_uptime(pool: &PgPool, views: &mut [OrderView]) -> Result<(), ApiError> {
+    let hosts: Vec<Uuid> = views.iter().filter(|v| v.side == "ask").filter_map(|v| v.host_id).collect();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let uptimes: HashMap<Uuid, u32> = uptime_ppm(pool, &hosts, WINDOW_7D_S).await?.into_iter().collect();
+    for view in views.iter_mut().filter(|v| v.side == "ask") {
+        view.host_uptime_7d = view.host_id.and_then(|h| uptimes.get(&h)).map(|ppm| fraction_of_ppm(*ppm));
+    }
+    Ok(())
 }
 
 /// Trades of these orders, oldest first, by order id.
@@ -141,6 +145,7 @@ pub(crate) async fn order_view(pool: &PgPool, owner: Uuid, order_id: Uuid) -> Re
     .ok_or_else(|| ApiError::not_found("order"))?;
     let mut view = view_of(row);
     view.fills = fills(pool, &[order_id]).await?.remove(&order_id).unwrap_or_default();
+    with_host_uptime(pool, std::slice::from_mut(&mut view)).await?;
     Ok(view)
 }
 
@@ -167,11 +172,12 @@ pub(crate) async fn list_orders(
     .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.truncate(limit as usize);
-        rows.last().map(|r| r.0.to_string())
+        rows.last().map(|r| r.seq.to_string())
     } else {
         None
     };
     let mut items: Vec<OrderView> = rows.into_iter().map(view_of).collect();
+    with_host_uptime(pool, &mut items).await?;
     let ids: Vec<Uuid> = items.iter().map(|o| o.order_id).collect();
     let mut fills = fills(pool, &ids).await?;
     for item in &mut items {

@@ -117,9 +117,29 @@ pub struct OrderView {
     /// Asks: the lowest verification level of the ask's GPUs (what a bid's
     /// `min_verification` is compared with).
     pub verification: Option<crate::verification::Level>,
+    /// Bids: the least reliability the bid requires of the ask's host (null: none).
+    pub min_reliability: Option<MinReliabilityView>,
+    /// Asks: the host's 7-day uptime, 0 to 1 with 6 decimals, as the ask's grade has it
+    /// (what a bid's `min_reliability.uptime_7d` is compared with).
+    #[schema(value_type = Option<String>)]
+    pub host_uptime_7d: Option<Decimal>,
     pub fills: Vec<FillView>,
     /// For a resting bid, why it has not traded; empty otherwise.
     pub unfilled_reasons: Vec<UnfilledReasonView>,
+}
+
+/// A bid's floor on its ask's host's reliability.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MinReliabilityView {
+    /// The least 7-day uptime, 0 to 1 with at most 6 decimals.
+    #[schema(value_type = String)]
+    pub uptime_7d: Decimal,
+}
+
+impl MinReliabilityView {
+    pub(crate) fn of_ppm(ppm: Option<u32>) -> Option<MinReliabilityView> {
+        ppm.map(|ppm| MinReliabilityView { uptime_7d: crate::hosts::uptime::fraction_of_ppm(ppm) })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -143,6 +163,44 @@ pub struct BookView {
     pub class: String,
     pub bids: Vec<LevelView>,
     pub asks: Vec<LevelView>,
+    /// GPUs the asks offer whose host's 7-day uptime (as the ask's grade has it) is at
+    /// least each of 0.9, 0.99 and 0.999: what a bid's `min_reliability` can buy.
+    #[serde(default)]
+    pub ask_gpus_by_min_uptime_7d: std::collections::BTreeMap<String, u64>,
+}
+
+/// The uptime floors [`BookView::ask_gpus_by_min_uptime_7d`] counts, in ppm.
+pub(crate) const BOOK_UPTIME_FLOORS_PPM: [u32; 3] = [900_000, 990_000, 999_000];
+
+impl BookView {
+    /// A book with no orders.
+    pub(crate) fn empty(class: String) -> BookView {
+        BookView::with_asks(class, Vec::new(), Vec::new(), std::iter::empty())
+    }
+
+    /// The view, counting the offered GPUs by uptime floor from `(remaining GPUs, host
+    /// uptime ppm)` per ask.
+    pub(crate) fn with_asks(
+        class: String,
+        bids: Vec<LevelView>,
+        asks: Vec<LevelView>,
+        offers: impl Iterator<Item = (u32, u32)>,
+    ) -> BookView {
+        let mut counts = [0u64; BOOK_UPTIME_FLOORS_PPM.len()];
+        for (gpus, ppm) in offers {
+            for (count, floor) in counts.iter_mut().zip(BOOK_UPTIME_FLOORS_PPM) {
+                if ppm >= floor {
+                    *count += u64::from(gpus);
+                }
+            }
+        }
+        let ask_gpus_by_min_uptime_7d = BOOK_UPTIME_FLOORS_PPM
+            .into_iter()
+            .zip(counts)
+            .map(|(floor, count)| (crate::hosts::uptime::fraction_of_ppm(floor).to_string(), count))
+            .collect();
+        BookView { class, bids, asks, ask_gpus_by_min_uptime_7d }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]

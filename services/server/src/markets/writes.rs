@@ -329,9 +329,11 @@ const PARTS: [(&str, &str); 13] = [
     (
         "orders_new",
         "insert into orders (order_id, class, side, owner_id, status, tif, gpus, gpus_remaining, price, max_hours,
-                             duration_ms, job, host_id, available_until, created_at, closed_at, min_verification)
+                             duration_ms, job, host_id, available_until, created_at, closed_at, min_verification,
+                             min_uptime_7d_ppm)
          select order_id, class, side, owner_id, status, tif, gpus, gpus_remaining, price, max_hours,
-                duration_ms, job, host_id, available_until, created_at, closed_at, min_verification
+                duration_ms, job, host_id, available_until, created_at, closed_at, min_verification,
+                min_uptime_7d_ppm
          from jsonb_populate_recordset(null::orders, $1->'orders_new') with ordinality as r
          order by r.ordinality
          returning 1",

@@ -153,6 +153,9 @@ fn refusal(status: StatusCode, code: &'static str, detail: impl Into<String>) ->
     ApiError::new(status, code, detail)
 }
 
+/// An attestation's GPU, nonce, state, whether it is late, the host's owner and the CC device id.
+type AttestationRow = (String, Vec<u8>, String, bool, Uuid, Option<String>);
+
 #[utoipa::path(post, path = "/api/v1/hosts/{host_id}/attestations/{request_id}", tag = "verification",
     params(("host_id" = Uuid, Path, description = "The host"), ("request_id" = Uuid, Path, description = "The attestation request")),
     request_body(content = serde_json::Value, description = "{\"evidence\": {gpu_uuid, nonce, attestation_report, certificate_chain}} or {\"unavailable\": {gpu_uuid, reason}}"),
@@ -172,8 +175,7 @@ pub(crate) async fn post_attestation(
     authenticate_host(&state, host_id, "POST", &path, &headers, &body).await?;
     let answer: CcAnswer = crate::extract::parse_json(&body)?;
     let mut tx = state.pool.begin().await?;
-    type Row = (String, Vec<u8>, String, bool, Uuid, Option<String>);
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<AttestationRow> = sqlx::query_as(
         "select a.gpu_uuid, a.nonce, a.state, now() > a.answer_by, h.owner_id, g.cc_device_id
          from gpu_attestations a join hosts h using (host_id) join host_gpus g using (gpu_uuid)
          where a.request_id = $1 and a.host_id = $2 for update of a, g",

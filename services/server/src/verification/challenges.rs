@@ -150,11 +150,13 @@ pub(crate) fn publish(state: &AppState, owner_id: Uuid, host_id: Uuid) {
     state.feed.private("host", owner_id, serde_json::json!({ "host_id": host_id, "change": "verification" }));
 }
 
+/// An open challenge as the assignments poll reads it.
+type OpenChallengeRow = (Uuid, String, Vec<u8>, i32, DateTime<Utc>, DateTime<Utc>, bool);
+
 /// The open challenges of a host, as its assignments poll returns them. Marks them
 /// delivered; `undelivered` says whether any was new, so the poll answers at once.
 pub(crate) async fn open_for_host(state: &AppState, host_id: Uuid) -> Result<(Vec<ChallengeOrder>, bool), ApiError> {
-    type Row = (Uuid, String, Vec<u8>, i32, DateTime<Utc>, DateTime<Utc>, bool);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<OpenChallengeRow> = sqlx::query_as(
         "update gpu_challenges c set delivered_at = coalesce(c.delivered_at, now())
          from gpu_challenges old
          where old.challenge_id = c.challenge_id and c.host_id = $1 and c.state = 'issued'

@@ -17,6 +17,7 @@ mod managed_jobs;
 mod markets;
 mod operator;
 mod problems;
+mod reliability_bids;
 mod report_attribution;
 mod verification;
 mod wallet;
