@@ -1,6 +1,7 @@
 //! Users, passwords, login tokens and API keys.
 
 pub mod api_keys;
+pub mod job_token;
 pub mod jwt;
 pub mod password;
 pub mod roles;
@@ -14,4 +15,5 @@ pub(crate) use routes::__path_login;
 pub(crate) use routes::__path_me;
 pub(crate) use routes::__path_register;
 pub use routes::{ApiKeyCreated, LoginRequest, LoginResponse, NewApiKey, RegisterRequest, router};
+pub use job_token::{Caller, JobToken};
 pub use user::{AuthUser, UserView, authenticate, create_user, find_user_by_email};
