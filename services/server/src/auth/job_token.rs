@@ -91,8 +91,9 @@ fn unauthorized(code: &'static str, detail: &str) -> ApiError {
 /// Resolves a job token to its attempt: refused unless the MAC verifies and the lease is
 /// pending or running now (read on every request: revocation is immediate).
 pub async fn authenticate_job(state: &AppState, token: &str) -> Result<JobToken, ApiError> {
-    let lease_id = verify(&state.jwt.job_token_key, token)
-        .ok_or_else(|| unauthorized("invalid_job_token", "the job token is malformed or not one this exchange issued"))?;
+    let lease_id = verify(&state.jwt.job_token_key, token).ok_or_else(|| {
+        unauthorized("invalid_job_token", "the job token is malformed or not one this exchange issued")
+    })?;
     let row: Option<(Option<Uuid>, Uuid, String)> =
         sqlx::query_as("select job_id, buyer_id, state from leases where lease_id = $1")
             .bind(lease_id)

@@ -8,8 +8,8 @@
 
 mod capacity;
 mod checks;
-pub(crate) mod estimate;
 pub(crate) mod class;
+pub(crate) mod estimate;
 mod literal;
 pub(crate) mod matcher;
 pub(crate) mod money;
