@@ -394,3 +394,23 @@ async fn the_fill_estimate_comes_from_the_resting_book_and_recent_fills(pool: sq
     let res = app.get("/api/v1/markets/Z999-1GB/estimate?gpus=1&price=1&max_hours=1", None).await;
     assert_problem(res, StatusCode::NOT_FOUND, "unknown_market").await;
 }
+
+/// A child bid retried with the same Idempotency-Key is placed once and counted once
+/// against the budget; the same key with another body is refused.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn a_retried_child_bid_is_placed_once(pool: sqlx::PgPool) {
+    let s = steer(pool, budgeted("5")).await;
+    let app = &s.w.app;
+    let path = format!("/api/v1/jobs/{}/children", s.job_id);
+    let post = |body: Value| {
+        app.client.post(app.url(&path)).bearer_auth(&s.token).header("idempotency-key", "child-a").json(&body).send()
+    };
+    let first = json_of(post(child("2")).await.unwrap(), StatusCode::CREATED).await;
+    let again = json_of(post(child("2")).await.unwrap(), StatusCode::CREATED).await;
+    assert_eq!(first["order_id"], again["order_id"]);
+    let parent = app.get_json(&format!("/api/v1/jobs/{}", s.job_id), &s.token).await;
+    assert_eq!(parent["children"].as_array().unwrap().len(), 1);
+    assert_eq!(parent["budget_used"], "4");
+    let res = post(child("1")).await.unwrap();
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
+}
