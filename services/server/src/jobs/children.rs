@@ -149,7 +149,7 @@ async fn lock_parent(conn: &mut PgConnection, parent: Uuid) -> Result<(), sqlx::
         (status = 401, body = Problem, description = "invalid_job_token, job_token_revoked"),
         (status = 404, body = Problem, description = "not_found: no such job of the caller's; unknown_market"),
         (status = 422, body = Problem, description = "no_budget: the job has no budget; budget_exceeded: the children would hold and spend more than the budget; children_are_bids; validation errors"),
-        (status = 503, body = Problem)))]
+        (status = 503, body = Problem, description = "market_owned_elsewhere: with several server processes, a child bid is placed only by the process that matches its market (not forwarded yet); matcher_stopped")))]
 pub(crate) async fn place_child(
     State(state): State<AppState>,
     caller: Caller,
