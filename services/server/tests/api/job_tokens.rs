@@ -414,3 +414,33 @@ async fn a_retried_child_bid_is_placed_once(pool: sqlx::PgPool) {
     let res = post(child("1")).await.unwrap();
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
 }
+
+/// Child bids placed at the same moment are checked one at a time: of several that each
+/// fit the budget alone but not together, exactly one is placed.
+#[sqlx::test(migrator = "capex_server::MIGRATOR")]
+async fn concurrent_child_bids_never_overspend_the_budget(pool: sqlx::PgPool) {
+    let s = steer(pool, budgeted("5")).await;
+    let bodies: Vec<Value> = (0..4).map(|_| child("2")).collect();
+    let answers = post_children_at_once(&s, &bodies).await;
+    let placed = answers.iter().filter(|&&status| status == StatusCode::CREATED).count();
+    let refused = answers.iter().filter(|&&status| status == StatusCode::UNPROCESSABLE_ENTITY).count();
+    assert_eq!((placed, refused), (1, 3), "{answers:?}");
+    let parent = s.w.app.get_json(&format!("/api/v1/jobs/{}", s.job_id), &s.token).await;
+    assert_eq!(parent["budget_used"], "4");
+    s.w.invariants_ok().await;
+}
+
+async fn post_children_at_once(s: &Steer, bodies: &[Value]) -> Vec<StatusCode> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for body in bodies {
+        let req =
+            s.w.app
+                .client
+                .post(s.w.app.url(&format!("/api/v1/jobs/{}/children", s.job_id)))
+                .bearer_auth(&s.token)
+                .header("idempotency-key", Uuid::now_v7().to_string())
+                .json(body);
+        tasks.spawn(async move { req.send().await.expect("request sent").status() });
+    }
+    tasks.join_all().await
+}
