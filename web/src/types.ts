@@ -269,7 +269,7 @@ export interface Capacity {
   busy_gpus: number;
 }
 
-export type JobState = 'pending' | 'running' | 'exited' | 'cancelled' | 'host_lost' | 'max_duration';
+export type JobState = 'pending' | 'running' | 'exited' | 'cancelled' | 'released' | 'host_lost' | 'max_duration';
 
 export interface Job {
   job_id: string;

@@ -137,6 +137,9 @@ struct Assignment {
     job_id: Option<Uuid>,
     #[serde(default)]
     attempt: Option<i32>,
+    /// The attempt's job token (absent from older exchanges).
+    #[serde(default)]
+    job_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,6 +340,13 @@ async fn start_job(
     env.insert("CAPEX_LEASE_ID".into(), lease_id.to_string());
     env.insert("CAPEX_JOB_ID".into(), assignment.job_id.unwrap_or(lease_id).to_string());
     env.insert("CAPEX_ATTEMPT".into(), assignment.attempt.unwrap_or(1).to_string());
+    // Where and how the job may steer itself: the exchange as this agent reaches it, and
+    // the attempt's token (valid only while this lease runs).
+    env.insert("CAPEX_EXCHANGE".into(), client.base.clone());
+    match assignment.job_token {
+        Some(token) => env.insert("CAPEX_JOB_TOKEN".into(), token),
+        None => env.remove("CAPEX_JOB_TOKEN"),
+    };
     let spec = JobSpec {
         lease_id,
         command: assignment.job.command,

@@ -550,7 +550,7 @@ async fn wait_for_job(api: &Client, order: &Value) -> CliResult<Value> {
     Err(CliError::Other(anyhow::anyhow!("gave up waiting for order {order_id} after {WAIT_FOR_JOB_S} s")))
 }
 
-const FINAL_JOB_STATES: &[&str] = &["exited", "cancelled", "host_lost", "max_duration", "failed"];
+const FINAL_JOB_STATES: &[&str] = &["exited", "cancelled", "released", "host_lost", "max_duration", "failed"];
 
 async fn follow_logs(api: &Client, job_id: &str, follow: bool, json_out: bool) -> CliResult<()> {
     let mut after: Option<String> = None;

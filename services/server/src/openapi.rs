@@ -19,7 +19,8 @@ use crate::{auth, error, hosts, markets, operator, wallet};
         hosts::reports::post_report, hosts::views::list_reports, hosts::views::get_telemetry, hosts::capacity::get_capacity,
         hosts::unattributed::list_unattributed,
         crate::jobs::routes::list_jobs, crate::jobs::routes::get_job, crate::jobs::routes::get_logs,
-        crate::jobs::routes::get_telemetry, crate::jobs::routes::cancel_job,
+        crate::jobs::routes::get_telemetry, crate::jobs::routes::cancel_job, crate::jobs::routes::release_job,
+        crate::jobs::children::place_child, crate::jobs::children::cancel_child, crate::markets::estimate::get_estimate,
         crate::jobs::host::assignments, crate::jobs::host::ack, crate::jobs::host::upload_logs,
         crate::jobs::reliability::get_reliability,
         crate::startup::healthz, crate::feed::stream,
@@ -54,7 +55,10 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A login token (JWT) or an API key starting with capex_"))
+                    .description(Some(
+                        "A login token (JWT), an API key starting with capex_, or (on the routes that say so) a \
+                         running job's token starting with cxj_",
+                    ))
                     .build(),
             ),
         );

@@ -24,6 +24,8 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     validation: Validation,
     pub ttl_s: u64,
+    /// Key of the job tokens (see [`super::job_token`]), derived from the same secret.
+    pub(crate) job_token_key: [u8; 32],
 }
 
 impl JwtKeys {
@@ -40,6 +42,7 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_s,
+            job_token_key: super::job_token::derive_key(secret),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Users, passwords, login tokens and API keys.
 
 pub mod api_keys;
+pub mod job_token;
 pub mod jwt;
 pub mod password;
 pub mod roles;
@@ -9,6 +10,7 @@ pub mod user;
 
 pub(crate) use api_keys::{__path_list_api_keys, __path_revoke_api_key};
 pub use api_keys::{ApiKeyList, ApiKeyView};
+pub use job_token::{Caller, JobToken};
 pub(crate) use routes::__path_create_api_key;
 pub(crate) use routes::__path_login;
 pub(crate) use routes::__path_me;

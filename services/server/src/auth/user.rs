@@ -1,5 +1,4 @@
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
 use capex_core::Role;
 use chrono::{DateTime, Utc};
@@ -42,19 +41,21 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+        let token = super::job_token::bearer(parts)?;
         authenticate(state, token).await
     }
 }
 
 /// Resolves a bearer token (JWT or API key) to its user.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    if super::job_token::looks_like_job_token(token) {
+        // A job token steers its own job through the routes that take `Caller`; nothing else.
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "job_token_not_allowed",
+            "a job token may only read its own job, release it, place and cancel its children, and read market data",
+        ));
+    }
     let user_id = if api_keys::looks_like_api_key(token) {
         // Checked in the database every time (not cached): revocation applies at once.
         let found = api_keys::user_of_key(&state.pool, token).await?;

@@ -102,6 +102,10 @@ pub struct Assignment {
     pub job_id: Option<Uuid>,
     /// The attempt's number, from 1 (`CAPEX_ATTEMPT`).
     pub attempt: Option<i32>,
+    /// The attempt's job token (`CAPEX_JOB_TOKEN`): valid while this lease is pending or
+    /// running, it lets the job read and steer itself (see `auth::job_token`).
+    #[sqlx(skip)]
+    pub job_token: Option<String>,
 }
 
 /// Every active lease of the host: start the pending ones, stop any running job not listed
@@ -142,7 +146,11 @@ async fn active_leases(state: &AppState, host_id: Uuid) -> Result<Vec<Assignment
     .bind(host_id)
     .fetch_all(&state.pool)
     .await?;
-    Ok(rows)
+    let key = &state.jwt.job_token_key;
+    Ok(rows
+        .into_iter()
+        .map(|a| Assignment { job_token: Some(crate::auth::job_token::mint(key, a.lease_id)), ..a })
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v1/hosts/{host_id}/assignments", tag = "hosts", params(("host_id" = Uuid, Path, description = "The host"), AssignmentsQuery),

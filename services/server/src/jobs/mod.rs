@@ -11,6 +11,7 @@
 //! lease reaches the agent within milliseconds.
 
 pub mod attempts;
+pub mod children;
 pub mod host;
 pub mod metering;
 mod nonces;
@@ -23,7 +24,7 @@ pub mod sla;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,9 @@ pub fn router() -> Router<crate::AppState> {
         .route("/api/v1/jobs/{id}/logs", get(routes::get_logs))
         .route("/api/v1/jobs/{id}/telemetry", get(routes::get_telemetry))
         .route("/api/v1/jobs/{id}/cancel", post(routes::cancel_job))
+        .route("/api/v1/jobs/{id}/release", post(routes::release_job))
+        .route("/api/v1/jobs/{id}/children", post(children::place_child))
+        .route("/api/v1/jobs/{id}/children/{child_id}", delete(children::cancel_child))
         .route("/api/v1/hosts/{host_id}/assignments", get(host::assignments))
         .route("/api/v1/hosts/{host_id}/reliability", get(reliability::get_reliability))
         .route("/api/v1/hosts/{host_id}/leases/{lease_id}/ack", post(host::ack))

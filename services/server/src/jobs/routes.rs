@@ -16,7 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::settle::{self, Outbox};
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::hosts::views::{
     Telemetry, TelemetryQuery, TelemetryWindow, read_telemetry, telemetry_limit, telemetry_since,
@@ -86,6 +86,17 @@ pub struct JobView {
     pub env: BTreeMap<String, String>,
     /// "buyer" or "provider": how the caller relates to the job.
     pub role: String,
+    /// The job that placed this one as a child bid (with its job token), if any.
+    pub parent_job_id: Option<Uuid>,
+    /// Credits the job may spend on child bids (set at submission), if any.
+    #[schema(value_type = Option<String>)]
+    pub budget: Option<Decimal>,
+    /// What its children hold and have spent of the budget; filled in by
+    /// `GET /api/v1/jobs/{id}` (buyer only), 0 in lists.
+    #[schema(value_type = String)]
+    pub budget_used: Decimal,
+    /// The job's child bids (buyer only), oldest first; filled in by `GET /api/v1/jobs/{id}`.
+    pub children: Vec<super::children::ChildView>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -213,6 +224,10 @@ fn view_of(row: JobRow, caller: Uuid) -> JobView {
         image: row.job["image"].as_str().map(String::from),
         env,
         role: if buyer { "buyer" } else { "provider" }.into(),
+        parent_job_id: row.job["parent_job_id"].as_str().and_then(|id| id.parse().ok()),
+        budget: row.job["budget"].as_str().and_then(|b| b.parse::<Decimal>().ok()).map(|b| b.normalize()),
+        budget_used: Decimal::ZERO,
+        children: Vec::new(),
     }
 }
 
@@ -236,6 +251,13 @@ async fn load(state: &AppState, caller: Uuid, id: Uuid) -> Result<JobView, ApiEr
     let mut view = view_of(row, caller);
     view.attempts = super::attempts::attempts(&state.pool, view.job_id, caller).await?;
     view.sla_credits = view.attempts.iter().map(|a| a.sla_credit).sum::<Decimal>().normalize();
+    if view.role == "buyer" {
+        let mut conn = state.pool.acquire().await?;
+        view.children = super::children::children_of(&mut conn, view.job_id).await?;
+        if view.budget.is_some() || !view.children.is_empty() {
+            view.budget_used = super::children::budget_used(&mut conn, view.job_id).await?.normalize();
+        }
+    }
     Ok(view)
 }
 
@@ -278,13 +300,19 @@ pub(crate) async fn list_jobs(
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "Job (lease) id")),
-    security(("bearer" = [])), responses((status = 200, body = JobView), (status = 404, body = Problem)))]
+    security(("bearer" = [])),
+    description = "A login token or API key reads any job the caller bought or hosts; a running attempt's job token (CAPEX_JOB_TOKEN) reads its own job only (any other id is 404).",
+    responses((status = 200, body = JobView),
+        (status = 401, body = Problem, description = "invalid_job_token, job_token_revoked"),
+        (status = 404, body = Problem)))]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
-    auth: AuthUser,
+    caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobView>> {
-    Ok(Json(load(&state, auth.user_id, parse_job_id(&id)?).await?))
+    let id = parse_job_id(&id)?;
+    caller.require_job(id)?;
+    Ok(Json(load(&state, caller.user_id(), id).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -396,13 +424,14 @@ pub(crate) async fn cancel_job(
     let job_id = parse_job_id(&id)?;
     let lease_id =
         super::attempts::resolve(&state.pool, job_id, auth.user_id).await?.ok_or_else(|| ApiError::not_found("job"))?;
-    let outbox = retrying("cancel_job", || cancel_lease(&state.pool, auth.user_id, lease_id)).await?;
+    let outbox = retrying("cancel_job", || end_lease(&state.pool, auth.user_id, lease_id, "cancelled")).await?;
     outbox.publish(&state.feed);
     Ok(Json(load(&state, auth.user_id, job_id).await?))
 }
 
-/// Settles the buyer's lease as cancelled in one transaction; its events to publish.
-async fn cancel_lease(pool: &sqlx::PgPool, buyer: Uuid, job_id: Uuid) -> ApiResult<Outbox> {
+/// Settles the buyer's lease as `end` (cancelled or released) in one transaction; its
+/// events to publish.
+async fn end_lease(pool: &sqlx::PgPool, buyer: Uuid, job_id: Uuid, end: &'static str) -> ApiResult<Outbox> {
     let mut tx = pool.begin().await?;
     let mut lease = settle::lock_host_and_lease(&mut tx, job_id)
         .await?
@@ -417,7 +446,34 @@ async fn cancel_lease(pool: &sqlx::PgPool, buyer: Uuid, job_id: Uuid) -> ApiResu
     }
     let mut outbox = Outbox::default();
     // Billing stops here: only what accepted reports attested so far is paid.
-    settle::settle(&mut tx, &mut lease, "cancelled", None, &mut outbox).await?;
+    settle::settle(&mut tx, &mut lease, end, None, &mut outbox).await?;
     tx.commit().await?;
     Ok(outbox)
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/release", tag = "jobs", params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = [])),
+    description = "Releases the job's GPUs early: its running attempt ends `released`, is billed only what accepted reports attested, and the rest of its escrow goes back to the buyer at once. No restart follows, whatever the job's policy. Meant for the job itself (its job token), the buyer may call it too.",
+    responses((status = 200, body = JobView),
+        (status = 401, body = Problem, description = "invalid_job_token, job_token_revoked"),
+        (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "job_ended: no attempt of the job is running")))]
+pub(crate) async fn release_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<JobView>> {
+    let id = parse_job_id(&id)?;
+    caller.require_job(id)?;
+    let owner = caller.user_id();
+    let lease_id = match &caller {
+        // The token's own attempt, never another one of the job.
+        Caller::Job(job) => job.lease_id,
+        Caller::User(_) => {
+            super::attempts::resolve(&state.pool, id, owner).await?.ok_or_else(|| ApiError::not_found("job"))?
+        }
+    };
+    let outbox = retrying("release_job", || end_lease(&state.pool, owner, lease_id, "released")).await?;
+    outbox.publish(&state.feed);
+    Ok(Json(load(&state, owner, id).await?))
 }

@@ -8,7 +8,8 @@
 
 mod capacity;
 mod checks;
-mod class;
+pub(crate) mod class;
+pub(crate) mod estimate;
 mod literal;
 pub(crate) mod matcher;
 pub(crate) mod money;
@@ -26,6 +27,7 @@ mod writes;
 mod plans;
 
 pub(crate) use capacity::GPU_UNTAKEN_SQL;
+pub use estimate::FillEstimate;
 pub use registry::Markets;
 pub use request::{JobSpec, OrderRequest, Side, TimeInForce};
 pub(crate) use routes::*;
