@@ -1,5 +1,5 @@
 //! A host's attested uptime: one definition, the SQL function `host_uptime_ppm` (migration
-//! `20261204000000_reliability_bids.sql`), which every reader calls: the reliability
+//! `20261204000100_reliability_bids.sql`), which every reader calls: the reliability
 //! endpoint, the handler that grades an ask, the book's load and the matcher's regrade.
 //!
 //! Over a window that ends now and starts its length before (or when the host registered,
