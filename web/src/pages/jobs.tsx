@@ -71,7 +71,7 @@ export function JobsPage(props: { selected?: string }) {
                 <tbody>
                   {page.items.map((j) => (
                     <tr
-                      key={j.job_id}
+                      key={j.lease_id ?? j.job_id}
                       class={`clickable ${props.selected === j.job_id ? 'selected' : ''}`}
                       onClick={() => navigate(href('jobs', j.job_id))}
                       data-testid={`job-row-${j.job_id}`}
@@ -79,6 +79,12 @@ export function JobsPage(props: { selected?: string }) {
                     >
                       <td class="mono">
                         <a href={href('jobs', j.job_id)}>{shortId(j.job_id)}</a>
+                        {(j.attempt ?? 1) > 1 && (
+                          <span class="muted" data-testid="job-row-attempt">
+                            {' '}
+                            #{j.attempt}
+                          </span>
+                        )}
                       </td>
                       <td>
                         <StatusBadge status={j.state} testid="job-row-state" />
