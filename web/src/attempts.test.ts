@@ -5,6 +5,7 @@ import {
   childTotals,
   currentAttempt,
   isManaged,
+  jobEventMatches,
   jobStateText,
   reasonText,
   restartSummary,
@@ -124,5 +125,20 @@ describe('childTotals and isManaged', () => {
     expect(isManaged({ ...plain, restart: { on: ['failed'] } })).toBe(true);
     expect(isManaged({ ...plain, parent_job_id: 'p' })).toBe(true);
     expect(isManaged({ ...plain, budget: '5' })).toBe(true);
+  });
+});
+
+describe('jobEventMatches', () => {
+  const job = { job_id: 'job', lease_id: 'lease-2', attempts: [attempt(1), attempt(2)], job_state: 'running' };
+  it('matches events naming the job or any of its leases', () => {
+    expect(jobEventMatches({ job_id: 'job' }, job, 'job')).toBe(true);
+    expect(jobEventMatches({ job_id: 'lease-1' }, job, 'job')).toBe(true);
+    expect(jobEventMatches({ job_id: 'lease-2' }, job, 'lease-2')).toBe(true);
+    expect(jobEventMatches({ other: 1 }, job, 'job')).toBe(true);
+  });
+  it("ignores other jobs' events unless a new attempt is awaited or nothing is loaded", () => {
+    expect(jobEventMatches({ job_id: 'elsewhere' }, job, 'job')).toBe(false);
+    expect(jobEventMatches({ job_id: 'elsewhere' }, { ...job, job_state: 'restarting' }, 'job')).toBe(true);
+    expect(jobEventMatches({ job_id: 'elsewhere' }, null, 'job')).toBe(true);
   });
 });

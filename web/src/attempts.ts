@@ -107,3 +107,22 @@ export function attemptNumbers(job: Pick<Job, 'attempt' | 'attempts'>): number[]
   if (typeof job.attempt === 'number') set.add(job.attempt);
   return [...set].sort((a, b) => a - b);
 }
+
+/**
+ * Whether a live event is about this job. Lease events name the attempt's lease in their
+ * `job_id`, so an event matches the job's id, its current lease or any attempt's lease; while
+ * the job is restarting (the next attempt's lease not seen yet) or not loaded yet, any job
+ * event may be its own. Events without a `job_id` always match.
+ */
+export function jobEventMatches(
+  data: unknown,
+  job: Pick<Job, 'job_id' | 'lease_id' | 'attempts' | 'job_state'> | null | undefined,
+  id: string,
+): boolean {
+  const j = (data as { job_id?: unknown } | null)?.job_id;
+  if (typeof j !== 'string' || j === id) return true;
+  if (!job) return true;
+  if (j === job.job_id || j === job.lease_id) return true;
+  if ((job.attempts ?? []).some((a) => a.lease_id === j)) return true;
+  return job.job_state === 'restarting';
+}

@@ -21,6 +21,7 @@ import {
   attemptTotals,
   childTotals,
   currentAttempt,
+  jobEventMatches,
   jobStateText,
   reasonText,
   restartSummary,
@@ -34,13 +35,6 @@ const LOG_POLL_MS = 2_000;
 
 export function isActive(job: Job): boolean {
   return job.state === 'pending' || job.state === 'running';
-}
-
-function jobFilter(id?: string) {
-  return (_e: unknown, data: unknown) => {
-    const j = (data as { job_id?: unknown } | null)?.job_id;
-    return !id || typeof j !== 'string' || j === id;
-  };
 }
 
 export function JobsPage(props: { selected?: string }) {
@@ -121,7 +115,11 @@ export function JobsPage(props: { selected?: string }) {
 }
 
 function JobDetail(props: { id: string }) {
-  const job = useResource(() => api.job(props.id), [props.id], { live: ['job', 'wallet'], liveFilter: jobFilter(props.id) });
+  // Lease events name the attempt's lease, not the job: match them against what was loaded.
+  const loaded = useRef<Job | null>(null);
+  const matches = (_e: unknown, data: unknown) => jobEventMatches(data, loaded.current, props.id);
+  const job = useResource(() => api.job(props.id), [props.id], { live: ['job', 'wallet'], liveFilter: matches });
+  loaded.current = job.data ?? null;
   const [cancelError, setCancelError] = useState<unknown>(null);
   const [cancelling, setCancelling] = useState(false);
   const cancel = async () => {
@@ -207,11 +205,22 @@ function JobDetail(props: { id: string }) {
             <JobAttempts job={j} />
             <JobChildren job={j} />
             <h3>Logs</h3>
-            <JobLogs id={j.job_id} active={isActive(j)} current={currentAttempt(j)} attempts={attemptNumbers(j)} />
+            <JobLogs
+              id={j.job_id}
+              active={isActive(j)}
+              current={currentAttempt(j)}
+              attempts={attemptNumbers(j)}
+              matches={matches}
+            />
             {j.host_id && (j.gpu_uuids ?? []).length > 0 && (
               <>
-                <h3>GPU telemetry</h3>
-                <GpuTelemetry hostId={j.host_id} jobId={j.job_id} uuids={j.gpu_uuids} testid="job-telemetry" />
+                <h3>GPU telemetry{(j.attempts?.length ?? 0) > 1 ? ` (attempt ${j.attempt})` : ''}</h3>
+                <GpuTelemetry
+                  hostId={j.host_id}
+                  jobId={j.lease_id ?? j.job_id}
+                  uuids={j.gpu_uuids}
+                  testid="job-telemetry"
+                />
               </>
             )}
           </>
@@ -427,7 +436,13 @@ function JobChildren(props: { job: Job }) {
 
 /** Follows a job's log: reads new lines after the last sequence number seen. With several
  * attempts, a selector picks whose lines to show (default: the current attempt's, followed). */
-function JobLogs(props: { id: string; active: boolean; current: number | null; attempts: number[] }) {
+function JobLogs(props: {
+  id: string;
+  active: boolean;
+  current: number | null;
+  attempts: number[];
+  matches: (e: unknown, data: unknown) => boolean;
+}) {
   const [picked, setPicked] = useState<number | null>(null);
   const attempt = picked ?? props.current;
   const following = props.active && (picked === null || picked === props.current);
@@ -453,12 +468,23 @@ function JobLogs(props: { id: string; active: boolean; current: number | null; a
           </select>
         </label>
       )}
-      <AttemptLogs key={`${props.id}:${attempt ?? ''}`} id={props.id} attempt={attempt} active={following} />
+      <AttemptLogs
+        key={`${props.id}:${attempt ?? ''}`}
+        id={props.id}
+        attempt={attempt}
+        active={following}
+        matches={props.matches}
+      />
     </>
   );
 }
 
-function AttemptLogs(props: { id: string; attempt: number | null; active: boolean }) {
+function AttemptLogs(props: {
+  id: string;
+  attempt: number | null;
+  active: boolean;
+  matches: (e: unknown, data: unknown) => boolean;
+}) {
   const [lines, setLines] = useState<LogLine[]>([]);
   const [error, setError] = useState<ApiError | null>(null);
   const after = useRef<number | null>(null);
@@ -514,7 +540,7 @@ function AttemptLogs(props: { id: string; attempt: number | null; active: boolea
     return () => clearInterval(t);
   }, [props.id, props.active]);
 
-  useLive(['job'], () => void fetchMore(), jobFilter(props.id));
+  useLive(['job'], () => void fetchMore(), props.matches);
 
   // Keep the view at the bottom unless the user scrolled up.
   useLayoutEffect(() => {
