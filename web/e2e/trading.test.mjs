@@ -117,13 +117,15 @@ describe('trading', () => {
       const ask = await provider.api.placeAsk(cls, { hostId: agent.hostId, gpus: 1, price });
       assert.equal(ask.fills?.length, 1, `the ask traded with the bid: ${JSON.stringify(ask)}`);
       const jobId = ask.fills[0].lease_id;
+      // The job's own id (issue 17) is its bid's order id; the job list shows rows by it.
+      const { job_id: stableJobId } = await buyer.api.call('GET', `/jobs/${jobId}`);
       assert.equal(ask.fills[0].price.replace(/\.0*$/, ''), price, 'the resting bid sets the price');
 
       // The job appears on the Jobs page, live, with its host and GPU count.
       await ui.byTestId(page, 'nav-jobs').click();
-      const row = ui.byTestId(page, `job-row-${jobId}`);
+      const row = ui.byTestId(page, `job-row-${stableJobId}`);
       await row.waitFor();
-      await page.locator(`[data-testid="job-row-${jobId}"][data-state="running"]`).waitFor({ timeout: 4 * UI_TIMEOUT_MS });
+      await page.locator(`[data-testid="job-row-${stableJobId}"][data-state="running"]`).waitFor({ timeout: 4 * UI_TIMEOUT_MS });
       assert.equal((await row.locator('[data-testid="job-row-host"]').textContent())?.trim(), agent.hostId.slice(-8));
       assert.equal((await row.locator('[data-testid="job-row-gpus"]').textContent())?.trim(), '1');
 

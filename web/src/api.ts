@@ -223,8 +223,9 @@ export const api = {
   /** The attested telemetry of the job's GPUs while its lease lasted (buyer or provider). */
   jobTelemetry: (id: string, since?: string) =>
     request<Telemetry>('GET', `/jobs/${enc(id)}/telemetry`, { query: { since } }),
-  jobLogs: (id: string, after?: number | null) =>
-    request<LogPage>('GET', `/jobs/${enc(id)}/logs`, { query: { after } }),
+  /** A job's log lines after `after`; `attempt` picks one attempt's (default: the latest). */
+  jobLogs: (id: string, after?: number | null, attempt?: number | null) =>
+    request<LogPage>('GET', `/jobs/${enc(id)}/logs`, { query: { after, attempt } }),
   cancelJob: (id: string) =>
     request<Job | undefined>('POST', `/jobs/${enc(id)}/cancel`, { idempotencyKey: newUuid() }),
 };

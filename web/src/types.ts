@@ -287,9 +287,73 @@ export interface Job {
   started_at: string | null;
   ended_at: string | null;
   command: string[];
+  /** The job's stable id is `job_id`; this is the lease of the attempt the other fields describe. */
+  lease_id?: string;
+  /** That attempt's number: 1, then one more per restart. */
+  attempt?: number;
+  /** The job as a whole: running, restarting, gave_up or ended. */
+  job_state?: JobLifecycle;
+  /** Why the job gave up or ended (attempts_exhausted, deadline, ..., or the last attempt's end). */
+  end_reason?: string | null;
+  /** The exchange-placed bid of the next attempt while it waits. */
+  next_bid_id?: string | null;
+  restart?: RestartPolicy | null;
+  /** Every attempt, in order (filled by GET /jobs/{id}; empty in lists). */
+  attempts?: Attempt[];
+  /** SLA credits paid to the buyer over the attempts shown. */
+  sla_credits?: string;
+  max_hours?: string;
+  role?: 'buyer' | 'provider' | string;
+  parent_job_id?: string | null;
+  budget?: string | null;
+  budget_used?: string;
+  children?: ChildJob[];
+}
+
+export type JobLifecycle = 'running' | 'restarting' | 'gave_up' | 'ended' | string;
+
+/** A managed job's restart policy, as the bid set it. */
+export interface RestartPolicy {
+  on: string[];
+  max_attempts?: number | null;
+  max_price?: string | null;
+}
+
+/** One attempt (lease) of a job: services/server/src/jobs/attempts.rs AttemptView. */
+export interface Attempt {
+  attempt: number;
+  lease_id: string;
+  host_id: string;
+  state: string;
+  started_at: string | null;
+  ended_at: string | null;
+  /** The attempt's final state (`failed` for a non-zero exit), or null while it runs. */
+  end_reason: string | null;
+  exit_code: number | null;
+  /** Seconds billed, decimal string. */
+  billed: string;
+  /** Credits billed, gross. */
+  cost: string;
+  /** Credits paid back to the buyer because the host was lost. */
+  sla_credit: string;
+}
+
+/** A child bid a job placed with its job token: services/server/src/jobs/children.rs ChildView. */
+export interface ChildJob {
+  job_id: string;
+  class: string;
+  status: string;
+  gpus: number;
+  price: string;
+  max_hours: string | null;
+  held: string;
+  spent: string;
+  created_at: string;
 }
 
 export interface LogLine {
+  /** The attempt that printed the line. */
+  attempt?: number;
   seq: number;
   stream: 'stdout' | 'stderr' | string;
   text: string;
