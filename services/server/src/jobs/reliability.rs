@@ -36,6 +36,10 @@ pub struct ReliabilityView {
     pub sla_credits_paid: Decimal,
     /// Accepted reports in the last 30 days.
     pub reports_30d: i64,
+    /// Proof-of-compute challenges of the host's GPUs decided in the last 30 days
+    /// (docs/verification.md), passed and failed.
+    pub challenges_passed_30d: i64,
+    pub challenges_failed_30d: i64,
     pub computed_at: DateTime<Utc>,
 }
 
@@ -49,6 +53,8 @@ struct Row {
     up_7d_ppm: i32,
     up_30d_ppm: i32,
     reports: i64,
+    challenges_passed: i64,
+    challenges_failed: i64,
     computed_at: DateTime<Utc>,
 }
 
@@ -60,6 +66,10 @@ pub(crate) async fn reliability(pool: &sqlx::PgPool, host_id: Uuid) -> Result<Op
                 host_uptime_ppm(h.host_id, $4) as up_30d_ppm,
                 (select count(*) from host_reports r
                  where r.host_id = h.host_id and r.measured_at >= now() - interval '30 days') as reports,
+                (select count(*) from gpu_challenges c where c.host_id = h.host_id and c.state = 'passed'
+                     and c.decided_at >= now() - interval '30 days') as challenges_passed,
+                (select count(*) from gpu_challenges c where c.host_id = h.host_id and c.state = 'failed'
+                     and c.decided_at >= now() - interval '30 days') as challenges_failed,
                 now() as computed_at
          from hosts h where h.host_id = $1",
     )
@@ -81,6 +91,8 @@ pub(crate) async fn reliability(pool: &sqlx::PgPool, host_id: Uuid) -> Result<Op
         leases_lost: row.leases_lost,
         sla_credits_paid: row.sla_credits_paid.normalize(),
         reports_30d: row.reports,
+        challenges_passed_30d: row.challenges_passed,
+        challenges_failed_30d: row.challenges_failed,
         computed_at: row.computed_at,
     }))
 }

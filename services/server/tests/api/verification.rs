@@ -174,6 +174,8 @@ async fn an_honest_answer_makes_the_gpu_challenged_and_replays_are_refused(pool:
     assert_ne!(challenges[0].gpu_uuid, challenges[1].gpu_uuid);
     assert_eq!(verdict["outcome"], "passed");
     assert_eq!(verdict["level"], "challenged");
+    let reliability = app.get_json(&format!("/api/v1/hosts/{}/reliability", host.host_id), &provider.token).await;
+    assert_eq!(reliability["challenges_passed_30d"], 1, "the host's reliability shows challenge results");
     let view = verification(&app, &host).await;
     let gpu =
         view["gpus"].as_array().unwrap().iter().find(|g| g["gpu_uuid"] == challenges[0].gpu_uuid.as_str()).unwrap();
@@ -255,6 +257,9 @@ async fn wrong_rows_bad_proofs_and_late_commitments_fail_and_block_the_host(pool
         assert_eq!(view["refusals"][code], 1, "{code} counted on the host");
     }
     assert!(view["gpus"].as_array().unwrap().iter().all(|g| g["level"] == "simulated"));
+    let reliability = app.get_json(&format!("/api/v1/hosts/{}/reliability", host.host_id), &provider.token).await;
+    assert_eq!(reliability["challenges_failed_30d"], 3);
+    assert_eq!(reliability["challenges_passed_30d"], 0);
 
     // Blocked: no asks, although the GPUs are free again.
     let res = app.place(&provider, CLASS, &ask_body(host.host_id, 1, "2", "gtc")).await;
