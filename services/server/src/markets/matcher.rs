@@ -517,10 +517,8 @@ impl Matcher {
                     return Vec::new();
                 }
             };
-        let levels: HashMap<Uuid, Level> = rows
-            .into_iter()
-            .filter_map(|(id, levels)| Some((id, levels.iter().filter_map(|l| l.parse::<Level>().ok()).min()?)))
-            .collect();
+        let levels: HashMap<Uuid, Level> =
+            rows.into_iter().filter_map(|(id, levels)| Some((id, Level::lowest(&levels)?))).collect();
         let mut uptimes: HashMap<Uuid, u32> = HashMap::new();
         if with_uptime {
             let hosts: Vec<Uuid> = self.book.asks().map(|ask| ask.host.0).collect::<HashSet<_>>().into_iter().collect();

@@ -245,8 +245,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
         };
         let min_uptime_7d_ppm = row.min_uptime_7d_ppm.map(ppm_of_db).transpose()?;
         let host_uptime_7d_ppm = ppm_of_db(row.host_uptime_7d_ppm.unwrap_or(0))?;
-        let ask_level =
-            row.bound_levels.iter().filter_map(|text| text.parse::<Level>().ok()).min().unwrap_or(Level::Simulated);
+        let ask_level = Level::lowest(&row.bound_levels).unwrap_or(Level::Simulated);
         let order = if side_bid {
             RestingOrder::Bid(RestingBid {
                 id,

@@ -86,7 +86,7 @@ fn view_of(row: OrderRow) -> OrderView {
         host_id: row.host_id,
         created_at: row.created_at,
         min_verification: row.min_verification.and_then(|text| text.parse().ok()),
-        verification: row.ask_levels.iter().filter_map(|text| text.parse::<Level>().ok()).min(),
+        verification: Level::lowest(&row.ask_levels),
         min_reliability: MinReliabilityView::of_ppm(row.min_uptime_7d_ppm.and_then(|ppm| u32::try_from(ppm).ok())),
         host_uptime_7d: None,
         fills: Vec::new(),

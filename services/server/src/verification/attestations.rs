@@ -291,14 +291,7 @@ pub(crate) async fn post_attestation(
                 .bind(&gpu_uuid)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "insert into host_verification_refusals (host_id, code, count) values ($1, $2, 1)
-                 on conflict (host_id, code) do update set count = host_verification_refusals.count + 1",
-            )
-            .bind(host_id)
-            .bind(code)
-            .execute(&mut *tx)
-            .await?;
+            super::challenges::count_refusal(&mut tx, host_id, code).await?;
             tx.commit().await?;
             publish(&state, owner, host_id);
             tracing::warn!(%host_id, gpu = gpu_uuid, code, error = %refused, "CC evidence refused");

@@ -259,7 +259,8 @@ pub(crate) async fn record_failure(
     Ok(Some((owner, host_id)))
 }
 
-async fn count_refusal(tx: &mut sqlx::PgConnection, host_id: Uuid, code: &str) -> Result<(), ApiError> {
+/// Counts a refused challenge or attestation answer on its host.
+pub(crate) async fn count_refusal(tx: &mut sqlx::PgConnection, host_id: Uuid, code: &str) -> Result<(), ApiError> {
     sqlx::query(
         "insert into host_verification_refusals (host_id, code, count) values ($1, $2, 1)
          on conflict (host_id, code) do update set count = host_verification_refusals.count + 1",

@@ -29,6 +29,12 @@ pub enum Level {
 impl Level {
     pub const ALL: [Level; 4] = [Level::Simulated, Level::Reported, Level::Challenged, Level::CcAttested];
 
+    /// The lowest of these levels as `GPU_LEVEL_SQL` wrote them (an ask's grade is its
+    /// GPUs' lowest); `None` when there is none. A text that is no level is skipped.
+    pub fn lowest<'a>(texts: impl IntoIterator<Item = &'a String>) -> Option<Level> {
+        texts.into_iter().filter_map(|text| text.parse::<Level>().ok()).min()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Simulated => "simulated",

@@ -22,6 +22,11 @@ use crate::state::AppState;
 /// Hosts looked at per round, so one round stays short with many hosts due.
 const HOSTS_PER_ROUND: i64 = 50;
 
+/// The gap to a host's next round: random, with the configured mean.
+fn gap_to_next_round(state: &AppState) -> Duration {
+    next_gap(state.config.challenge_mean_interval_h.to_f64().unwrap_or(6.0))
+}
+
 /// A random gap with mean `mean_h` hours, exponentially distributed, at least a minute.
 pub fn next_gap(mean_h: f64) -> Duration {
     let uniform: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
@@ -48,10 +53,9 @@ pub fn start(state: AppState, every: Duration, shutdown: CancellationToken) -> J
 /// Starts a new round of challenges on the host now (the operator's "challenge now"), and
 /// issues its first challenge.
 pub(crate) async fn start_round(state: &AppState, host_id: Uuid, reason: Reason) -> Result<Vec<Uuid>, ApiError> {
-    let mean_h = state.config.challenge_mean_interval_h.to_f64().unwrap_or(6.0);
     let updated = sqlx::query("update hosts set challenge_round_at = now(), next_challenge_at = $2 where host_id = $1")
         .bind(host_id)
-        .bind(Utc::now() + next_gap(mean_h))
+        .bind(Utc::now() + gap_to_next_round(state))
         .execute(&state.pool)
         .await?;
     if updated.rows_affected() == 0 {
@@ -93,7 +97,7 @@ pub async fn round(state: &AppState) -> Result<(), ApiError> {
                         "update hosts set next_challenge_at = coalesce(next_challenge_at, $2) where host_id = $1",
                     )
                     .bind(host_id)
-                    .bind(Utc::now() + next_gap(state.config.challenge_mean_interval_h.to_f64().unwrap_or(6.0)))
+                    .bind(Utc::now() + gap_to_next_round(state))
                     .execute(&state.pool)
                     .await?;
                 }

@@ -394,6 +394,17 @@ async fn cc_request(app: &TestApp, operator: &TestUser, host: &TestHost) -> Stri
     work["cc_requests"][0]["request_id"].as_str().unwrap().to_string()
 }
 
+/// The sample report was signed by a real H100 for its own nonce; no GPU here can sign
+/// ours, so the test makes that nonce the one the server issued for `request`.
+async fn issue_nonce(app: &TestApp, request: &str, nonce: &[u8; 32]) {
+    sqlx::query("update gpu_attestations set nonce = $2 where request_id = $1::uuid")
+        .bind(request)
+        .bind(nonce.as_slice())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
 async fn post_evidence(app: &TestApp, host: &TestHost, request_id: &str, body: &Value) -> Response {
     let path = format!("/api/v1/hosts/{}/attestations/{request_id}", host.host_id);
     signed(app, host, "POST", &path, serde_json::to_vec(body).unwrap()).await
@@ -417,12 +428,7 @@ async fn nvidia_cc_evidence_makes_a_gpu_cc_attested_once_per_chip(pool: sqlx::Pg
     // The sample report was signed by a real H100 for its own nonce; no GPU here can sign
     // ours, so the test issues that nonce (the server's side is what is under test).
     let request = cc_request(&app, &operator, &host).await;
-    sqlx::query("update gpu_attestations set nonce = $2 where request_id = $1::uuid")
-        .bind(&request)
-        .bind(nonce.as_slice())
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    issue_nonce(&app, &request, &nonce).await;
     let res = post_evidence(&app, &host, &request, &evidence).await;
     assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
     let view = verification(&app, &host).await;
@@ -437,12 +443,7 @@ async fn nvidia_cc_evidence_makes_a_gpu_cc_attested_once_per_chip(pool: sqlx::Pg
     let other = register_host(&app, &provider, h100s(1)).await;
     let (relayed, _) = sample_evidence(&other.gpus[0].0);
     let request = cc_request(&app, &operator, &other).await;
-    sqlx::query("update gpu_attestations set nonce = $2 where request_id = $1::uuid")
-        .bind(&request)
-        .bind(nonce.as_slice())
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    issue_nonce(&app, &request, &nonce).await;
     assert_problem(
         post_evidence(&app, &other, &request, &relayed).await,
         StatusCode::UNPROCESSABLE_ENTITY,
