@@ -236,13 +236,7 @@ pub(crate) async fn record_failure(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((host_id, gpu_uuid)) = row else { return Ok(None) };
-    sqlx::query(
-        "update host_gpus set challenged_until = null, cc_attested_until = null, verified_at = now()
-         where gpu_uuid = $1",
-    )
-    .bind(&gpu_uuid)
-    .execute(&mut *tx)
-    .await?;
+    // The host before its GPU: the order report ingestion locks them in.
     let owner: Uuid = sqlx::query_scalar(
         "update hosts set challenge_failures = challenge_failures + 1,
                 challenge_blocked_at = case when challenge_failures + 1 >= $2 then coalesce(challenge_blocked_at, now())
@@ -252,6 +246,13 @@ pub(crate) async fn record_failure(
     .bind(host_id)
     .bind(failures_max as i32)
     .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update host_gpus set challenged_until = null, cc_attested_until = null, verified_at = now()
+         where gpu_uuid = $1",
+    )
+    .bind(&gpu_uuid)
+    .execute(&mut *tx)
     .await?;
     count_refusal(tx, host_id, code).await?;
     metrics::counter!("capex_challenges_decided_total", "outcome" => "failed").increment(1);
@@ -420,6 +421,13 @@ pub(crate) async fn post_answer(
         .bind(challenge_id)
         .execute(&mut *tx)
         .await?;
+    // The host before its GPU: the order report ingestion locks them in (the other order
+    // deadlocked with report batches in the demo).
+    let owner: Uuid =
+        sqlx::query_scalar("update hosts set challenge_failures = 0 where host_id = $1 returning owner_id")
+            .bind(host_id)
+            .fetch_one(&mut *tx)
+            .await?;
     sqlx::query(
         "update host_gpus set challenged_until = now() + make_interval(hours => $2), verified_at = now()
          where gpu_uuid = $1",
@@ -428,11 +436,6 @@ pub(crate) async fn post_answer(
     .bind(state.config.challenge_valid_h as i32)
     .execute(&mut *tx)
     .await?;
-    let owner: Uuid =
-        sqlx::query_scalar("update hosts set challenge_failures = 0 where host_id = $1 returning owner_id")
-            .bind(host_id)
-            .fetch_one(&mut *tx)
-            .await?;
     let sql = format!("select {GPU_LEVEL_SQL} from host_gpus g join hosts h using (host_id) where g.gpu_uuid = $1");
     let level: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&row.gpu_uuid).fetch_one(&mut *tx).await?;
     tx.commit().await?;
