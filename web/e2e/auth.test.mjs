@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { PASSWORD, baseUrl, closeBrowser, ui, uniqueEmail, withPage } from './harness.mjs';
+import { PASSWORD, baseUrl, closeBrowser, newUser, ui, uniqueEmail, withPage } from './harness.mjs';
 
 describe('accounts', () => {
   after(closeBrowser);
@@ -54,6 +54,21 @@ describe('accounts', () => {
       await ui.go(page, '#/wallet');
       await ui.byTestId(page, 'login-form').waitFor();
       assert.match(page.url(), /#\/login\?next=/);
+    });
+  });
+
+  test('a logged-in user who opens a login link goes to its next page', async (t) => {
+    const user = await newUser(['buyer']);
+    await withPage(t, async (page) => {
+      await ui.login(page, user.email, user.password);
+      await ui.go(page, `#/login?next=${encodeURIComponent('#/wallet')}`);
+      await ui.byTestId(page, 'wallet-page').waitFor();
+      assert.equal(new URL(page.url()).hash, '#/wallet');
+      assert.equal(await ui.byTestId(page, 'login-form').count(), 0);
+      // A next that leaves the app or loops back to the login page is not followed.
+      await ui.go(page, `#/login?next=${encodeURIComponent('https://example.com/')}`);
+      await ui.byTestId(page, 'markets-panel').waitFor();
+      assert.equal(new URL(page.url()).hash, '#/markets');
     });
   });
 });

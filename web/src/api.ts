@@ -4,6 +4,7 @@
 import { session, signOut } from './session';
 import type {
   AskRequest,
+  BalancePoint,
   BidRequest,
   Book,
   Candle,
@@ -17,11 +18,13 @@ import type {
   LogPage,
   LoginResponse,
   Market,
+  MovementGroup,
   Order,
   Page,
   Problem,
   Role,
   Telemetry,
+  TopOfBook,
   Trade,
   User,
   UserOverview,
@@ -187,6 +190,10 @@ export const api = {
   wallet: () => request<Wallet>('GET', '/wallet'),
   ledger: (cursor?: string | null, limit = 50) =>
     request<Page<LedgerLine>>('GET', '/wallet/ledger', { query: { cursor, limit } }),
+  movements: (cursor?: string | null, limit = 25) =>
+    request<Page<MovementGroup>>('GET', '/wallet/movements', { query: { cursor, limit } }),
+  balanceHistory: (points = 200) =>
+    request<{ points: BalancePoint[] }>('GET', '/wallet/balance-history', { query: { points } }),
   transfer: (body: { to_user: string; amount: string; memo: string }, key: string) =>
     request<unknown>('POST', '/transfers', { body, idempotencyKey: key }),
 
@@ -198,6 +205,7 @@ export const api = {
 
   markets: () => request<Page<Market>>('GET', '/markets'),
   book: (cls: string) => request<Book>('GET', `/markets/${enc(cls)}/book`),
+  top: (cls: string) => request<TopOfBook>('GET', `/markets/${enc(cls)}/top`),
   trades: (cls: string, cursor?: string | null) =>
     request<Page<Trade>>('GET', `/markets/${enc(cls)}/trades`, { query: { cursor } }),
   candles: (cls: string, interval: '1m' | '1h') =>

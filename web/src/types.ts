@@ -21,6 +21,42 @@ export interface Wallet {
   available: string;
   held: string;
   total: string;
+  /** Settlements paid into this wallet by the user's hosts' leases, all time. */
+  earned?: string;
+}
+
+/** The entries of one kind within a movement group. */
+export interface MovementKind {
+  kind: string;
+  entries: number;
+  /** Signed change of available credits (e.g. "-0.25"). */
+  wallet_delta: string;
+  /** Signed change of held credits. */
+  held_delta: string;
+  first_at: string;
+  last_at: string;
+}
+
+/** Every ledger movement of one lease, one order, or one other transfer. */
+export interface MovementGroup {
+  group: 'lease' | 'order' | 'transfer' | string;
+  ref_id: string;
+  order_id: string | null;
+  class: string | null;
+  host_id: string | null;
+  entries: number;
+  wallet_delta: string;
+  held_delta: string;
+  first_at: string;
+  last_at: string;
+  kinds: MovementKind[];
+}
+
+export interface BalancePoint {
+  at: string;
+  available: string;
+  held: string;
+  total: string;
 }
 
 export interface LedgerLine {
@@ -146,6 +182,39 @@ export interface Book {
   asks: BookLevel[];
 }
 
+/** One order near the top of the book (GET /markets/{class}/top). */
+export interface TopOrder {
+  order_id: string;
+  side: 'bid' | 'ask';
+  price: string;
+  gpus: number;
+  host_id: string | null;
+  host_name: string | null;
+  verification: VerificationLevel | null;
+  host_uptime_7d: string | null;
+  available_until: string | null;
+  max_hours: string | null;
+  min_verification: VerificationLevel | null;
+  min_uptime_7d: string | null;
+}
+
+export interface CrossingPair {
+  bid_order_id: string;
+  ask_order_id: string;
+  bid_price: string;
+  ask_price: string;
+  reasons: { code: string; message: string }[];
+}
+
+export interface TopOfBook {
+  class: string;
+  bids: TopOrder[];
+  asks: TopOrder[];
+  crossed: boolean;
+  crossing: CrossingPair[];
+  summary: string;
+}
+
 export interface Trade {
   trade_id: string;
   price: string;
@@ -223,12 +292,22 @@ export interface AskRequest {
   tif: 'gtc' | 'ioc';
 }
 
+/** What a GPU is doing; the server may add states, shown as they come. */
+export type GpuState = 'idle' | 'offered' | 'leased' | 'under_challenge' | 'foreign_process' | 'offline' | string;
+
 export interface HostGpu {
   uuid: string;
   name: string;
   class: string;
   memory_total_mib: number;
   busy: boolean;
+  state?: GpuState;
+  /** The open ask the GPU is bound to. */
+  order_id?: string | null;
+  /** The lease that has it. */
+  lease_id?: string | null;
+  /** The open proof-of-compute challenge on it. */
+  challenge_id?: string | null;
   /** In the latest report of a live host. */
   reporting?: boolean;
   verification?: GpuVerification;

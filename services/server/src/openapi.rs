@@ -12,9 +12,10 @@ use crate::{auth, error, hosts, markets, operator, wallet};
     paths(
         auth::register, auth::login, auth::create_api_key, auth::list_api_keys, auth::revoke_api_key, auth::me,
         wallet::get_wallet, wallet::get_ledger, wallet::create_transfer,
+        wallet::movements::get_movements, wallet::movements::get_balance_history,
         operator::mint, operator::invariants, operator::users, operator::fees,
         markets::place_order, markets::cancel_order, markets::get_order, markets::list_orders,
-        markets::list_markets, markets::get_book, markets::list_trades, markets::list_candles,
+        markets::list_markets, markets::get_book, markets::top::get_top, markets::list_trades, markets::list_candles,
         hosts::register::register_host, hosts::views::list_hosts, hosts::views::get_host,
         hosts::reports::post_report, hosts::views::list_reports, hosts::views::get_telemetry, hosts::capacity::get_capacity,
         hosts::unattributed::list_unattributed,

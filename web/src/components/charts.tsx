@@ -7,6 +7,7 @@ import {
   ColorType,
   HistogramSeries,
   LineSeries,
+  LineType,
   createChart,
   type IChartApi,
   type ISeriesApi,
@@ -16,7 +17,7 @@ import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { toPlotNumber } from '../money';
-import { depthSeries, pricePrecision } from '../chartdata';
+import { depthSeries, depthSteps, pricePrecision } from '../chartdata';
 import type { Book, Candle } from '../types';
 
 const TEXT = '#9aa4b2';
@@ -109,7 +110,16 @@ export interface TimeSeries {
 }
 
 /** One line per series over time (GPU utilisation, power, temperature). */
-export function TimeSeriesChart(props: { series: TimeSeries[]; height?: number; unit?: string; testid?: string }) {
+export function TimeSeriesChart(props: {
+  series: TimeSeries[];
+  height?: number;
+  unit?: string;
+  testid?: string;
+  /** Decimals on the value axis (default 0: percent, watts, degrees). */
+  precision?: number;
+  /** Step lines (a balance holds its value until the next movement). */
+  stepped?: boolean;
+}) {
   const el = useRef<HTMLDivElement>(null);
   const chart = useRef<IChartApi | undefined>(undefined);
   const lines = useRef<Map<string, ISeriesApi<'Line'>>>(new Map());
@@ -133,7 +143,8 @@ export function TimeSeriesChart(props: { series: TimeSeries[]; height?: number; 
           color: SERIES_COLORS[i % SERIES_COLORS.length],
           lineWidth: 2,
           title: s.label,
-          priceFormat: { type: 'price', precision: 0, minMove: 1 },
+          lineType: props.stepped ? LineType.WithSteps : LineType.Simple,
+          priceFormat: { type: 'price', precision: props.precision ?? 0, minMove: 10 ** -(props.precision ?? 0) },
         });
         lines.current.set(s.key, line);
       }
@@ -172,7 +183,8 @@ export function DepthChart(props: { book: Book; height?: number }) {
       height: props.height ?? 220,
       legend: { show: false },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: false } },
+      // Depth starts at zero GPUs, so each side's fill is an area down to the axis.
+      scales: { x: { time: false }, y: { range: (_u, _min, max) => [0, Math.max(max, 1) * 1.1] } },
       axes: [
         { stroke: TEXT, grid: { stroke: GRID }, ticks: { stroke: GRID } },
         { stroke: TEXT, grid: { stroke: GRID }, ticks: { stroke: GRID }, label: 'GPUs', labelSize: 14 },
@@ -209,5 +221,15 @@ export function DepthChart(props: { book: Book; height?: number }) {
     const d = depthSeries(props.book);
     plot.current?.setData([d.x, d.bids, d.asks] as uPlot.AlignedData);
   }, [props.book]);
-  return <div class="chart depth" ref={el} data-testid="depth-chart" />;
+  // The exact steps drawn, for people reading the DOM and for the browser tests.
+  const steps = depthSteps(props.book);
+  return (
+    <div
+      class="chart depth"
+      ref={el}
+      data-testid="depth-chart"
+      data-bid-steps={steps.bids.map((s) => `${s.price}:${s.gpus}`).join(' ')}
+      data-ask-steps={steps.asks.map((s) => `${s.price}:${s.gpus}`).join(' ')}
+    />
+  );
 }

@@ -1,16 +1,25 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api';
 import { Field, FormError, Panel, inputValue, useForm } from '../components/ui';
 import { href, navigate } from '../router';
-import { signIn } from '../session';
+import { session, signIn } from '../session';
+import { useStore } from '../store';
 import type { Role } from '../types';
 
 /** Only same-app hash routes are followed after login (no open redirects). */
-function safeNext(next: string | null | undefined): string {
-  return next && next.startsWith('#/') && !next.startsWith('#/login') ? next : '#/markets';
+export function safeNext(next: string | null | undefined): string {
+  return next && next.startsWith('#/') && !next.startsWith('#/login') && !next.startsWith('#/register')
+    ? next
+    : '#/markets';
 }
 
 export function LoginPage(props: { next?: string | null }) {
+  const s = useStore(session);
+  // Someone already logged in who opens a login link (a bookmark, a "log in to trade"
+  // link in another tab) goes where the link points, not to a form they do not need.
+  useEffect(() => {
+    if (s) navigate(safeNext(props.next));
+  }, [s, props.next]);
   const form = useForm(['email', 'password']);
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');

@@ -31,6 +31,7 @@ import { hasRole, session } from '../session';
 import { useStore } from '../store';
 import type { Book, BookLevel, Host, LevelCounts, Market, Order, VerificationLevel } from '../types';
 import { LevelBadge, LevelCountsRow } from '../components/verification';
+import { TopOfBookPanel } from '../components/topofbook';
 import { REQUIRABLE_LEVELS, countAtOrAbove, levelLabel, levelMeaning, lowestLevel } from '../verification';
 
 /** Most price levels shown per side of the ladder. */
@@ -89,6 +90,7 @@ export function MarketPage(props: { cls: string }) {
         </a>
       </div>
       {market && <MarketLevels market={market} />}
+      <TopOfBookPanel cls={cls} liveFilter={filter} />
       <div class="market-grid">
         <Panel title="Order book" testid="ladder-panel" class="ladder-panel">
           <Loadable res={book} what="Order book">
@@ -245,7 +247,7 @@ function Ladder(props: { book: Book; onPick: (price: string) => void }) {
   );
   const bestBid = tryParseMicro(bids[0]?.price);
   const bestAsk = tryParseMicro(asks[0]?.price);
-  const spread = bestBid !== null && bestAsk !== null ? formatMicro(bestAsk - bestBid) : null;
+  const spread = bestBid !== null && bestAsk !== null ? bestAsk - bestBid : null;
   return (
     <table class="grid dense ladder" data-testid="ladder">
       <thead>
@@ -269,7 +271,11 @@ function Ladder(props: { book: Book; onPick: (price: string) => void }) {
       <tbody>
         <tr class="spread">
           <td colSpan={4} class="c muted" data-testid="spread">
-            {spread === null ? 'spread —' : `spread ${spread}`}
+            {spread === null
+              ? 'spread —'
+              : spread > 0n
+                ? `spread ${formatMicro(spread)}`
+                : 'bid ≥ ask: these orders cannot trade (see Top of book)'}
           </td>
         </tr>
       </tbody>

@@ -7,7 +7,7 @@ import { Amount, Empty, Loadable, Panel, fmtAge, shortId } from '../components/u
 import { formatMicro, sumMicro } from '../money';
 import { useResource } from '../resource';
 import { href } from '../router';
-import type { Host } from '../types';
+import type { Host, HostGpu } from '../types';
 
 export function ProviderPage() {
   const hosts = useResource(() => api.hosts(), [], { live: ['host', 'job', 'wallet'] });
@@ -172,11 +172,52 @@ function HostCard(props: { host: Host; selected: boolean; onSelect: () => void }
                 <LevelBadge level={g.verification?.level} verification={g.verification} testid="gpu-level" />
               </td>
               <td>{g.reporting ? 'yes' : <span class="muted">no</span>}</td>
-              <td>{g.busy ? <span class="badge badge-running">busy</span> : <span class="badge badge-open">free</span>}</td>
+              <td>
+                <GpuStateCell gpu={g} />
+              </td>
             </tr>
           ))}
         </tbody>
       </table>
     </article>
+  );
+}
+
+/** What each GPU state means, for the badge's title. */
+const GPU_STATE_TITLES: Record<string, string> = {
+  idle: 'In the latest report, nothing runs on it and nothing holds it: an ask can offer it',
+  offered: 'Bound to your open ask: for sale, running nothing yet; no other ask can offer it',
+  leased: "A buyer's job has it: billed from each report while the lease runs",
+  under_challenge: 'A proof-of-compute challenge runs on it until it is decided; it cannot be offered meanwhile',
+  foreign_process: 'The latest report shows a process that belongs to no lease: it cannot be sold',
+  offline: 'The host is not live or its latest report does not list this GPU',
+};
+
+/** One GPU's state, with the order, lease or challenge that holds it. */
+function GpuStateCell(props: { gpu: HostGpu }) {
+  const g = props.gpu;
+  // Older servers have only `busy`; a state this client does not know shows as it is.
+  const state = g.state ?? (g.busy ? 'busy' : 'idle');
+  return (
+    <span class="gpu-state" data-testid="gpu-state" data-state={state}>
+      <span class={`badge gpu-state-${state}`} title={GPU_STATE_TITLES[state] ?? undefined}>
+        {state.replace(/_/g, ' ')}
+      </span>
+      {state === 'offered' && g.order_id && (
+        <a class="mono small" href={href('orders')} title={`ask ${g.order_id}`} data-testid="gpu-order">
+          ask {shortId(g.order_id)}
+        </a>
+      )}
+      {state === 'leased' && g.lease_id && (
+        <a class="mono small" href={href('jobs', g.lease_id)} title={`lease ${g.lease_id}`} data-testid="gpu-lease">
+          lease {shortId(g.lease_id)}
+        </a>
+      )}
+      {state === 'under_challenge' && g.challenge_id && (
+        <span class="mono small muted" title={`challenge ${g.challenge_id}`} data-testid="gpu-challenge">
+          challenge {shortId(g.challenge_id)}
+        </span>
+      )}
+    </span>
   );
 }

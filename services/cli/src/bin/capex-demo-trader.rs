@@ -1,6 +1,11 @@
-//! Keeps the demo market alive: demo providers offer their hosts' free GPUs, demo buyers
+//! Keeps the demo market alive: demo providers offer their hosts' idle GPUs, demo buyers
 //! bid for them with short jobs, and stale bids are cancelled. Talks to the exchange only
 //! through its public HTTP API, like any other client.
+//!
+//! Buyers bid only in markets where some ask offers GPUs (a bid where there is no supply
+//! would rest forever and make the demo look dead), and a market whose tape has been
+//! quiet for [`QUIET_TAPE`] gets a bid that lifts its best ask, sized to fit that ask: so
+//! every market with supply trades in the first rounds after start and keeps trading.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -21,7 +26,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "carol@capex.demo,dave@capex.demo,erin@capex.demo")]
     providers: Vec<String>,
     /// Seconds between rounds.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     round_s: u64,
     /// Stop after this many rounds (0: run until killed).
     #[arg(long, default_value_t = 0)]
@@ -29,7 +34,9 @@ struct Args {
 }
 
 /// Unfilled bids older than this are cancelled so the book keeps moving.
-const BID_PATIENCE: Duration = Duration::from_secs(90);
+const BID_PATIENCE: Duration = Duration::from_secs(60);
+/// A market whose last trade is older than this gets a bid that crosses its best ask.
+const QUIET_TAPE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// Asks offer GPUs for this long.
 const ASK_WINDOW_HOURS: i64 = 2;
 
@@ -80,7 +87,7 @@ struct Session {
 
 impl Session {
     async fn login(base: &str, email: &str, password: &str) -> anyhow::Result<Session> {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let res = http
             .post(format!("{base}/api/v1/auth/login"))
             .json(&json!({"email": email, "password": password}))
@@ -119,18 +126,27 @@ impl Session {
     }
 }
 
+/// Logs every account in at once (each login is a password hash on the server; one after
+/// another they delayed the first round by seconds).
 async fn login_all(args: &Args, emails: &[String]) -> Vec<Session> {
+    let logins = emails.iter().map(|email| {
+        let (base, password) = (args.exchange.clone(), args.password.clone());
+        let email = email.clone();
+        tokio::spawn(async move { (Session::login(&base, &email, &password).await, email) })
+    });
     let mut sessions = Vec::new();
-    for email in emails {
-        match Session::login(&args.exchange, email, &args.password).await {
-            Ok(session) => sessions.push(session),
-            Err(err) => eprintln!("demo-trader: cannot log in as {email}: {err}"),
+    for login in logins.collect::<Vec<_>>() {
+        match login.await {
+            Ok((Ok(session), _)) => sessions.push(session),
+            Ok((Err(err), email)) => eprintln!("demo-trader: cannot log in as {email}: {err}"),
+            Err(err) => eprintln!("demo-trader: login task: {err}"),
         }
     }
     sessions
 }
 
-/// Providers offer every free GPU of their live hosts.
+/// Providers offer every idle GPU of their live hosts (not offered, leased, challenged or
+/// running a foreign process: the host view's `state`).
 async fn offer(provider: &Session, dice: &mut Dice) -> anyhow::Result<()> {
     let hosts = provider.get("/api/v1/hosts").await?;
     let until = (chrono::Utc::now() + chrono::Duration::hours(ASK_WINDOW_HOURS)).to_rfc3339();
@@ -140,7 +156,11 @@ async fn offer(provider: &Session, dice: &mut Dice) -> anyhow::Result<()> {
         }
         let mut free_by_class: HashMap<String, u64> = HashMap::new();
         for gpu in host["gpus"].as_array().into_iter().flatten() {
-            if gpu["busy"] != json!(true) {
+            let idle = match gpu["state"].as_str() {
+                Some(state) => state == "idle",
+                None => gpu["busy"] != json!(true),
+            };
+            if idle {
                 *free_by_class.entry(gpu["class"].as_str().unwrap_or_default().to_string()).or_default() += 1;
             }
         }
@@ -155,26 +175,59 @@ async fn offer(provider: &Session, dice: &mut Dice) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Buyers bid for one or two GPUs in a random market, with a short job.
-async fn bid(buyer: &Session, dice: &mut Dice) -> anyhow::Result<()> {
-    let markets = buyer.get("/api/v1/markets").await?;
-    let classes: Vec<String> = markets["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["class"].as_str().map(str::to_string))
-        .collect();
-    if classes.is_empty() {
-        return Ok(());
+/// A market where some ask offers GPUs: its best ask and whether its tape is quiet.
+struct Supplied {
+    class: String,
+    best_ask: Decimal,
+    /// GPUs of the best ask (a bid is never split, so a crossing bid wants at most this).
+    best_ask_gpus: u64,
+    quiet: bool,
+}
+
+/// The markets with supply now, from the public market data.
+async fn supplied_markets(session: &Session) -> anyhow::Result<Vec<Supplied>> {
+    let markets = session.get("/api/v1/markets").await?;
+    let mut out = Vec::new();
+    for market in markets["items"].as_array().into_iter().flatten() {
+        let offered: i64 = market["offered_gpus_by_level"]
+            .as_object()
+            .map(|levels| levels.values().filter_map(Value::as_i64).sum())
+            .unwrap_or(0);
+        let Some(class) = market["class"].as_str().filter(|_| offered > 0) else { continue };
+        let top = session.get(&format!("/api/v1/markets/{class}/top")).await?;
+        let Some(ask) = top["asks"].as_array().and_then(|asks| asks.first()) else { continue };
+        let Some(best_ask) = ask["price"].as_str().and_then(|p| p.parse::<Decimal>().ok()) else { continue };
+        let trades = session.get(&format!("/api/v1/markets/{class}/trades?limit=1")).await?;
+        let last_at = trades["items"][0]["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let quiet = last_at.is_none_or(|at| chrono::Utc::now().signed_duration_since(at) > QUIET_TAPE);
+        out.push(Supplied {
+            class: class.to_string(),
+            best_ask,
+            best_ask_gpus: ask["gpus"].as_u64().unwrap_or(1),
+            quiet,
+        });
     }
-    let class = &classes[dice.below(classes.len() as u64) as usize];
-    let gpus = 1 + dice.below(2);
+    Ok(out)
+}
+
+/// One bid in a supplied market, with a short job: one that lifts the best ask (always
+/// when the tape is quiet, else one time in three), or one resting a little below it.
+async fn bid(buyer: &Session, market: &Supplied, dice: &mut Dice) -> anyhow::Result<()> {
+    let class = &market.class;
+    let crossing = market.quiet || dice.below(3) == 0;
+    let (gpus, price) = if crossing {
+        (1 + dice.below(market.best_ask_gpus.clamp(1, 2)), market.best_ask)
+    } else {
+        // 1 % to 8 % below the best ask: depth on the bid side, no trade yet.
+        let below = Decimal::new(1 + dice.below(8) as i64, 2);
+        (1 + dice.below(2), (market.best_ask * (Decimal::ONE - below)).round_dp(2).max(Decimal::new(1, 2)))
+    };
     let steps = 3 + dice.below(6);
     let script = format!(
         "echo \"job on GPUs $CUDA_VISIBLE_DEVICES\"; for i in $(seq 1 {steps}); do echo \"step $i/{steps}: loss $((100 / i))\"; sleep 2; done; echo done"
     );
     let body = json!({
-        "side": "bid", "gpus": gpus, "max_hours": "0.05", "price": dice.price_near(reference_price(class)).to_string(),
+        "side": "bid", "gpus": gpus, "max_hours": "0.05", "price": price.to_string(),
         "tif": "gtc", "job": {"command": ["sh", "-c", script], "env": {"DEMO": "1"}},
     });
     buyer.post(&format!("/api/v1/markets/{class}/orders"), &body).await?;
@@ -213,12 +266,24 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("demo-trader: offer: {err}");
             }
         }
-        for buyer in &buyers {
-            if dice.below(3) > 0
-                && let Err(err) = bid(buyer, &mut dice).await
-            {
-                eprintln!("demo-trader: bid: {err}");
+        if let Some(first) = buyers.first() {
+            match supplied_markets(first).await {
+                Ok(markets) => {
+                    for market in &markets {
+                        // A quiet market always gets a bid; a lively one two rounds in three.
+                        if !market.quiet && dice.below(3) == 0 {
+                            continue;
+                        }
+                        let buyer = &buyers[dice.below(buyers.len() as u64) as usize];
+                        if let Err(err) = bid(buyer, market, &mut dice).await {
+                            eprintln!("demo-trader: bid in {}: {err}", market.class);
+                        }
+                    }
+                }
+                Err(err) => eprintln!("demo-trader: markets: {err}"),
             }
+        }
+        for buyer in &buyers {
             if let Err(err) = cancel_stale(buyer, &mut placed).await {
                 eprintln!("demo-trader: cancel: {err}");
             }

@@ -3,6 +3,7 @@
 //! attested capacity the order book sells.
 
 pub mod capacity;
+pub mod gpu_state;
 pub mod ingest;
 pub(crate) mod refusal;
 pub mod register;
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 pub use capacity::{Capacity, ClassCapacity, LIVENESS_INTERVALS};
 pub use ingest::ReportIngest;
 pub use reports::{REPORT_BODY_BYTES_MAX, ReportReceipt};
+pub use gpu_state::GpuState;
 pub use views::{GpuView, HostPage, HostView, Telemetry};
 
 pub fn router() -> Router<crate::AppState> {

@@ -53,6 +53,11 @@ pub struct HostView {
     pub backend: String,
     /// Set while failed challenges block the host from placing asks.
     pub challenge_blocked_at: Option<DateTime<Utc>>,
+    /// Credits this host's leases paid its owner: the billed cost less the operator's fee,
+    /// summed over every lease the host ran. The same credits arrive in the owner's wallet
+    /// as `settlement` lines (`GET /api/v1/wallet` `earned` sums them over all hosts).
+    #[schema(value_type = String, example = "0.078")]
+    pub earnings: rust_decimal::Decimal,
 }
 
 /// One GPU and what the latest valid report said about it.
@@ -73,7 +78,20 @@ pub struct GpuView {
     /// the evidence).
     pub verification: crate::verification::views::GpuVerification,
     /// The latest report shows a compute process on it (a lease's or a foreign one).
+    /// Says nothing of asks: see `state`.
     pub busy: bool,
+    /// What the GPU is doing now: `idle`, `offered` (bound to the open ask `order_id`),
+    /// `leased` (in the lease `lease_id`), `under_challenge` (`challenge_id`),
+    /// `foreign_process` or `offline`. More states may be added; treat an unknown one as
+    /// taken.
+    pub state: super::gpu_state::GpuState,
+    /// The open ask the GPU is bound to (state `offered`; also set while a foreign process
+    /// or a challenge keeps that ask from selling it).
+    pub order_id: Option<Uuid>,
+    /// The lease that has the GPU (state `leased`); `GET /api/v1/jobs/{lease_id}` shows its job.
+    pub lease_id: Option<Uuid>,
+    /// The open proof-of-compute challenge on the GPU (state `under_challenge`).
+    pub challenge_id: Option<Uuid>,
     pub utilization_pct: Option<i32>,
     pub memory_used_mib: Option<i64>,
     pub power_w: Option<f64>,
@@ -103,6 +121,7 @@ struct HostRow {
     leases_lost: i64,
     backend: String,
     challenge_blocked_at: Option<DateTime<Utc>>,
+    earnings: rust_decimal::Decimal,
 }
 
 #[derive(sqlx::FromRow)]
@@ -129,7 +148,8 @@ fn host_select() -> String {
     format!(
         "select h.host_id, h.owner_id, h.name, h.status, h.public_key, h.report_interval_s, h.driver_version,
                 h.cuda_version, h.created_at, {LIVE_SQL} as live, h.last_report_at, h.last_seq,
-                h.leases_completed, h.leases_lost, h.backend, h.challenge_blocked_at
+                h.leases_completed, h.leases_lost, h.backend, h.challenge_blocked_at,
+                (select coalesce(sum(l.cost - l.fee), 0) from leases l where l.host_id = h.host_id) as earnings
          from hosts h"
     )
 }
@@ -154,6 +174,7 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
             .into_iter()
             .map(|(_, v)| (v.gpu_uuid.clone(), v))
             .collect();
+    let activity = super::gpu_state::gpu_activity(&mut *conn, &ids).await?;
     let counts: Vec<(Uuid, String, i64)> =
         sqlx::query_as("select host_id, code, count from host_report_counts where host_id = any($1)")
             .bind(&ids)
@@ -166,6 +187,7 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                 .iter()
                 .filter(|g| g.host_id == h.host_id)
                 .map(|g| {
+                    let act = activity.get(&g.gpu_uuid).cloned().unwrap_or_default();
                     Ok(GpuView {
                         uuid: g.gpu_uuid.clone(),
                         index: g.gpu_index,
@@ -179,6 +201,10 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                             .cloned()
                             .ok_or_else(|| ApiError::internal("GPU without a verification row"))?,
                         busy: g.processes > 0,
+                        state: act.state(),
+                        order_id: act.order_id,
+                        lease_id: act.lease_id,
+                        challenge_id: act.challenge_id,
                         utilization_pct: g.utilization_pct,
                         memory_used_mib: g.memory_used_mib,
                         power_w: g.power_mw.map(|mw| mw as f64 / 1000.0),
@@ -221,6 +247,7 @@ async fn load_views(conn: &mut sqlx::PgConnection, rows: Vec<HostRow>) -> Result
                 leases_lost: h.leases_lost,
                 backend: h.backend,
                 challenge_blocked_at: h.challenge_blocked_at,
+                earnings: h.earnings.normalize(),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

@@ -20,6 +20,7 @@ pub(crate) mod request;
 mod resting;
 mod routes;
 mod store;
+pub(crate) mod top;
 pub(crate) mod views;
 mod writes;
 

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/markets/{class}/trades", get(list_trades))
         .route("/api/v1/markets/{class}/candles", get(list_candles))
         .route("/api/v1/markets/{class}/estimate", get(super::estimate::get_estimate))
+        .route("/api/v1/markets/{class}/top", get(super::top::get_top))
         .route("/api/v1/orders", get(list_orders))
 }
 

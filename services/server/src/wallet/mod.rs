@@ -1,4 +1,7 @@
-//! A user's wallet: balances, ledger history and transfers between users.
+//! A user's wallet: balances, ledger history (line by line, and grouped by lease and
+//! order with the balance over time in [`movements`]) and transfers between users.
+
+pub mod movements;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,6 +26,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/wallet", get(get_wallet))
         .route("/api/v1/wallet/ledger", get(get_ledger))
+        .route("/api/v1/wallet/movements", get(movements::get_movements))
+        .route("/api/v1/wallet/balance-history", get(movements::get_balance_history))
         .route("/api/v1/transfers", post(create_transfer))
 }
 
@@ -36,6 +41,11 @@ pub struct WalletView {
     pub held: Credits,
     #[schema(value_type = String, example = "1550.5")]
     pub total: Credits,
+    /// Credits the user's hosts have earned, all time: the `settlement` lines paid into
+    /// this wallet (billed cost less the operator's fee). Equals the sum of the hosts'
+    /// `earnings` (`GET /api/v1/hosts`); SLA credits paid back are not subtracted.
+    #[schema(value_type = String, example = "0.078")]
+    pub earned: rust_decimal::Decimal,
 }
 
 #[utoipa::path(get, path = "/api/v1/wallet", tag = "wallet", security(("bearer" = [])),
@@ -45,7 +55,14 @@ pub(crate) async fn get_wallet(State(state): State<AppState>, auth: AuthUser) ->
     let summary = wallet_summary(&mut conn, auth.user_id).await?;
     let total =
         summary.available.checked_add(summary.held).ok_or_else(|| ApiError::internal("wallet total overflow"))?;
-    Ok(Json(WalletView { available: summary.available, held: summary.held, total }))
+    let earned: rust_decimal::Decimal = sqlx::query_scalar(
+        "select coalesce(sum(j.amount), 0) from journal j join accounts a on a.account_id = j.credit_account
+         where a.kind = 'wallet' and a.user_id = $1 and j.kind = 'settlement'",
+    )
+    .bind(auth.user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Json(WalletView { available: summary.available, held: summary.held, total, earned: earned.normalize() }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
