@@ -11,7 +11,7 @@ const CLASS = 'H100-80GB';
 
 /** "1,234.50" (as the UI shows credits) -> 1234500000n micro-credits; "—" -> null. @param {string} text */
 function micro(text) {
-  const t = text.replace(/[,\s]/g, '').replace('−', '-');
+  const t = text.replace(/[,\s+]/g, '').replace('−', '-');
   if (!/^-?\d+(\.\d+)?$/.test(t)) return null;
   const neg = t.startsWith('-');
   const [whole, frac = ''] = t.replace('-', '').split('.');
@@ -98,10 +98,11 @@ describe('provider earnings, GPU states and grouped wallet movements', () => {
   });
 
   test("the provider's earnings equal the wallet's earned credits", async (t) => {
-    // The job ends by itself; then nothing more is billed and the numbers hold still.
+    // The job ends by itself (exited; host_lost on a machine too loaded for the agent's
+    // 1 s reports); then nothing more is billed and the numbers hold still.
     await eventually(async () => {
       const job = await buyer.api.call('GET', `/jobs/${leaseId}`);
-      assert.equal(job.state, 'exited');
+      assert.ok(!['pending', 'running'].includes(job.state), job.state);
     }, 60_000);
     const wallet = await provider.api.call('GET', '/wallet');
     const hosts = await provider.api.call('GET', '/hosts');

@@ -196,6 +196,7 @@ export function DepthChart(props: { book: Book; height?: number }) {
           stroke: UP,
           fill: 'rgba(38,166,154,0.25)',
           paths: uPlot.paths.stepped!({ align: -1 }),
+          points: { show: false },
           spanGaps: false,
         },
         {
@@ -203,6 +204,7 @@ export function DepthChart(props: { book: Book; height?: number }) {
           stroke: DOWN,
           fill: 'rgba(239,83,80,0.25)',
           paths: uPlot.paths.stepped!({ align: 1 }),
+          points: { show: false },
           spanGaps: false,
         },
       ],

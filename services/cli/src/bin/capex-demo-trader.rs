@@ -4,7 +4,7 @@
 //!
 //! Buyers bid only in markets where some ask offers GPUs (a bid where there is no supply
 //! would rest forever and make the demo look dead), and a market whose tape has been
-//! quiet for [`QUIET_TAPE`] gets a bid that lifts its best ask, sized to fit that ask: so
+//! quiet for [`QUIET_TAPE_S`] seconds gets a bid that lifts its best ask, sized to fit that ask: so
 //! every market with supply trades in the first rounds after start and keeps trading.
 
 use std::collections::HashMap;
@@ -36,7 +36,7 @@ struct Args {
 /// Unfilled bids older than this are cancelled so the book keeps moving.
 const BID_PATIENCE: Duration = Duration::from_secs(60);
 /// A market whose last trade is older than this gets a bid that crosses its best ask.
-const QUIET_TAPE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+const QUIET_TAPE_S: i64 = 10;
 /// Asks offer GPUs for this long.
 const ASK_WINDOW_HOURS: i64 = 2;
 
@@ -199,7 +199,7 @@ async fn supplied_markets(session: &Session) -> anyhow::Result<Vec<Supplied>> {
         let Some(best_ask) = ask["price"].as_str().and_then(|p| p.parse::<Decimal>().ok()) else { continue };
         let trades = session.get(&format!("/api/v1/markets/{class}/trades?limit=1")).await?;
         let last_at = trades["items"][0]["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-        let quiet = last_at.is_none_or(|at| chrono::Utc::now().signed_duration_since(at) > QUIET_TAPE);
+        let quiet = last_at.is_none_or(|at| chrono::Utc::now().signed_duration_since(at).num_seconds() > QUIET_TAPE_S);
         out.push(Supplied {
             class: class.to_string(),
             best_ask,

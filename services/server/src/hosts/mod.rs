@@ -16,9 +16,9 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use capacity::{Capacity, ClassCapacity, LIVENESS_INTERVALS};
+pub use gpu_state::GpuState;
 pub use ingest::ReportIngest;
 pub use reports::{REPORT_BODY_BYTES_MAX, ReportReceipt};
-pub use gpu_state::GpuState;
 pub use views::{GpuView, HostPage, HostView, Telemetry};
 
 pub fn router() -> Router<crate::AppState> {

@@ -33,6 +33,7 @@ pub use registry::Markets;
 pub use request::{JobSpec, OrderRequest, Side, TimeInForce};
 pub(crate) use routes::*;
 pub use routes::{owned_router, router};
+pub use top::{CrossingPair, TOP_ORDERS_MAX, TopOfBook, TopOrder};
 pub use views::{
     BookView, CandleList, CandleView, FillView, LevelView, MarketList, MarketView, OrderPage, OrderView, TradePage,
     TradeView, UnfilledReasonView,

@@ -121,7 +121,8 @@ async fn leading(pool: &sqlx::PgPool, class: &str, side: &str) -> Result<Vec<Row
                       where ag.order_id = o.order_id and ag.state = 'bound') as levels,
                 case when o.side = 'ask' then host_uptime_ppm(o.host_id, 604800) end as host_uptime_7d_ppm,
                 o.available_until, o.max_hours, o.duration_ms, o.min_verification, o.min_uptime_7d_ppm,
-                array(select jsonb_array_elements_text(coalesce(o.job -> 'excluded_hosts', '[]'::jsonb))) as excluded_hosts
+                array(select jsonb_array_elements_text(case when jsonb_typeof(o.job -> 'excluded_hosts') = 'array'
+                      then o.job -> 'excluded_hosts' else '[]'::jsonb end)) as excluded_hosts
          from orders o left join hosts h on h.host_id = o.host_id
          where o.class = $1 and o.status = 'open' and o.side = $2
          order by {order} limit $3"
@@ -163,7 +164,10 @@ fn reason(code: &str, message: String) -> UnfilledReasonView {
 fn why_apart(bid: &Row, ask: &Row, now: DateTime<Utc>) -> Vec<UnfilledReasonView> {
     let mut reasons = Vec::new();
     if bid.owner_id == ask.owner_id {
-        reasons.push(reason("same_owner", "both orders are one user's, and the exchange never trades a user with themselves".into()));
+        reasons.push(reason(
+            "same_owner",
+            "both orders are one user's, and the exchange never trades a user with themselves".into(),
+        ));
     }
     if ask.host_id.is_some_and(|host| bid.excluded_hosts.iter().any(|h| h.parse::<Uuid>().ok() == Some(host))) {
         reasons.push(reason("host_excluded", "the bid's job failed on this ask's host before and avoids it".into()));
@@ -250,7 +254,10 @@ fn summary(bids: &[Row], asks: &[Row], crossing: &[CrossingPair]) -> String {
 #[utoipa::path(get, path = "/api/v1/markets/{class}/top", tag = "markets",
     params(("class" = String, Path, description = "GPU class, e.g. RTX4090-24GB")),
     responses((status = 200, body = TopOfBook), (status = 404, body = Problem)))]
-pub(crate) async fn get_top(State(state): State<AppState>, ApiPath(class): ApiPath<String>) -> ApiResult<Json<TopOfBook>> {
+pub(crate) async fn get_top(
+    State(state): State<AppState>,
+    ApiPath(class): ApiPath<String>,
+) -> ApiResult<Json<TopOfBook>> {
     class::require_known(&state.pool, &state.config.market_classes, &class).await?;
     let bids = leading(&state.pool, &class, "bid").await?;
     let asks = leading(&state.pool, &class, "ask").await?;

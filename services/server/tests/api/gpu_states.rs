@@ -91,8 +91,13 @@ async fn host_earnings_equal_the_settlements_paid_into_the_wallet(pool: sqlx::Pg
     assert_eq!(dec(&wallet["earned"]), earnings, "{wallet}");
     assert_eq!(dec(&wallet["available"]), earnings, "the provider had nothing else");
     let ledger = w.app.get_json("/api/v1/wallet/ledger?limit=200", &w.provider.token).await;
-    let settled: Decimal =
-        ledger["items"].as_array().unwrap().iter().filter(|l| l["kind"] == "settlement").map(|l| dec(&l["amount"])).sum();
+    let settled: Decimal = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == "settlement")
+        .map(|l| dec(&l["amount"]))
+        .sum();
     assert_eq!(settled, earnings);
     // A buyer earns nothing.
     assert_eq!(dec(&w.app.get_json("/api/v1/wallet", &w.buyer.token).await["earned"]), Decimal::ZERO);

@@ -40,8 +40,11 @@ async fn a_bid_above_an_ask_too_small_for_it_is_explained(pool: sqlx::PgPool) {
     let pair = &top["crossing"][0];
     assert_eq!(pair["bid_order_id"], bid["order_id"]);
     assert_eq!(pair["ask_order_id"], ask["order_id"]);
-    assert_eq!(pair["reasons"], json!([{"code": "bid_wants_more_gpus", "message":
-        "the bid wants 2 GPUs on one host and this ask offers 1: a bid is never split across asks or hosts"}]));
+    assert_eq!(
+        pair["reasons"],
+        json!([{"code": "bid_wants_more_gpus", "message":
+        "the bid wants 2 GPUs on one host and this ask offers 1: a bid is never split across asks or hosts"}])
+    );
     let summary = top["summary"].as_str().unwrap();
     assert!(summary.contains("0.46 for 2 GPUs") && summary.contains("0.45 for 1 GPU on test-host"), "{summary}");
 
