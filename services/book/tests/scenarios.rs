@@ -1,9 +1,9 @@
 //! Hand-written scenarios for each matching rule and each rejection.
 
 use capex_book::{
-    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level,
-    OrderId, PPM_MAX, Price, RejectReason, Requirements, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason,
-    UserId, Verification,
+    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId,
+    InterruptibleLease, Level, OrderId, PPM_MAX, Price, Priority, RejectReason, Requirements, RestingAsk, RestingBid,
+    RestingOrder, Tif, UnfilledReason, UserId, Verification,
 };
 use uuid::Uuid;
 
@@ -42,6 +42,7 @@ fn bid(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Bid {
         tif: Tif::Gtc,
         excluded_hosts: ExcludedHosts::NONE,
         requires: Requirements::default(),
+        priority: Priority::OnDemand,
     }
 }
 
@@ -55,6 +56,7 @@ fn ask(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Ask {
         price: cents(price),
         tif: Tif::Gtc,
         grade: AskGrade::UNGRADED,
+        interruptible_price: None,
     }
 }
 
@@ -93,7 +95,12 @@ impl Harness {
         Harness { book: Book::new(), now_ms: T0 }
     }
 
+    /// The command's events, with each trade's `seq` zeroed (see [`without_seqs`]).
     fn apply(&mut self, command: Command) -> Vec<Event> {
+        without_seqs(self.apply_exact(command))
+    }
+
+    fn apply_exact(&mut self, command: Command) -> Vec<Event> {
         let mut out = Vec::new();
         self.book.apply(command, &mut out);
         self.book.check_invariants();
@@ -160,7 +167,24 @@ fn trade(bid: &Bid, ask: &Ask, price: i64, at_ms: i64) -> Event {
         price: cents(price),
         duration_ms: bid.duration_ms,
         at_ms,
+        priority: bid.priority,
+        seq: 0,
     }
+}
+
+/// Events with each trade's `seq` zeroed: most scenarios are about who trades with whom
+/// at what price; the tests that are about sequence numbers read them with
+/// `apply_exact`, and the reference model checks every one.
+fn without_seqs(events: Vec<Event>) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|event| match event {
+            Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, at_ms, priority, .. } => {
+                Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, at_ms, priority, seq: 0 }
+            }
+            other => other,
+        })
+        .collect()
 }
 
 /// (bid, ask) ids of the trades among `events`.
@@ -636,6 +660,7 @@ fn depth_aggregates_levels_best_first() {
                 Level { price: cents(190), gpus: 2, orders: 1 },
                 Level { price: cents(200), gpus: 5, orders: 1 },
             ],
+            ..Depth::default()
         }
     );
     assert_eq!(h.book.depth(1).bids.len(), 1);
@@ -706,6 +731,8 @@ fn restore_of_a_crossing_order_panics_in_debug() {
             available_until_ms: a.available_until_ms,
             price: a.price,
             grade: a.grade,
+            interruptible_price: None,
+            interruptible_gpus: 0,
         }),
         T0,
     )
@@ -721,6 +748,7 @@ fn restore_of_a_crossing_order_panics_in_debug() {
             price: b.price,
             excluded_hosts: ExcludedHosts::NONE,
             requires: b.requires,
+            priority: Priority::OnDemand,
         }),
         T0,
     );
@@ -901,6 +929,8 @@ fn reliability_floor_is_inclusive() {
         available_until_ms: T0 + HOUR_MS,
         price: cents(100),
         grade: grade(Verification::Reported, PPM_MAX + 1),
+        interruptible_price: None,
+        interruptible_gpus: 0,
     };
     assert_eq!(book.restore(RestingOrder::Ask(resting), T0), Err(RejectReason::UptimeOutOfRange));
     let resting = RestingBid {
@@ -912,6 +942,7 @@ fn reliability_floor_is_inclusive() {
         price: cents(100),
         requires: over_requirement(),
         excluded_hosts: ExcludedHosts::NONE,
+        priority: Priority::OnDemand,
     };
     assert_eq!(book.restore(RestingOrder::Bid(resting), T0), Err(RejectReason::UptimeOutOfRange));
     assert!(book.is_empty());
