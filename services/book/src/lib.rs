@@ -155,7 +155,9 @@
 //! slots (which stay `Copy`): a map from ask id to that ask's few leases, kept in seq
 //! order, and one from lease id to ask id for uniqueness and [`Command::EndLease`]. The
 //! slot keeps the leased GPU count, so the hot paths read idle GPUs without the maps;
-//! preempting scans one ask's leases, O(leases of the ask) per lease preempted.
+//! preempting scans one ask's leases, O(leases of the ask) per lease preempted. The first
+//! lease on an ask allocates that ask's list; on-demand matching without leases
+//! allocates nothing.
 
 mod book;
 mod event;
