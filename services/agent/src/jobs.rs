@@ -3,7 +3,10 @@
 //! A long-poll of `GET /api/v1/hosts/{id}/assignments` (signed with the host key) returns
 //! every active lease of the host. New ones are started through `capex-runtime` with only
 //! their GPUs visible and acknowledged at once; a running job that is no longer listed
-//! (cancelled, lost, ended) is stopped (SIGTERM, then SIGKILL). Each job's output goes
+//! (cancelled, lost, ended) is stopped (SIGTERM, then SIGKILL). An interruptible lease the
+//! exchange lists as `preempting` is stopped with the exchange's notice: SIGTERM now,
+//! SIGKILL at its `preempt_deadline`; a new lease on GPUs such a job still holds starts
+//! the moment that job is gone. Each job's output goes
 //! through a bounded [`LogBuffer`] (the tail is kept on floods) and is uploaded in chunks.
 //! The reporter puts every job's state (running / exited with its code) in the signed
 //! report's `leases` list.
@@ -60,9 +63,14 @@ struct Jobs {
 
 /// The jobs this agent runs, shared with the reporter.
 #[derive(Clone, Default)]
-pub struct JobTable(Arc<Mutex<Jobs>>);
+pub struct JobTable(Arc<Mutex<Jobs>>, Arc<tokio::sync::Notify>);
 
 impl JobTable {
+    /// Resolves once a job has ended since the last call (a stored permit if it already has).
+    async fn ended(&self) {
+        self.1.notified().await;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -90,6 +98,9 @@ impl JobTable {
     }
 
     fn set(&self, id: Uuid, state: &'static str, pid: Option<u32>, exit_code: Option<i32>) {
+        if state != "running" {
+            self.1.notify_one();
+        }
         let mut jobs = self.lock();
         jobs.tracked.insert(id, Tracked { state, pid, exit_code, reported: 0, gpu_uuids: Vec::new() });
         if state != "running" {
@@ -130,6 +141,11 @@ struct Assignments {
 #[derive(Debug, Deserialize)]
 struct Assignment {
     lease_id: Uuid,
+    /// pending, running, or preempting (stop the job by `preempt_deadline`).
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    preempt_deadline: Option<DateTime<Utc>>,
     gpu_uuids: Vec<String>,
     job: AssignedJob,
     max_end_at: DateTime<Utc>,
@@ -193,11 +209,11 @@ impl HostClient {
 
     /// `have`: leases running here; `challenges`: challenge ids already taken (the exchange
     /// may list them until settled, and need not wake the poll for them).
-    async fn assignments(&self, have: &[Uuid], challenges: &[Uuid]) -> anyhow::Result<Assignments> {
+    async fn assignments(&self, have: &[Uuid], challenges: &[Uuid], wait_s: u64) -> anyhow::Result<Assignments> {
         let path = format!("/api/v1/hosts/{}/assignments", self.host_id);
         let have: Vec<String> = have.iter().map(Uuid::to_string).collect();
         let challenges: Vec<String> = challenges.iter().map(Uuid::to_string).collect();
-        let query = format!("?wait={POLL_WAIT_S}&have={}&challenges={}", have.join(","), challenges.join(","));
+        let query = format!("?wait={wait_s}&have={}&challenges={}", have.join(","), challenges.join(","));
         let res = self.request(reqwest::Method::GET, &path, &query, Vec::new()).send().await?;
         let status = res.status();
         anyhow::ensure!(status.is_success(), "assignments: {status} {}", res.text().await.unwrap_or_default());
@@ -289,12 +305,22 @@ pub async fn run(
         host_id,
         control.is_some(),
     );
-    let mut cancels: HashMap<Uuid, tokio::sync::oneshot::Sender<()>> = HashMap::new();
+    let mut cancels: HashMap<Uuid, tokio::sync::oneshot::Sender<Option<Duration>>> = HashMap::new();
     let mut failures = 0u32;
+    // Preempting leases as last listed: the exchange lists them until the report that says
+    // their job is gone, so they belong to the set the long-poll compares.
+    let mut preempting: Vec<Uuid> = Vec::new();
+    // A new lease waits for a preempted job still on its GPUs.
+    let mut waiting = false;
     loop {
+        if waiting {
+            let _ = tokio::time::timeout(Duration::from_millis(500), table.ended()).await;
+        }
         cancels.retain(|_, c| !c.is_closed());
-        let have = table.running();
-        let assignments = match client.assignments(&have, &challenger.taken()).await {
+        let mut have = table.running();
+        have.extend(preempting.iter().filter(|id| !have.contains(id)).copied().collect::<Vec<_>>());
+        let wait_s = if waiting { 0 } else { POLL_WAIT_S };
+        let assignments = match client.assignments(&have, &challenger.taken(), wait_s).await {
             Ok(a) => {
                 failures = 0;
                 a
@@ -312,11 +338,30 @@ pub async fn run(
         for id in have.iter().filter(|id| !listed.contains(id)) {
             if let Some(cancel) = cancels.remove(id) {
                 tracing::info!(lease_id = %id, "lease no longer assigned; stopping its job");
-                let _ = cancel.send(());
+                let _ = cancel.send(None);
             }
         }
+        preempting = assignments.items.iter().filter(|a| a.state == "preempting").map(|a| a.lease_id).collect();
+        waiting = false;
         for assignment in assignments.items {
+            if assignment.state == "preempting" {
+                if let Some(cancel) = cancels.remove(&assignment.lease_id) {
+                    let deadline = assignment.preempt_deadline.unwrap_or_else(Utc::now);
+                    let grace = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tracing::info!(lease_id = %assignment.lease_id, grace_s = grace.as_secs_f64(),
+                        "lease preempted by an on-demand buyer: SIGTERM now, SIGKILL at the deadline");
+                    let _ = cancel.send(Some(grace));
+                }
+                // Never started: a preempted lease is not started any more.
+                continue;
+            }
             if table.known(&assignment.lease_id) {
+                continue;
+            }
+            let busy = table.running_gpus();
+            if busy.values().flatten().any(|gpu| assignment.gpu_uuids.contains(gpu)) {
+                // A preempted job still holds these GPUs: start when it is gone.
+                waiting = true;
                 continue;
             }
             if let Some(cancel) = start_job(&client, &settings, control.clone(), &table, assignment).await {
@@ -332,7 +377,7 @@ async fn start_job(
     control: Option<SimulatedControl>,
     table: &JobTable,
     assignment: Assignment,
-) -> Option<(Uuid, tokio::sync::oneshot::Sender<()>)> {
+) -> Option<(Uuid, tokio::sync::oneshot::Sender<Option<Duration>>)> {
     let lease_id = assignment.lease_id;
     let max_duration = (assignment.max_end_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     let mut env = assignment.job.env;
@@ -400,7 +445,7 @@ async fn supervise(
     table: JobTable,
     lease_id: Uuid,
     mut handle: capex_runtime::JobHandle,
-    mut cancel: tokio::sync::oneshot::Receiver<()>,
+    mut cancel: tokio::sync::oneshot::Receiver<Option<Duration>>,
 ) {
     let pid = handle.pid;
     let mut logs = LogBuffer::new(LOG_BUFFER_BYTES);
@@ -415,9 +460,13 @@ async fn supervise(
                 None => break (None, ExitReason::Exited),
             },
             _ = flush.tick() => upload(&client, lease_id, &mut logs).await,
-            _ = &mut cancel, if !cancelled => {
+            stop = &mut cancel, if !cancelled => {
                 cancelled = true;
-                handle.cancel();
+                match stop {
+                    Ok(Some(grace)) => handle.stop_within(grace),
+                    // Told to stop, or the loop that could tell it is gone.
+                    _ => handle.cancel(),
+                }
             }
         }
     };

@@ -22,7 +22,8 @@
 //!
 //! # Matching
 //!
-//! An ask can hold a bid when all six hold at the clock `now`:
+//! An ask can hold an on-demand bid (see [Interruptible capacity](#interruptible-capacity)
+//! for the other kind) when all six hold at the clock `now`:
 //! `ask.remaining_gpus >= bid.gpus` (all of a bid's GPUs come from one host, the ask's),
 //! `now + bid.duration_ms <= ask.available_until_ms`, `ask.owner != bid.owner`,
 //! `bid.requires.admits(&ask.grade)` (see [Supply](#supply)), `bid.price >= ask.price`,
@@ -37,19 +38,27 @@
 //!   their place and priority: a small ask is not pushed back because a big bid came
 //!   along, and a bid is not cancelled because the only ask is its owner's (self-trades
 //!   are skipped, never cancelled).
-//! - The trade price is always the resting order's price.
+//! - The trade price is always the resting order's price (for on-demand trades; an
+//!   interruptible trade is always at the ask's interruptible price).
 //! - [`Tif::Gtc`] rests what did not trade; [`Tif::Ioc`] never rests: an unfilled IOC bid,
 //!   or an IOC ask's unsold GPUs, are reported [`Event::Cancelled`].
 //!
 //! After every command no resting bid and resting ask could trade with each other
-//! ([`Book::check_invariants`] checks this).
+//! ([`Book::check_invariants`] checks this): an on-demand bid counting the ask's GPUs in
+//! interruptible use as available, an interruptible bid only its idle ones.
 //!
 //! # Amend and cancel
 //!
 //! Only an order's owner may cancel or amend it. An amendment that changes the price or
 //! raises the size (for an ask, its total size including sold GPUs, which it may not go
 //! down to) loses time priority; one that only lowers the size keeps it. The amended
-//! order is then matched as if it were incoming, and whatever is left rests again.
+//! order is then matched as if it were incoming, and whatever is left rests again. An
+//! amendment keeps a bid's [`Priority`] and an ask's interruptible price; an ask's new
+//! price must stay above that ([`RejectReason::InterruptiblePriceNotBelowPrice`]) and its
+//! new size must leave at least the GPUs its leases hold unsold
+//! ([`RejectReason::GpusBelowInterruptible`]), besides more than it has sold
+//! ([`RejectReason::GpusBelowFilled`]), checked in that order after the size's and
+//! price's own checks: filled, then interruptible, then price.
 //!
 //! # Supply
 //!
@@ -68,17 +77,62 @@
 //! raised grade is matched at once against the waiting bids, a lowered one only stops
 //! later trades.
 //!
+//! # Interruptible capacity
+//!
+//! A provider's GPUs are often idle between on-demand sales. An ask may carry an
+//! `interruptible_price` (above zero, below its `price`): the least it takes for
+//! interruptible use of its idle GPUs, which on-demand buyers can take back at any time.
+//! A bid's [`Priority`] is [`Priority::OnDemand`] (the default: everything above) or
+//! [`Priority::Interruptible`].
+//!
+//! - An ask's `remaining_gpus` are those not sold on demand. Of them,
+//!   `interruptible_gpus` are held by its [`InterruptibleLease`]s and the rest are idle.
+//!   GPUs in interruptible use stay offered on demand: an interruptible trade does not
+//!   lower `remaining_gpus`, it makes a lease on the ask, named by the bid's id.
+//! - An interruptible bid matches under the six conditions above with the ask's
+//!   interruptible price in place of its price and its idle GPUs in place of its
+//!   remaining ones; asks without an interruptible price never hold one. An incoming
+//!   interruptible bid takes the ask with the lowest interruptible price, then the
+//!   earliest. The trade price is always the ask's interruptible price, whichever order
+//!   came in. Requirements, excluded hosts and regrades apply as on demand.
+//! - An on-demand bid matches as if there were no leases (it is never blocked by
+//!   interruptible use it outbids). When the ask has fewer idle GPUs than the bid needs,
+//!   the book preempts its leases, the cheapest first (the lowest price), then the newest
+//!   (highest `seq`), each lease whole, until enough are idle; each is an
+//!   [`Event::Preempted`] just before the [`Event::Trade`] that caused it. GPUs freed
+//!   beyond the trade's need are idle again and go at once to resting interruptible bids,
+//!   in their price-time order.
+//! - An incoming ask (placed, amended, or regraded) first fills resting on-demand bids as
+//!   above, preempting its own leases as needed, then resting interruptible bids (highest
+//!   price, then earliest, at or above its interruptible price) from its idle GPUs.
+//! - [`Command::EndLease`] tells the book a lease ended outside it (the job exited or was
+//!   cancelled, it ran its duration, the host was lost): [`Event::LeaseEnded`], then its
+//!   GPUs go to resting interruptible bids like freed ones; a lease the book does not know
+//!   on that ask is [`RejectReason::UnknownLease`].
+//! - An ask that leaves the book (cancelled, expired, an IOC's leftover) takes its leases
+//!   out of the book silently: they run on outside, and nothing can preempt them any more.
+//!   Its `gpus_released` still counts its remaining GPUs, leased ones included. An ask
+//!   sells out only when `remaining_gpus` reaches zero, which takes every lease preempted.
+//! - A lease id is a bid id, and is unique among live leases and resting orders: while a
+//!   lease lives, an order with its id is refused ([`RejectReason::DuplicateOrderId`]).
+//!
+//! Every trade, on demand or interruptible, takes the book's next sequence number
+//! ([`Event::Trade`]'s `seq`), so leases are ordered by age with the orders.
+//!
 //! # Events
 //!
 //! Per command, in order: expiries (by `available_until_ms`, then age), then either one
 //! [`Event::Rejected`] (nothing else changes), or [`Event::Accepted`] /
-//! [`Event::Amended`] / [`Event::Regraded`] / [`Event::Cancelled`], followed for
-//! placements, amendments and regrades by trades in the order they happened and, for IOC, the cancellation of the leftover.
+//! [`Event::Amended`] / [`Event::Regraded`] / [`Event::Cancelled`] /
+//! [`Event::LeaseEnded`], followed for placements, amendments, regrades and ended leases
+//! by trades in the order they happened (each after the [`Event::Preempted`] it caused)
+//! and, for IOC, the cancellation of the leftover.
 //!
 //! # Limits
 //!
 //! Orders are bounded by [`GPUS_PER_ORDER_MAX`] and [`DURATION_MS_MAX`], and a book by
-//! [`ORDERS_RESTING_MAX`] resting orders (or [`Book::with_orders_max`]).
+//! [`ORDERS_RESTING_MAX`] resting orders (or [`Book::with_orders_max`]). Leases need no
+//! bound of their own: each holds at least one of its resting ask's remaining GPUs.
 //!
 //! # Cost
 //!
@@ -91,6 +145,19 @@
 //! Placing, cancelling and expiring cost O(log n); matching walks from the best price and
 //! stops at the first fit (bids) or when the ask is sold out or the prices no longer cross
 //! (asks), so its cost grows with the orders it must pass over.
+//!
+//! Interruptible capacity keeps that shape. Bids rest on two sides, one per priority,
+//! rather than one side with the priority in the key: no match ever weighs an on-demand
+//! bid against an interruptible one, so each walk reads only the bids it may fill, and the
+//! on-demand walk costs what it did. Asks with an interruptible price are also in a second
+//! tree keyed by (interruptible price, seq) holding the same slot numbers, which an
+//! interruptible bid walks as an on-demand bid walks the asks. Leases live outside the
+//! slots (which stay `Copy`): a map from ask id to that ask's few leases, kept in seq
+//! order, and one from lease id to ask id for uniqueness and [`Command::EndLease`]. The
+//! slot keeps the leased GPU count, so the hot paths read idle GPUs without the maps;
+//! preempting scans one ask's leases, O(leases of the ask) per lease preempted. The first
+//! lease on an ask allocates that ask's list; on-demand matching without leases
+//! allocates nothing.
 
 mod book;
 mod event;
@@ -105,5 +172,8 @@ pub use book::{Book, DURATION_MS_MAX, Depth, GPUS_PER_ORDER_MAX, Level, ORDERS_R
 pub use event::{Command, Event, RejectReason, UnfilledReason};
 pub use grade::{AskGrade, PPM_MAX, Requirements, Verification, VerificationError};
 pub use ids::{HostId, OrderId, UserId};
-pub use order::{Ask, Bid, EXCLUDED_HOSTS_MAX, ExcludedHosts, RestingAsk, RestingBid, RestingOrder, Tif};
+pub use order::{
+    Ask, Bid, EXCLUDED_HOSTS_MAX, ExcludedHosts, InterruptibleLease, Priority, RestingAsk, RestingBid, RestingOrder,
+    Tif,
+};
 pub use price::{PRICE_SCALE, Price, PriceError};

@@ -80,6 +80,19 @@ pub enum Tif {
     Ioc,
 }
 
+/// Whether a bid wants GPUs of its own or takes idle ones until an on-demand buyer needs
+/// them (see the crate docs, [Interruptible capacity](crate#interruptible-capacity)).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// The GPUs are the buyer's for the whole duration; may preempt interruptible use.
+    #[default]
+    OnDemand,
+    /// Idle GPUs at an ask's interruptible price, taken back (preempted) whenever an
+    /// on-demand bid needs them.
+    Interruptible,
+}
+
 /// A buyer's order: `gpus` GPUs on one host for up to `duration_ms`, at most `price` per
 /// GPU-hour. All or nothing: it trades once, for all its GPUs, with one ask.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -99,6 +112,9 @@ pub struct Bid {
     /// they were too small, so a buyer who needs attested GPUs never pays for others.
     #[serde(default)]
     pub requires: Requirements,
+    /// On demand (the default) or interruptible; `price` is the limit either way.
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// A provider's order: `gpus` GPUs of `host`, free until `available_until_ms`, at least
@@ -117,6 +133,10 @@ pub struct Ask {
     /// What the server judged the supply to be; bids with requirements compare against
     /// it. The provider does not set it, and [`crate::Command::Regrade`] changes it.
     pub grade: AskGrade,
+    /// The least the provider accepts per GPU-hour for interruptible use of the ask's idle
+    /// GPUs; `None` offers none. Above zero and below `price`.
+    #[serde(default)]
+    pub interruptible_price: Option<Price>,
 }
 
 /// A bid resting in the book (bids never rest partly filled).
@@ -133,10 +153,13 @@ pub struct RestingBid {
     #[serde(default)]
     pub excluded_hosts: ExcludedHosts,
     pub requires: Requirements,
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// An ask resting in the book. `remaining_gpus` is in `1..=gpus`; `gpus - remaining_gpus`
-/// have been sold.
+/// have been sold on demand. Of the remaining GPUs, `interruptible_gpus` are in
+/// interruptible use (still offered on demand) and the rest are idle.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RestingAsk {
     pub id: OrderId,
@@ -153,6 +176,29 @@ pub struct RestingAsk {
     pub price: Price,
     /// The grade as last placed or regraded.
     pub grade: AskGrade,
+    /// As placed; amendments keep it.
+    #[serde(default)]
+    pub interruptible_price: Option<Price>,
+    /// GPUs held by interruptible leases (<= remaining_gpus); 0 when given to restore.
+    #[serde(default)]
+    pub interruptible_gpus: u32,
+}
+
+/// An interruptible lease resting on an ask: it holds `gpus` of the ask's GPUs at `price`
+/// (the ask's interruptible price when it traded) until it ends
+/// ([`crate::Command::EndLease`]) or is preempted ([`crate::Event::Preempted`]). While
+/// its ask rests, the book knows it; when the ask leaves the book the lease is forgotten
+/// (it keeps running outside, and nothing can preempt it any more).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct InterruptibleLease {
+    /// The id of the bid that made it. Unique among live leases and resting orders.
+    pub lease_id: OrderId,
+    pub ask_id: OrderId,
+    pub buyer: UserId,
+    pub gpus: u32,
+    pub price: Price,
+    /// The trade's sequence number: a newer lease has a larger one.
+    pub seq: u64,
 }
 
 /// An order resting in the book, as [`crate::Book::order`] reports it and

@@ -24,6 +24,16 @@ impl<K: Ord + Copy, V: Copy> Side<K, V> {
         &self.slots[at as usize]
     }
 
+    /// The order in slot `at`, to change in place (its key stays as it is).
+    pub(crate) fn slot_mut(&mut self, at: u32) -> &mut V {
+        &mut self.slots[at as usize]
+    }
+
+    /// The slot of the order under `key`.
+    pub(crate) fn at(&self, key: &K) -> Option<u32> {
+        self.order.get(key).copied()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
@@ -34,11 +44,6 @@ impl<K: Ord + Copy, V: Copy> Side<K, V> {
 
     pub(crate) fn contains_key(&self, key: &K) -> bool {
         self.order.contains_key(key)
-    }
-
-    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let at = *self.order.get(key)?;
-        Some(&mut self.slots[at as usize])
     }
 
     pub(crate) fn first_key_value(&self) -> Option<(&K, &V)> {

@@ -1,9 +1,9 @@
 //! Hand-written scenarios for each matching rule and each rejection.
 
 use capex_book::{
-    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId, Level,
-    OrderId, PPM_MAX, Price, RejectReason, Requirements, RestingAsk, RestingBid, RestingOrder, Tif, UnfilledReason,
-    UserId, Verification,
+    Ask, AskGrade, Bid, Book, Command, DURATION_MS_MAX, Depth, Event, ExcludedHosts, GPUS_PER_ORDER_MAX, HostId,
+    InterruptibleLease, Level, OrderId, PPM_MAX, Price, Priority, RejectReason, Requirements, RestingAsk, RestingBid,
+    RestingOrder, Tif, UnfilledReason, UserId, Verification,
 };
 use uuid::Uuid;
 
@@ -42,6 +42,7 @@ fn bid(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Bid {
         tif: Tif::Gtc,
         excluded_hosts: ExcludedHosts::NONE,
         requires: Requirements::default(),
+        priority: Priority::OnDemand,
     }
 }
 
@@ -55,6 +56,7 @@ fn ask(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Ask {
         price: cents(price),
         tif: Tif::Gtc,
         grade: AskGrade::UNGRADED,
+        interruptible_price: None,
     }
 }
 
@@ -93,7 +95,12 @@ impl Harness {
         Harness { book: Book::new(), now_ms: T0 }
     }
 
+    /// The command's events, with each trade's `seq` zeroed (see [`without_seqs`]).
     fn apply(&mut self, command: Command) -> Vec<Event> {
+        without_seqs(self.apply_exact(command))
+    }
+
+    fn apply_exact(&mut self, command: Command) -> Vec<Event> {
         let mut out = Vec::new();
         self.book.apply(command, &mut out);
         self.book.check_invariants();
@@ -160,6 +167,33 @@ fn trade(bid: &Bid, ask: &Ask, price: i64, at_ms: i64) -> Event {
         price: cents(price),
         duration_ms: bid.duration_ms,
         at_ms,
+        priority: bid.priority,
+        seq: 0,
+    }
+}
+
+/// Events with each trade's `seq` zeroed: most scenarios are about who trades with whom
+/// at what price; the tests that are about sequence numbers read them with
+/// `apply_exact`, and the reference model checks every one.
+fn without_seqs(events: Vec<Event>) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|event| match event {
+            Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, at_ms, priority, .. } => {
+                Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, at_ms, priority, seq: 0 }
+            }
+            other => other,
+        })
+        .collect()
+}
+
+/// `trade` (a [`Event::Trade`]) with sequence number `seq`.
+fn with_seq(trade: Event, seq: u64) -> Event {
+    match trade {
+        Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, at_ms, priority, .. } => {
+            Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, at_ms, priority, seq }
+        }
+        other => panic!("not a trade: {other:?}"),
     }
 }
 
@@ -636,6 +670,7 @@ fn depth_aggregates_levels_best_first() {
                 Level { price: cents(190), gpus: 2, orders: 1 },
                 Level { price: cents(200), gpus: 5, orders: 1 },
             ],
+            ..Depth::default()
         }
     );
     assert_eq!(h.book.depth(1).bids.len(), 1);
@@ -706,6 +741,8 @@ fn restore_of_a_crossing_order_panics_in_debug() {
             available_until_ms: a.available_until_ms,
             price: a.price,
             grade: a.grade,
+            interruptible_price: None,
+            interruptible_gpus: 0,
         }),
         T0,
     )
@@ -721,6 +758,7 @@ fn restore_of_a_crossing_order_panics_in_debug() {
             price: b.price,
             excluded_hosts: ExcludedHosts::NONE,
             requires: b.requires,
+            priority: Priority::OnDemand,
         }),
         T0,
     );
@@ -901,6 +939,8 @@ fn reliability_floor_is_inclusive() {
         available_until_ms: T0 + HOUR_MS,
         price: cents(100),
         grade: grade(Verification::Reported, PPM_MAX + 1),
+        interruptible_price: None,
+        interruptible_gpus: 0,
     };
     assert_eq!(book.restore(RestingOrder::Ask(resting), T0), Err(RejectReason::UptimeOutOfRange));
     let resting = RestingBid {
@@ -912,6 +952,7 @@ fn reliability_floor_is_inclusive() {
         price: cents(100),
         requires: over_requirement(),
         excluded_hosts: ExcludedHosts::NONE,
+        priority: Priority::OnDemand,
     };
     assert_eq!(book.restore(RestingOrder::Bid(resting), T0), Err(RejectReason::UptimeOutOfRange));
     assert!(book.is_empty());
@@ -996,4 +1037,698 @@ fn excluded_hosts_are_a_bounded_set() {
     let too_many: Vec<HostId> = (0..=capex_book::EXCLUDED_HOSTS_MAX as u128).map(host).collect();
     assert!(ExcludedHosts::new(&too_many).is_none());
     assert!(ExcludedHosts::NONE.is_empty() && !ExcludedHosts::NONE.contains(host(0)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Interruptible capacity.
+// ---------------------------------------------------------------------------------------
+
+const EVE: u128 = 5; // buyer
+
+/// An interruptible bid.
+fn ibid(id: u128, owner: u128, gpus: u32, hours: i64, price: i64) -> Bid {
+    Bid { priority: Priority::Interruptible, ..bid(id, owner, gpus, hours, price) }
+}
+
+/// An ask that also offers its idle GPUs for interruptible use at `interruptible`.
+fn iask(id: u128, owner: u128, gpus: u32, hours: i64, price: i64, interruptible: i64) -> Ask {
+    Ask { interruptible_price: Some(cents(interruptible)), ..ask(id, owner, gpus, hours, price) }
+}
+
+/// The lease `lease` (the bid that made it) on `ask` was preempted by bid `by`.
+fn preempted(lease: &Bid, ask: &Ask, price: i64, by: u128) -> Event {
+    Event::Preempted {
+        lease_id: lease.id,
+        ask_id: ask.id,
+        buyer: lease.owner,
+        host: ask.host,
+        gpus: lease.gpus,
+        price: cents(price),
+        by_bid: order(by),
+        at_ms: T0,
+    }
+}
+
+fn lease_ended(ask: u128, lease: u128, gpus_released: u32) -> Event {
+    Event::LeaseEnded { ask_id: order(ask), lease_id: order(lease), gpus_released }
+}
+
+impl Harness {
+    fn end_lease(&mut self, ask: u128, lease: u128) -> Vec<Event> {
+        self.apply(Command::EndLease { at_ms: self.now_ms, ask_id: order(ask), lease_id: order(lease) })
+    }
+
+    /// Lease ids on `ask`, oldest first.
+    fn lease_ids(&self, ask: u128) -> Vec<OrderId> {
+        self.book.leases_of(order(ask)).iter().map(|lease| lease.lease_id).collect()
+    }
+}
+
+#[test]
+fn incoming_interruptible_bid_leases_idle_gpus_at_the_interruptible_price() {
+    let mut h = Harness::new();
+    let a = iask(10, BOB, 4, 10, 200, 100);
+    assert_eq!(h.apply_exact(Command::PlaceAsk { at_ms: T0, ask: a }), vec![accepted(10)]);
+    let b = ibid(20, ALICE, 3, 2, 150);
+    let events = h.apply_exact(Command::PlaceBid { at_ms: T0, bid: b });
+    // The ask rested with seq 0; the trade takes the next number, which names the lease's age.
+    let Event::Trade { seq, .. } = events[1] else { panic!("{events:?}") };
+    assert_eq!(events, vec![accepted(20), with_seq(trade(&b, &a, 100, T0), 1)]);
+    assert_eq!(
+        h.book.leases_of(a.id),
+        vec![InterruptibleLease { lease_id: b.id, ask_id: a.id, buyer: b.owner, gpus: 3, price: cents(100), seq }]
+    );
+    assert_eq!(h.book.leases().count(), 1);
+    // The GPUs are still offered on demand; only one is idle.
+    let resting = h.resting_ask(10);
+    assert_eq!((resting.remaining_gpus, resting.interruptible_gpus), (4, 3));
+    assert_eq!(h.book.best_ask(), Some(cents(200)));
+    assert_eq!(h.book.best_interruptible_ask(), Some(cents(100)));
+    assert_eq!(h.book.order(b.id), None, "a filled interruptible bid does not rest");
+
+    // Below the interruptible price, or wider than the idle GPUs, an interruptible bid rests.
+    let low = ibid(21, DAN, 1, 2, 90);
+    assert_eq!(h.bid(low), vec![accepted(21)]);
+    let wide = ibid(22, DAN, 2, 2, 150);
+    assert_eq!(h.bid(wide), vec![accepted(22)]);
+    assert_eq!(h.book.best_interruptible_bid(), Some(cents(150)));
+    assert_eq!(h.book.best_bid(), None, "best_bid is on demand only");
+    assert_eq!(h.resting_bid(22).priority, Priority::Interruptible);
+    // An ask without an interruptible price never leases.
+    h.ask(ask(11, CAROL, 4, 10, 50));
+    assert_eq!(h.book.best_interruptible_ask(), Some(cents(100)));
+    assert_eq!(h.book.why_unfilled(wide.id), vec![UnfilledReason::NoHostWithEnoughGpus { largest_free: 1 }]);
+}
+
+#[test]
+fn interruptible_bid_takes_the_lowest_interruptible_price_then_the_earliest() {
+    let mut h = Harness::new();
+    let dear = iask(10, BOB, 4, 10, 200, 100); // dearer on demand, cheaper interruptible
+    let cheap = iask(11, CAROL, 4, 10, 150, 120);
+    let same = iask(12, CAROL, 4, 10, 300, 100); // same interruptible price, later
+    for a in [dear, cheap, same] {
+        h.ask(a);
+    }
+    let b = ibid(20, ALICE, 1, 1, 500);
+    assert_eq!(h.bid(b), vec![accepted(20), trade(&b, &dear, 100, T0)]);
+    let on_demand = bid(21, DAN, 1, 1, 500);
+    assert_eq!(h.bid(on_demand), vec![accepted(21), trade(&on_demand, &cheap, 150, T0)]);
+    // Requirements and excluded hosts pass asks over as on demand.
+    let picky = Bid { excluded_hosts: ExcludedHosts::new(&[host(BOB)]).unwrap(), ..ibid(22, ALICE, 1, 1, 500) };
+    assert_eq!(h.bid(picky), vec![accepted(22), trade(&picky, &same, 100, T0)]);
+    let attested = Bid {
+        requires: Requirements { min_verification: Some(Verification::CcAttested), ..Requirements::NONE },
+        ..ibid(23, ALICE, 1, 1, 500)
+    };
+    assert_eq!(h.bid(attested), vec![accepted(23)]);
+    assert_eq!(
+        h.book.why_unfilled(attested.id),
+        vec![UnfilledReason::VerificationBelowRequired { best_available: Verification::Reported }]
+    );
+}
+
+#[test]
+fn incoming_ask_fills_on_demand_bids_then_interruptible_ones_at_its_interruptible_price() {
+    let mut h = Harness::new();
+    let waiting = ibid(20, ALICE, 2, 2, 300);
+    let rich = ibid(21, DAN, 1, 2, 250);
+    let on_demand = bid(22, DAN, 3, 2, 210);
+    for b in [waiting, rich, on_demand] {
+        h.bid(b);
+    }
+    assert_eq!(h.book.why_unfilled(waiting.id), vec![UnfilledReason::NoAsks]);
+    // An ask without an interruptible price fills only the on-demand bid.
+    h.ask(ask(9, CAROL, 1, 10, 500));
+    assert_eq!(h.book.why_unfilled(waiting.id), vec![UnfilledReason::NoInterruptibleAsks]);
+    // The on-demand bid first, though both interruptible bids pay more; then the idle GPU
+    // goes to the best interruptible bid that fits, at the ask's interruptible price, not
+    // the bid's.
+    let a = iask(10, BOB, 4, 10, 200, 100);
+    assert_eq!(h.ask(a), vec![accepted(10), trade(&on_demand, &a, 210, T0), trade(&rich, &a, 100, T0)]);
+    let resting = h.resting_ask(10);
+    assert_eq!((resting.remaining_gpus, resting.interruptible_gpus), (1, 1));
+    assert_eq!(h.lease_ids(10), vec![rich.id]);
+    assert_eq!(h.book.why_unfilled(waiting.id), vec![UnfilledReason::NoHostWithEnoughGpus { largest_free: 0 }]);
+
+    // An IOC interruptible bid that finds no idle GPUs is cancelled like any IOC bid.
+    let ioc = Bid { tif: Tif::Ioc, ..ibid(23, ALICE, 1, 1, 500) };
+    assert_eq!(h.bid(ioc), vec![accepted(23), Event::Cancelled { order_id: ioc.id, gpus_released: 1 }]);
+}
+
+#[test]
+fn depth_shows_leased_gpus_on_demand_and_idle_ones_interruptible() {
+    let mut h = Harness::new();
+    h.ask(iask(10, BOB, 4, 10, 200, 100));
+    h.ask(iask(11, CAROL, 2, 10, 200, 120));
+    h.ask(ask(12, CAROL, 2, 10, 190));
+    h.bid(ibid(20, ALICE, 3, 1, 150)); // leases 3 of ask 10
+    h.bid(ibid(21, DAN, 2, 1, 150)); // leases all of ask 11
+    h.bid(ibid(22, ALICE, 4, 1, 90));
+    h.bid(bid(23, DAN, 1, 1, 80));
+    assert_eq!(
+        h.book.depth(10),
+        Depth {
+            bids: vec![Level { price: cents(80), gpus: 1, orders: 1 }],
+            asks: vec![
+                Level { price: cents(190), gpus: 2, orders: 1 },
+                Level { price: cents(200), gpus: 6, orders: 2 },
+            ],
+            interruptible_bids: vec![Level { price: cents(90), gpus: 4, orders: 1 }],
+            // Ask 11 has nothing idle, so it is not shown.
+            interruptible_asks: vec![Level { price: cents(100), gpus: 1, orders: 1 }],
+        }
+    );
+    assert_eq!(h.book.best_interruptible_bid(), Some(cents(90)));
+    h.bid(ibid(24, DAN, 1, 1, 100)); // leases the last idle GPU of ask 10
+    assert_eq!(h.book.best_interruptible_ask(), None, "no idle GPU anywhere");
+    assert_eq!(h.book.best_ask(), Some(cents(190)));
+    assert_eq!(h.book.depth(10).interruptible_asks, vec![]);
+}
+
+#[test]
+fn on_demand_bid_preempts_the_newest_leases_whole_before_its_trade() {
+    let mut h = Harness::new();
+    let a = iask(10, BOB, 8, 10, 200, 100);
+    h.ask(a);
+    let first = ibid(20, ALICE, 3, 2, 150);
+    let second = ibid(21, DAN, 2, 2, 150);
+    let third = ibid(22, ALICE, 2, 2, 150);
+    for b in [first, second, third] {
+        h.bid(b);
+    }
+    assert_eq!(h.resting_ask(10).interruptible_gpus, 7);
+    // Three GPUs needed, one idle: the newest lease goes, whole, and is reported first.
+    let od = bid(30, EVE, 3, 2, 200);
+    assert_eq!(h.bid(od), vec![accepted(30), preempted(&third, &a, 100, 30), trade(&od, &a, 200, T0)]);
+    let resting = h.resting_ask(10);
+    assert_eq!((resting.remaining_gpus, resting.interruptible_gpus), (5, 5));
+    assert_eq!(h.lease_ids(10), vec![first.id, second.id]);
+    assert_eq!(h.end_lease(10, 22), vec![rejected(22, RejectReason::UnknownLease)]);
+
+    // One GPU needed, none idle: the two-GPU lease goes whole, one GPU is idle after.
+    let small = bid(31, EVE, 1, 2, 250);
+    assert_eq!(h.bid(small), vec![accepted(31), preempted(&second, &a, 100, 31), trade(&small, &a, 200, T0)]);
+    let resting = h.resting_ask(10);
+    assert_eq!((resting.remaining_gpus, resting.interruptible_gpus), (4, 3));
+
+    // Four GPUs needed, one idle: more than one lease would go, but only one is left.
+    let all = bid(32, DAN, 4, 2, 200);
+    assert_eq!(h.bid(all), vec![accepted(32), preempted(&first, &a, 100, 32), trade(&all, &a, 200, T0)]);
+    // The ask sold out, which took every lease.
+    assert!(h.book.is_empty());
+    assert_eq!(h.book.leases().count(), 0);
+}
+
+#[test]
+fn preemption_takes_the_cheapest_lease_first_then_the_newest() {
+    // Leases of one ask at different prices only come from a restore (an ask keeps its
+    // interruptible price), so build the book that way.
+    let mut book = Book::new();
+    let a = iask(10, BOB, 8, 10, 200, 100);
+    let resting = RestingAsk {
+        id: a.id,
+        seq: 0,
+        owner: a.owner,
+        host: a.host,
+        gpus: 8,
+        remaining_gpus: 8,
+        available_until_ms: a.available_until_ms,
+        price: a.price,
+        grade: a.grade,
+        interruptible_price: a.interruptible_price,
+        interruptible_gpus: 0,
+    };
+    book.restore(RestingOrder::Ask(resting), T0).expect("valid ask");
+    let lease = |id: u128, gpus: u32, price: i64, seq: u64| InterruptibleLease {
+        lease_id: order(id),
+        ask_id: a.id,
+        buyer: user(ALICE),
+        gpus,
+        price: cents(price),
+        seq,
+    };
+    // Oldest to newest: 20 (cheap), 21 and 22 (dearer), 23 (cheap again).
+    let leases = [lease(20, 2, 80, 5), lease(21, 2, 100, 6), lease(22, 2, 100, 7), lease(23, 1, 80, 8)];
+    for l in leases {
+        book.restore_lease(l).expect("valid lease");
+    }
+    book.check_invariants();
+    let as_preempted = |l: InterruptibleLease, by: u128| Event::Preempted {
+        lease_id: l.lease_id,
+        ask_id: a.id,
+        buyer: l.buyer,
+        host: a.host,
+        gpus: l.gpus,
+        price: l.price,
+        by_bid: order(by),
+        at_ms: T0,
+    };
+    let mut out = Vec::new();
+    let od = bid(30, DAN, 5, 1, 200);
+    book.apply(Command::PlaceBid { at_ms: T0, bid: od }, &mut out);
+    // One idle; four more needed: the cheap ones newest first (23, then 20), then the
+    // newest dear one (22). The book's counter is past every restored seq: the trade is 9.
+    assert_eq!(
+        out,
+        vec![
+            accepted(30),
+            as_preempted(leases[3], 30),
+            as_preempted(leases[0], 30),
+            as_preempted(leases[2], 30),
+            with_seq(trade(&od, &a, 200, T0), 9),
+        ]
+    );
+    assert_eq!(book.leases_of(a.id), vec![leases[1]]);
+    book.check_invariants();
+}
+
+#[test]
+fn preempted_gpus_the_trade_does_not_need_go_to_a_waiting_interruptible_bid() {
+    let mut h = Harness::new();
+    let a = iask(10, BOB, 4, 10, 200, 100);
+    h.ask(a);
+    let big = ibid(20, ALICE, 4, 2, 150);
+    h.bid(big);
+    let small = ibid(21, DAN, 1, 2, 120);
+    let too_cheap = ibid(22, DAN, 1, 2, 90);
+    assert_eq!(h.bid(small), vec![accepted(21)]);
+    h.bid(too_cheap);
+    assert_eq!(h.book.why_unfilled(small.id), vec![UnfilledReason::NoHostWithEnoughGpus { largest_free: 0 }]);
+    let od = bid(30, EVE, 2, 2, 200);
+    assert_eq!(
+        h.bid(od),
+        vec![accepted(30), preempted(&big, &a, 100, 30), trade(&od, &a, 200, T0), trade(&small, &a, 100, T0)]
+    );
+    let resting = h.resting_ask(10);
+    assert_eq!((resting.remaining_gpus, resting.interruptible_gpus), (2, 1));
+    assert_eq!(h.lease_ids(10), vec![small.id]);
+    assert_eq!(h.resting_bid(22).priority, Priority::Interruptible, "below the interruptible price, it waits");
+}
+
+#[test]
+fn ended_lease_frees_gpus_for_a_waiting_interruptible_bid() {
+    let mut h = Harness::new();
+    let a = iask(10, BOB, 4, 10, 200, 100);
+    h.ask(a);
+    let first = ibid(20, ALICE, 3, 2, 150);
+    h.bid(first);
+    let waiting = ibid(21, DAN, 2, 2, 150);
+    assert_eq!(h.bid(waiting), vec![accepted(21)]);
+    assert_eq!(h.end_lease(10, 20), vec![lease_ended(10, 20, 3), trade(&waiting, &a, 100, T0)]);
+    assert_eq!(h.lease_ids(10), vec![waiting.id]);
+    let resting = h.resting_ask(10);
+    assert_eq!((resting.remaining_gpus, resting.interruptible_gpus), (4, 2));
+    // With no bid waiting, the GPUs are just idle again.
+    assert_eq!(h.end_lease(10, 21), vec![lease_ended(10, 21, 2)]);
+    assert_eq!(h.resting_ask(10).interruptible_gpus, 0);
+    assert_eq!(h.book.leases().count(), 0);
+}
+
+#[test]
+fn end_lease_of_a_lease_the_book_does_not_know_is_rejected() {
+    let mut h = Harness::new();
+    h.ask(iask(10, BOB, 4, 10, 200, 100));
+    h.ask(iask(11, CAROL, 4, 10, 200, 100));
+    h.bid(ibid(20, ALICE, 1, 2, 150)); // a lease on ask 10
+    h.bid(bid(21, ALICE, 1, 2, 100)); // a resting bid
+    let before = (h.book.asks().collect::<Vec<_>>(), h.book.leases().collect::<Vec<_>>());
+    let unknown = |lease| vec![rejected(lease, RejectReason::UnknownLease)];
+    assert_eq!(h.end_lease(10, 99), unknown(99), "never made");
+    assert_eq!(h.end_lease(11, 20), unknown(20), "on another ask");
+    assert_eq!(h.end_lease(99, 20), unknown(20), "on an ask that does not exist");
+    assert_eq!(h.end_lease(10, 21), unknown(21), "a resting bid is not a lease");
+    assert_eq!(h.end_lease(10, 10), unknown(10), "nor is an ask");
+    assert_eq!((h.book.asks().collect::<Vec<_>>(), h.book.leases().collect::<Vec<_>>()), before);
+    assert_eq!(h.end_lease(10, 20), vec![lease_ended(10, 20, 1)]);
+    assert_eq!(h.end_lease(10, 20), unknown(20), "already ended");
+}
+
+#[test]
+fn an_ask_that_leaves_the_book_forgets_its_leases() {
+    let mut h = Harness::new();
+    h.ask(iask(10, BOB, 4, 10, 200, 100));
+    h.bid(ibid(20, ALICE, 1, 2, 150));
+    h.bid(ibid(21, DAN, 2, 2, 150));
+    // While a lease lives, its id is taken: no order may use it.
+    assert_eq!(h.bid(bid(20, ALICE, 1, 1, 100)), vec![rejected(20, RejectReason::DuplicateOrderId)]);
+    assert_eq!(h.ask(ask(21, CAROL, 1, 10, 100)), vec![rejected(21, RejectReason::DuplicateOrderId)]);
+    // Cancelling releases the remaining GPUs, the leased ones included, and the leases
+    // are gone from the book (they run on outside it).
+    assert_eq!(h.cancel(10, BOB), vec![Event::Cancelled { order_id: order(10), gpus_released: 4 }]);
+    assert_eq!(h.book.leases().count(), 0);
+    assert_eq!(h.book.leases_of(order(10)), vec![]);
+    assert_eq!(h.end_lease(10, 20), vec![rejected(20, RejectReason::UnknownLease)]);
+    // The ids are free again.
+    assert_eq!(h.bid(bid(20, ALICE, 1, 1, 100)), vec![accepted(20)]);
+
+    // Expiry forgets them the same way.
+    h.ask(iask(11, BOB, 2, 1, 200, 100));
+    h.bid(ibid(22, DAN, 1, 1, 150));
+    assert_eq!(h.lease_ids(11), vec![order(22)]);
+    h.now_ms = T0 + HOUR_MS;
+    assert_eq!(
+        h.apply(Command::Tick { at_ms: h.now_ms }),
+        vec![Event::Expired { order_id: order(11), gpus_released: 2 }]
+    );
+    assert_eq!(h.book.leases().count(), 0);
+
+    // And an IOC ask, which never rests, keeps none of the leases it made.
+    h.bid(ibid(23, ALICE, 1, 1, 150));
+    let ioc = Ask { tif: Tif::Ioc, ..iask(12, CAROL, 3, 10, 200, 100) };
+    assert_eq!(
+        h.ask(ioc),
+        vec![
+            accepted(12),
+            trade(&ibid(23, ALICE, 1, 1, 150), &ioc, 100, h.now_ms),
+            Event::Cancelled { order_id: ioc.id, gpus_released: 3 },
+        ]
+    );
+    assert_eq!(h.book.leases().count(), 0);
+}
+
+#[test]
+fn interruptible_price_must_be_above_zero_and_below_the_price() {
+    let mut h = Harness::new();
+    let cases = [
+        (iask(10, BOB, 4, 10, 200, 0), RejectReason::ZeroOrNegativePrice),
+        (iask(11, BOB, 4, 10, 200, 200), RejectReason::InterruptiblePriceNotBelowPrice),
+        (iask(12, BOB, 4, 10, 200, 250), RejectReason::InterruptiblePriceNotBelowPrice),
+        // The ask's own checks come first.
+        (iask(13, BOB, 0, 10, 200, 250), RejectReason::ZeroGpus),
+        (iask(14, BOB, 4, 10, 0, 100), RejectReason::ZeroOrNegativePrice),
+        (iask(15, BOB, 4, 0, 200, 250), RejectReason::InterruptiblePriceNotBelowPrice),
+    ];
+    for (a, reason) in cases {
+        assert_eq!(h.ask(a), vec![Event::Rejected { order_id: a.id, reason }]);
+    }
+    assert!(h.book.is_empty());
+    assert_eq!(h.ask(iask(16, BOB, 4, 10, 200, 199)), vec![accepted(16)]);
+}
+
+#[test]
+fn amending_an_ask_keeps_its_interruptible_price_and_its_leases() {
+    let mut h = Harness::new();
+    let a = iask(10, BOB, 8, 10, 200, 100);
+    h.ask(a);
+    let lease = ibid(20, ALICE, 3, 2, 150);
+    h.bid(lease);
+    h.bid(bid(21, DAN, 2, 2, 200)); // sells 2 on demand; 5 idle, no preemption
+    let resting = h.resting_ask(10);
+    assert_eq!((resting.remaining_gpus, resting.interruptible_gpus), (6, 3));
+
+    assert_eq!(h.amend(10, BOB, Some(100), None), vec![rejected(10, RejectReason::InterruptiblePriceNotBelowPrice)]);
+    assert_eq!(h.amend(10, BOB, Some(90), None), vec![rejected(10, RejectReason::InterruptiblePriceNotBelowPrice)]);
+    // Unsold GPUs may not drop below those in interruptible use (2 left for 3 leased) ...
+    assert_eq!(h.amend(10, BOB, None, Some(4)), vec![rejected(10, RejectReason::GpusBelowInterruptible)]);
+    // ... nor the size to the GPUs sold, which is checked first.
+    assert_eq!(h.amend(10, BOB, Some(90), Some(2)), vec![rejected(10, RejectReason::GpusBelowFilled)]);
+    assert_eq!(h.amend(10, BOB, Some(90), Some(4)), vec![rejected(10, RejectReason::GpusBelowInterruptible)]);
+    assert_eq!(h.resting_ask(10), resting, "a refused amendment changes nothing");
+    // Exactly the leased GPUs left unsold is allowed.
+    assert_eq!(
+        h.amend(10, BOB, None, Some(5)),
+        vec![Event::Amended { order_id: a.id, price: cents(200), gpus: 5, remaining_gpus: 3 }]
+    );
+    let after = h.resting_ask(10);
+    assert_eq!((after.interruptible_price, after.interruptible_gpus, after.seq), (Some(cents(100)), 3, resting.seq));
+    assert_eq!(h.lease_ids(10), vec![lease.id]);
+
+    // An ask amended into a waiting on-demand bid fills it, preempting its own lease.
+    let waiting = bid(22, DAN, 2, 2, 160);
+    assert_eq!(h.bid(waiting), vec![accepted(22)]);
+    let lowered = Ask { price: cents(150), gpus: 5, ..a };
+    assert_eq!(
+        h.amend(10, BOB, Some(150), None),
+        vec![
+            Event::Amended { order_id: a.id, price: cents(150), gpus: 5, remaining_gpus: 3 },
+            preempted(&lease, &lowered, 100, 22),
+            trade(&waiting, &lowered, 160, T0),
+        ]
+    );
+    let after = h.resting_ask(10);
+    assert_eq!((after.remaining_gpus, after.interruptible_gpus, after.interruptible_price), (1, 0, Some(cents(100))));
+}
+
+#[test]
+fn amending_a_bid_keeps_its_priority() {
+    let mut h = Harness::new();
+    let a = iask(10, BOB, 4, 10, 200, 100);
+    h.ask(a);
+    let b = ibid(20, ALICE, 2, 2, 90);
+    h.bid(b);
+    assert_eq!(
+        h.amend(20, ALICE, None, Some(1)),
+        vec![Event::Amended { order_id: b.id, price: cents(90), gpus: 1, remaining_gpus: 1 }]
+    );
+    assert_eq!(h.resting_bid(20).priority, Priority::Interruptible);
+    // Raised to the interruptible price (not the on-demand one), it leases.
+    let raised = Bid { price: cents(100), gpus: 1, ..b };
+    assert_eq!(
+        h.amend(20, ALICE, Some(100), None),
+        vec![
+            Event::Amended { order_id: b.id, price: cents(100), gpus: 1, remaining_gpus: 1 },
+            trade(&raised, &a, 100, T0)
+        ]
+    );
+    assert_eq!(h.lease_ids(10), vec![b.id]);
+}
+
+#[test]
+fn regrade_applies_to_interruptible_matching() {
+    let mut h = Harness::new();
+    let a = Ask { grade: grade(Verification::Reported, PPM_MAX), ..iask(10, BOB, 4, 10, 200, 100) };
+    h.ask(a);
+    let picky = Bid {
+        requires: Requirements { min_verification: Some(Verification::Challenged), ..Requirements::NONE },
+        ..ibid(20, ALICE, 2, 2, 150)
+    };
+    assert_eq!(h.bid(picky), vec![accepted(20)]);
+    let up = grade(Verification::Challenged, PPM_MAX);
+    assert_eq!(
+        h.regrade(10, up),
+        vec![Event::Regraded { order_id: a.id, grade: up }, trade(&picky, &Ask { grade: up, ..a }, 100, T0)]
+    );
+    // A worse grade stops later leases and leaves the live one alone.
+    let down = grade(Verification::Reported, PPM_MAX);
+    assert_eq!(h.regrade(10, down), vec![Event::Regraded { order_id: a.id, grade: down }]);
+    assert_eq!(h.lease_ids(10), vec![picky.id]);
+    let again = Bid { id: order(21), owner: user(DAN), ..picky };
+    assert_eq!(h.bid(again), vec![accepted(21)]);
+}
+
+#[test]
+fn why_unfilled_for_an_interruptible_bid_counts_interruptible_prices_and_idle_gpus() {
+    let mut h = Harness::new();
+    let b = ibid(20, ALICE, 3, 2, 90);
+    h.bid(b);
+    assert_eq!(h.book.why_unfilled(b.id), vec![UnfilledReason::NoAsks]);
+    h.ask(iask(10, ALICE, 8, 10, 200, 50));
+    assert_eq!(h.book.why_unfilled(b.id), vec![UnfilledReason::OnlyOwnAsks]);
+    let bob_only = Bid { excluded_hosts: ExcludedHosts::new(&[host(BOB)]).unwrap(), ..ibid(21, ALICE, 1, 1, 90) };
+    h.bid(bob_only);
+    h.ask(iask(11, BOB, 2, 10, 200, 100));
+    assert_eq!(h.book.why_unfilled(bob_only.id), vec![UnfilledReason::OnlyExcludedHosts]);
+    // Carol's ask is cheap on demand but offers no interruptible use.
+    h.ask(ask(12, CAROL, 8, 10, 60));
+    assert_eq!(h.book.why_unfilled(bob_only.id), vec![UnfilledReason::NoInterruptibleAsks]);
+    // For the first bid: the best interruptible price (not Carol's 60 on demand) and the
+    // most idle GPUs (Bob's 2, of which the next line leases 1).
+    let dan = Bid { excluded_hosts: ExcludedHosts::new(&[host(ALICE)]).unwrap(), ..ibid(22, DAN, 1, 1, 100) };
+    assert_eq!(trades(&h.bid(dan)), vec![(dan.id, order(11))]);
+    assert_eq!(
+        h.book.why_unfilled(b.id),
+        vec![
+            UnfilledReason::PriceBelowBestAsk { best_ask: cents(100) },
+            UnfilledReason::NoHostWithEnoughGpus { largest_free: 1 },
+        ]
+    );
+    // On demand, the same bid would be told about Carol's ask.
+    let od = bid(23, ALICE, 9, 2, 50);
+    h.bid(od);
+    assert_eq!(
+        h.book.why_unfilled(od.id),
+        vec![
+            UnfilledReason::PriceBelowBestAsk { best_ask: cents(60) },
+            UnfilledReason::NoHostWithEnoughGpus { largest_free: 8 },
+        ]
+    );
+}
+
+#[test]
+fn restore_and_restore_lease_rebuild_a_book_that_behaves_the_same() {
+    let mut h = Harness::new();
+    h.ask(iask(10, BOB, 8, 10, 200, 100));
+    h.ask(iask(11, CAROL, 4, 10, 180, 120));
+    h.bid(ibid(20, ALICE, 3, 2, 150)); // leases ask 10
+    h.bid(ibid(21, DAN, 2, 2, 150)); // leases ask 10
+    h.bid(ibid(22, ALICE, 4, 2, 130)); // leases ask 11
+    h.bid(ibid(23, DAN, 4, 2, 150)); // waits
+    h.bid(bid(24, DAN, 9, 2, 300)); // waits: no host has 9
+    let mut rebuilt = Book::new();
+    let asks: Vec<RestingAsk> = h.book.asks().collect();
+    assert_eq!(asks.iter().map(|a| a.interruptible_gpus).collect::<Vec<_>>(), vec![4, 5]);
+    for a in &asks {
+        rebuilt.restore(RestingOrder::Ask(RestingAsk { interruptible_gpus: 0, ..*a }), T0).expect("valid ask");
+    }
+    for b in h.book.bids() {
+        rebuilt.restore(RestingOrder::Bid(b), T0).expect("valid bid");
+    }
+    let leases: Vec<InterruptibleLease> = h.book.leases().collect();
+    for l in &leases {
+        rebuilt.restore_lease(*l).expect("valid lease");
+    }
+    rebuilt.check_invariants();
+    assert_eq!(rebuilt.asks().collect::<Vec<_>>(), asks);
+    assert_eq!(rebuilt.bids().collect::<Vec<_>>(), h.book.bids().collect::<Vec<_>>());
+    assert_eq!(rebuilt.leases_of(order(10)), h.book.leases_of(order(10)));
+
+    // The same commands give the same events, sequence numbers included (nothing has
+    // left the original book, so its counter and the rebuilt one's agree).
+    let commands = [
+        Command::PlaceBid { at_ms: T0, bid: bid(30, EVE, 7, 1, 200) }, // preempts 21, then 20
+        Command::EndLease { at_ms: T0, ask_id: order(11), lease_id: order(22) }, // 23 takes ask 11
+        Command::PlaceBid { at_ms: T0, bid: ibid(31, EVE, 1, 1, 150) },
+        Command::Amend {
+            at_ms: T0,
+            order_id: order(11),
+            owner: user(CAROL),
+            new_price: Some(cents(130)),
+            new_gpus: None,
+        },
+    ];
+    let mut preemptions = 0;
+    for command in commands {
+        let mut out = Vec::new();
+        rebuilt.apply(command, &mut out);
+        rebuilt.check_invariants();
+        preemptions += out.iter().filter(|e| matches!(e, Event::Preempted { .. })).count();
+        assert_eq!(h.apply_exact(command), out, "{command:?}");
+    }
+    assert_eq!(preemptions, 2);
+    let leases = |b: &Book| {
+        let mut leases: Vec<InterruptibleLease> = b.leases().collect();
+        leases.sort_by_key(|l| l.seq);
+        leases
+    };
+    assert_eq!(leases(&rebuilt), leases(&h.book));
+}
+
+#[test]
+fn restore_refuses_leases_that_do_not_fit() {
+    let mut book = Book::new();
+    let a = iask(10, BOB, 4, 10, 200, 100);
+    let resting = RestingAsk {
+        id: a.id,
+        seq: 3,
+        owner: a.owner,
+        host: a.host,
+        gpus: 4,
+        remaining_gpus: 3,
+        available_until_ms: a.available_until_ms,
+        price: a.price,
+        grade: a.grade,
+        interruptible_price: a.interruptible_price,
+        interruptible_gpus: 0,
+    };
+    let refused = |ask: RestingAsk| Book::new().restore(RestingOrder::Ask(ask), T0);
+    assert_eq!(refused(RestingAsk { interruptible_gpus: 1, ..resting }), Err(RejectReason::GpusBelowInterruptible));
+    assert_eq!(
+        refused(RestingAsk { interruptible_price: Some(cents(200)), ..resting }),
+        Err(RejectReason::InterruptiblePriceNotBelowPrice)
+    );
+    assert_eq!(
+        refused(RestingAsk { interruptible_price: Some(Price::ZERO), ..resting }),
+        Err(RejectReason::ZeroOrNegativePrice)
+    );
+    book.restore(RestingOrder::Ask(resting), T0).expect("valid ask");
+    let plain = RestingAsk { id: order(11), seq: 4, interruptible_price: None, ..resting };
+    book.restore(RestingOrder::Ask(plain), T0).expect("valid ask");
+    let resting_bid = RestingBid {
+        id: order(30),
+        seq: 5,
+        owner: user(ALICE),
+        gpus: 9,
+        duration_ms: HOUR_MS,
+        price: cents(50),
+        excluded_hosts: ExcludedHosts::NONE,
+        requires: Requirements::NONE,
+        priority: Priority::Interruptible,
+    };
+    book.restore(RestingOrder::Bid(resting_bid), T0).expect("valid bid");
+
+    let lease = InterruptibleLease {
+        lease_id: order(20),
+        ask_id: a.id,
+        buyer: user(ALICE),
+        gpus: 2,
+        price: cents(100),
+        seq: 7,
+    };
+    assert_eq!(book.restore_lease(InterruptibleLease { ask_id: order(99), ..lease }), Err(RejectReason::UnknownOrder));
+    assert_eq!(book.restore_lease(InterruptibleLease { ask_id: order(30), ..lease }), Err(RejectReason::UnknownOrder));
+    assert_eq!(book.restore_lease(InterruptibleLease { ask_id: order(11), ..lease }), Err(RejectReason::UnknownOrder));
+    assert_eq!(
+        book.restore_lease(InterruptibleLease { lease_id: order(30), ..lease }),
+        Err(RejectReason::DuplicateOrderId)
+    );
+    assert_eq!(book.restore_lease(InterruptibleLease { gpus: 0, ..lease }), Err(RejectReason::ZeroGpus));
+    assert_eq!(
+        book.restore_lease(InterruptibleLease { price: Price::ZERO, ..lease }),
+        Err(RejectReason::ZeroOrNegativePrice)
+    );
+    assert_eq!(book.restore_lease(InterruptibleLease { gpus: 4, ..lease }), Err(RejectReason::GpusBelowInterruptible));
+    assert_eq!(book.restore_lease(lease), Ok(()));
+    assert_eq!(book.restore_lease(lease), Err(RejectReason::DuplicateOrderId));
+    let next = InterruptibleLease { lease_id: order(21), gpus: 1, ..lease };
+    assert_eq!(book.restore_lease(next), Err(RejectReason::SequenceTaken));
+    assert_eq!(
+        book.restore_lease(InterruptibleLease { gpus: 2, seq: 8, ..next }),
+        Err(RejectReason::GpusBelowInterruptible)
+    );
+    assert_eq!(book.restore_lease(InterruptibleLease { seq: 8, ..next }), Ok(()));
+    assert_eq!(book.order(a.id), Some(RestingOrder::Ask(RestingAsk { interruptible_gpus: 3, ..resting })));
+    book.check_invariants();
+    // A lease restored counts as newer than every restored order: the next trade is 9.
+    let mut out = Vec::new();
+    book.apply(Command::PlaceBid { at_ms: T0, bid: bid(40, DAN, 1, 1, 200) }, &mut out);
+    assert!(
+        matches!(out[..], [_, Event::Preempted { lease_id, .. }, Event::Trade { seq: 9, .. }] if lease_id == order(21)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn interruptible_types_serialise() {
+    let a = iask(10, BOB, 4, 10, 200, 100);
+    let b = ibid(20, ALICE, 1, 1, 150);
+    let events = vec![
+        with_seq(trade(&b, &a, 100, T0), 7),
+        preempted(&b, &a, 100, 30),
+        lease_ended(10, 20, 1),
+        rejected(20, RejectReason::UnknownLease),
+    ];
+    let json = serde_json::to_string(&events).expect("serialises");
+    assert!(json.contains(r#""priority":"interruptible","seq":7"#), "{json}");
+    assert!(json.contains(r#""type":"preempted""#) && json.contains(r#""type":"lease_ended""#), "{json}");
+    assert!(json.contains(r#""reason":"unknown_lease""#), "{json}");
+    assert_eq!(serde_json::from_str::<Vec<Event>>(&json).expect("parses"), events);
+    for command in [
+        Command::PlaceAsk { at_ms: T0, ask: a },
+        Command::PlaceBid { at_ms: T0, bid: b },
+        Command::EndLease { at_ms: T0, ask_id: a.id, lease_id: b.id },
+    ] {
+        let json = serde_json::to_string(&command).expect("serialises");
+        assert_eq!(serde_json::from_str::<Command>(&json).expect("parses"), command, "{json}");
+    }
+    let json =
+        serde_json::to_string(&Command::EndLease { at_ms: T0, ask_id: a.id, lease_id: b.id }).expect("serialises");
+    assert!(json.contains(r#""type":"end_lease""#), "{json}");
+    // Orders and trades written before interruptible capacity read as on demand.
+    let json = r#"{"id":"00000000-0000-0000-0000-00000000000a","owner":"00000000-0000-0000-0000-0000000003ea",
+        "host":"00000000-0000-0000-0000-0000000007d2","gpus":4,"available_until_ms":1700036000000,
+        "price":"2.000000","tif":"gtc","grade":{"verification":"reported","uptime_7d_ppm":1000000}}"#;
+    assert_eq!(serde_json::from_str::<Ask>(json).expect("parses"), ask(10, BOB, 4, 10, 200));
+    let lease = InterruptibleLease { lease_id: b.id, ask_id: a.id, buyer: b.owner, gpus: 1, price: cents(100), seq: 3 };
+    let json = serde_json::to_string(&lease).expect("serialises");
+    assert_eq!(serde_json::from_str::<InterruptibleLease>(&json).expect("parses"), lease);
 }

@@ -182,6 +182,8 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                     "class",
                     "best bid",
                     "best ask",
+                    "int. ask",
+                    "int. GPUs",
                     "last",
                     "24h GPU-h",
                     "free GPUs",
@@ -198,6 +200,8 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                         cell(&market["class"]),
                         cell(&market["best_bid"]),
                         cell(&market["best_ask"]),
+                        cell(&market["best_interruptible_ask"]),
+                        cell(&market["interruptible_gpus"]),
                         cell(&market["last_price"]),
                         cell(&market["volume_24h_gpu_hours"]),
                         cell(&market["free_gpus"]),
@@ -229,6 +233,7 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
             max_attempts,
             max_price,
             budget,
+            interruptible,
             command,
         } => {
             let api = client(&cli, true)?;
@@ -255,6 +260,9 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
             }
             if let Some(uptime) = min_uptime {
                 body["min_reliability"] = json!({"uptime_7d": uptime});
+            }
+            if *interruptible {
+                body["priority"] = json!("interruptible");
             }
             let key = uuid::Uuid::now_v7().to_string();
             let order = api.post(&format!("/api/v1/markets/{class}/orders"), &body, Some(&key)).await?;
@@ -285,9 +293,12 @@ pub(crate) async fn run(cli: Cli) -> CliResult<()> {
                 print_json(&order);
             }
         }
-        Command::Ask { class, host, gpus, until, price, tif } => {
+        Command::Ask { class, host, gpus, until, price, interruptible_price, tif } => {
             let api = client(&cli, true)?;
-            let body = json!({"side": "ask", "host_id": host, "gpus": gpus, "available_until": until, "price": price, "tif": tif});
+            let mut body = json!({"side": "ask", "host_id": host, "gpus": gpus, "available_until": until, "price": price, "tif": tif});
+            if let Some(interruptible) = interruptible_price {
+                body["interruptible_price"] = json!(interruptible);
+            }
             let key = uuid::Uuid::now_v7().to_string();
             let order = api.post(&format!("/api/v1/markets/{class}/orders"), &body, Some(&key)).await?;
             if cli.json {
@@ -508,6 +519,14 @@ fn render_ladder(book: &Value) -> String {
     }
     for level in book["bids"].as_array().cloned().unwrap_or_default() {
         table.row(vec!["bid".into(), cell(&level["price"]), cell(&level["gpus"]), cell(&level["orders"])]);
+    }
+    // The interruptible book: asks' idle GPUs at their interruptible price, and its bids.
+    let interruptible_asks = book["interruptible_asks"].as_array().cloned().unwrap_or_default();
+    for level in interruptible_asks.iter().rev() {
+        table.row(vec!["ask (int.)".into(), cell(&level["price"]), cell(&level["gpus"]), cell(&level["orders"])]);
+    }
+    for level in book["interruptible_bids"].as_array().cloned().unwrap_or_default() {
+        table.row(vec!["bid (int.)".into(), cell(&level["price"]), cell(&level["gpus"]), cell(&level["orders"])]);
     }
     table.render()
 }

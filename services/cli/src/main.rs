@@ -108,8 +108,8 @@ pub(crate) enum Command {
         /// `GET /api/v1/hosts/{id}/reliability` computes it.
         #[arg(long)]
         min_uptime: Option<String>,
-        /// Managed job: restart it when an attempt ends for this reason (host_lost or
-        /// failed; repeatable or comma-separated).
+        /// Managed job: restart it when an attempt ends for this reason (host_lost, failed
+        /// or preempted; repeatable or comma-separated).
         #[arg(long, value_delimiter = ',')]
         restart: Vec<String>,
         /// Attempts in all, the first included (with --restart; default 3).
@@ -121,6 +121,11 @@ pub(crate) enum Command {
         /// Credits the job may spend on child bids it places itself.
         #[arg(long)]
         budget: Option<String>,
+        /// Interruptible: trade at asks' (lower) interruptible prices; the job is sent
+        /// SIGTERM, and killed after the exchange's grace, when an on-demand buyer takes
+        /// its GPUs.
+        #[arg(long)]
+        interruptible: bool,
         /// The job's command.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -137,6 +142,10 @@ pub(crate) enum Command {
         until: String,
         #[arg(long)]
         price: String,
+        /// Also sell the idle GPUs for interruptible use at this price (below --price);
+        /// they stay offered on demand and are preempted, with notice, when sold so.
+        #[arg(long)]
+        interruptible_price: Option<String>,
         #[arg(long, default_value = "gtc")]
         tif: String,
     },

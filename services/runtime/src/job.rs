@@ -106,7 +106,7 @@ pub enum RuntimeError {
 pub struct JobHandle {
     pub pid: u32,
     pub events: mpsc::Receiver<JobEvent>,
-    cancel: Option<oneshot::Sender<()>>,
+    cancel: Option<oneshot::Sender<Option<Duration>>>,
 }
 
 impl JobHandle {
@@ -114,7 +114,15 @@ impl JobHandle {
     /// `Exited` event says `Cancelled`.
     pub fn cancel(&mut self) {
         if let Some(cancel) = self.cancel.take() {
-            let _ = cancel.send(());
+            let _ = cancel.send(None);
+        }
+    }
+
+    /// Like [`JobHandle::cancel`], with `grace` between SIGTERM and SIGKILL instead of the
+    /// configured one: the notice the exchange gives a preempted job.
+    pub fn stop_within(&mut self, grace: Duration) {
+        if let Some(cancel) = self.cancel.take() {
+            let _ = cancel.send(Some(grace));
         }
     }
 }
@@ -167,7 +175,7 @@ impl Supervisor {
         pid: u32,
         stdout: Option<impl AsyncRead + Unpin + Send + 'static>,
         stderr: Option<impl AsyncRead + Unpin + Send + 'static>,
-        cancel: oneshot::Receiver<()>,
+        cancel: oneshot::Receiver<Option<Duration>>,
     ) {
         let _ = self.events.send(JobEvent::Started { pid }).await;
         let readers = [
@@ -179,8 +187,10 @@ impl Supervisor {
         let mut cancel = cancel;
         let (status, reason) = tokio::select! {
             status = child.wait() => (status.ok(), ExitReason::Exited),
-            _ = &mut deadline => (self.stop(&mut child, pid).await, ExitReason::MaxDuration),
-            Ok(()) = &mut cancel => (self.stop(&mut child, pid).await, ExitReason::Cancelled),
+            _ = &mut deadline => (self.stop(&mut child, pid, self.kill_grace).await, ExitReason::MaxDuration),
+            Ok(grace) = &mut cancel => {
+                (self.stop(&mut child, pid, grace.unwrap_or(self.kill_grace)).await, ExitReason::Cancelled)
+            }
         };
         // Output still in the pipes belongs before the exit event.
         for reader in readers.into_iter().flatten() {
@@ -191,9 +201,9 @@ impl Supervisor {
     }
 
     /// SIGTERM to the job's process group (or container), SIGKILL after the grace period.
-    async fn stop(&self, child: &mut Child, pid: u32) -> Option<std::process::ExitStatus> {
+    async fn stop(&self, child: &mut Child, pid: u32, grace: Duration) -> Option<std::process::ExitStatus> {
         self.signal(pid, "TERM").await;
-        match tokio::time::timeout(self.kill_grace, child.wait()).await {
+        match tokio::time::timeout(grace, child.wait()).await {
             Ok(status) => status.ok(),
             Err(_) => {
                 self.signal(pid, "KILL").await;

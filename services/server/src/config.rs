@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "CAPEX_SLA_CREDIT_RATE", default_value = "0.1")]
     pub sla_credit_rate: rust_decimal::Decimal,
 
+    /// Notice an interruptible job gets when an on-demand buyer takes its GPUs: seconds
+    /// between SIGTERM and SIGKILL (not billed).
+    #[arg(long, env = "CAPEX_PREEMPT_GRACE_S", default_value_t = 30)]
+    pub preempt_grace_s: u64,
+
     /// How often the sweeper closes leases past their max end or on silent hosts, in ms.
     #[arg(long, env = "CAPEX_SWEEP_MS", default_value_t = 1000)]
     pub sweep_ms: u64,
@@ -181,6 +186,7 @@ impl Config {
             report_skew_s: 120,
             fee_rate: rust_decimal::Decimal::new(2, 2),
             sla_credit_rate: rust_decimal::Decimal::new(1, 1),
+            preempt_grace_s: 30,
             sweep_ms: 200,
             allow_simulated: false,
             // API tests that are not about verification register hosts and sell at once;

@@ -3,7 +3,7 @@
 //! Shared by `benches/engine.rs` and `examples/throughput.rs`. Uses its own splitmix64 so
 //! the crate needs no `rand` dependency and the stream is the same on every machine.
 
-use capex_book::{Ask, AskGrade, Bid, Book, Command, HostId, OrderId, Price, Requirements, Tif, UserId};
+use capex_book::{Ask, AskGrade, Bid, Book, Command, HostId, OrderId, Price, Priority, Requirements, Tif, UserId};
 use uuid::Uuid;
 
 /// Resting orders the generator steers the book towards.
@@ -86,6 +86,9 @@ impl Generator {
             // Without requirements and grades the stream (and its random draws) stays the
             // one earlier figures were measured on; the predicate still runs on every fit.
             requires: Requirements::default(),
+            // On demand only, for the same reason: interruptible matching costs nothing here
+            // beyond the checks that find no lease and no interruptible side to fill.
+            priority: Priority::OnDemand,
         };
         Command::PlaceBid { at_ms: self.now_ms, bid }
     }
@@ -110,6 +113,7 @@ impl Generator {
             price: price(MID_MICROS + ticks * TICK_MICROS),
             tif,
             grade: AskGrade::UNGRADED,
+            interruptible_price: None,
         };
         Command::PlaceAsk { at_ms: self.now_ms, ask }
     }

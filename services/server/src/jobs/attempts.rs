@@ -52,7 +52,7 @@ struct AttemptRow {
 /// Why an attempt in `state` with `exit_code` ended, if it has.
 pub(crate) fn end_reason(state: &str, exit_code: Option<i32>) -> Option<String> {
     match state {
-        "pending" | "running" => None,
+        "pending" | "running" | "preempting" => None,
         "exited" if exit_code != Some(0) => Some("failed".into()),
         other => Some(other.into()),
     }
@@ -103,8 +103,10 @@ pub(crate) async fn resolve(pool: &PgPool, id: Uuid, caller: Uuid) -> Result<Opt
 
 /// The job-level state of a job, seen from one of its attempts (`attempt`, its lease in
 /// `lease_state`) and its `jobs` row (state, last placed attempt, next bid's state):
-/// running (an attempt is pending or running), restarting (the exchange is placing the
-/// next attempt, or its bid waits in the book), gave_up, or ended.
+/// running (an attempt is pending or running), preempting (the running attempt is
+/// interruptible and an on-demand buyer took its GPUs: it was sent SIGTERM and is killed
+/// at the end of its notice), restarting (the exchange is placing the next attempt, or its
+/// bid waits in the book), gave_up, or ended.
 pub(crate) fn job_state(
     lease_state: &str,
     attempt: i32,
@@ -113,6 +115,7 @@ pub(crate) fn job_state(
 ) -> &'static str {
     let active = ["pending", "running"].contains(&lease_state);
     match row {
+        _ if lease_state == "preempting" => "preempting",
         Some(("gave_up", _)) => "gave_up",
         Some(("active", last)) if last > attempt => {
             if next_state.is_some() {

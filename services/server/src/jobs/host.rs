@@ -92,8 +92,12 @@ pub(crate) async fn authenticate_host(
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Assignment {
     pub lease_id: Uuid,
-    /// pending (start it and acknowledge) or running.
+    /// pending (start it and acknowledge), running, or preempting (an interruptible lease
+    /// an on-demand buyer outbid: SIGTERM its job now, SIGKILL it at `preempt_deadline`;
+    /// never start it).
     pub state: String,
+    /// Preempting leases: when the job's notice ends.
+    pub preempt_deadline: Option<DateTime<Utc>>,
     pub gpu_uuids: Vec<String>,
     /// The bid's job: command, env, image.
     pub job: Value,
@@ -140,8 +144,8 @@ pub(crate) struct AssignmentsQuery {
 
 async fn active_leases(state: &AppState, host_id: Uuid) -> Result<Vec<Assignment>, ApiError> {
     let rows: Vec<Assignment> = sqlx::query_as(
-        "select lease_id, state, gpu_uuids, job, max_end_at, job_id, attempt from leases
-         where host_id = $1 and state in ('pending', 'running') order by lease_id",
+        "select lease_id, state, preempt_deadline, gpu_uuids, job, max_end_at, job_id, attempt from leases
+         where host_id = $1 and state in ('pending', 'running', 'preempting') order by lease_id",
     )
     .bind(host_id)
     .fetch_all(&state.pool)

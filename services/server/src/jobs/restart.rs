@@ -158,6 +158,7 @@ pub(crate) async fn after_attempt(
     let reason = match (state, exit_code) {
         ("host_lost", _) => Some(RestartOn::HostLost),
         ("exited", code) if code != Some(0) => Some(RestartOn::Failed),
+        ("preempted", _) => Some(RestartOn::Preempted),
         _ => None,
     };
     if !reason.is_some_and(|r| policy.on.contains(&r)) {
@@ -169,7 +170,8 @@ pub(crate) async fn after_attempt(
     let deadline = record.as_ref().map_or(lease.max_end_at, |r| r.deadline);
     let hours = hours_in((deadline - Utc::now()).num_milliseconds());
     let mut excluded: Vec<Uuid> = excluded_of(&lease.job);
-    if !excluded.contains(&lease.host_id) {
+    // A preempted host did not fail the job: an on-demand buyer outbid it there.
+    if state != "preempted" && !excluded.contains(&lease.host_id) {
         excluded.push(lease.host_id);
     }
     let price = policy.max_price.as_ref().and_then(|p| p.as_str()?.parse::<Decimal>().ok()).unwrap_or(lease.price);
@@ -421,18 +423,21 @@ async fn place(state: &AppState, job: &Claimed) -> Result<(), ApiError> {
     };
     let price = Price::from_decimal(bid.price).map_err(|err| ApiError::internal(format!("{err:?}")))?;
     let excluded: Vec<HostId> = excluded_of(&bid.job).into_iter().map(HostId).collect();
-    // The restart requires what the job's first bid required of its GPUs and its host.
-    let first: Option<(Option<String>, Option<i32>)> =
-        sqlx::query_as("select min_verification, min_uptime_7d_ppm from orders where order_id = $1")
+    // The restart requires what the job's first bid required of its GPUs and its host, at
+    // the same priority.
+    let first: Option<(Option<String>, Option<i32>, String)> =
+        sqlx::query_as("select min_verification, min_uptime_7d_ppm, priority from orders where order_id = $1")
             .bind(job.job_id)
             .fetch_optional(&state.pool)
             .await?;
-    let (min_verification, min_uptime_7d_ppm) = first.unwrap_or_default();
+    let (min_verification, min_uptime_7d_ppm, priority) = first.unwrap_or_default();
+    let priority = crate::markets::request::BidPriority::of_db(&priority);
     let min_verification = min_verification.and_then(|text| text.parse::<crate::verification::Level>().ok());
     let min_uptime_7d_ppm = min_uptime_7d_ppm.and_then(|ppm| u32::try_from(ppm).ok());
     let order = NewOrder::Bid(NewBid {
         min_verification,
         min_uptime_7d_ppm,
+        priority,
         gpus: bid.gpus,
         price,
         max_hours: bid.max_hours,

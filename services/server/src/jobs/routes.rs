@@ -42,11 +42,20 @@ pub struct JobView {
     pub lease_id: Uuid,
     /// Its number: 1, then one more per restart.
     pub attempt: i32,
-    /// This attempt's lease state: pending, running, exited, cancelled, host_lost, max_duration.
+    /// This attempt's lease state: pending, running, preempting, exited, cancelled,
+    /// host_lost, max_duration, preempted.
     pub state: String,
-    /// The job's state: running, restarting (the exchange is placing its next attempt, or
-    /// that bid waits in the book), gave_up, or ended.
+    /// The job's state: running, preempting (an on-demand buyer took this interruptible
+    /// attempt's GPUs: the job got SIGTERM and is killed at `preempt_deadline`), restarting
+    /// (the exchange is placing its next attempt, or that bid waits in the book), gave_up,
+    /// or ended.
     pub job_state: String,
+    /// `on_demand` or `interruptible` (the bid's priority).
+    pub priority: String,
+    /// A preempted attempt: when its GPUs went to the on-demand buyer (billing stopped) and
+    /// when its job is killed.
+    pub preempted_at: Option<DateTime<Utc>>,
+    pub preempt_deadline: Option<DateTime<Utc>>,
     /// Why the job gave up or ended (attempts_exhausted, deadline, insufficient_funds,
     /// placement_refused, bid_cancelled, or the last attempt's end), when it has.
     pub end_reason: Option<String>,
@@ -149,6 +158,9 @@ struct JobRow {
     job_id: Option<Uuid>,
     attempt: Option<i32>,
     sla_credit: Decimal,
+    priority: String,
+    preempted_at: Option<DateTime<Utc>>,
+    preempt_deadline: Option<DateTime<Utc>>,
     job_row_state: Option<String>,
     job_row_attempt: Option<i32>,
     next_state: Option<String>,
@@ -159,6 +171,7 @@ struct JobRow {
 const JOB_SELECT: &str = "select l.lease_id, l.state, t.class, l.host_id, l.gpu_uuids, l.gpus, l.price, l.max_hours,
         l.billed_ms, l.cost, l.fee, coalesce(a.balance, 0) as escrow_left, l.exit_code, l.created_at, l.started_at,
         l.ended_at, l.max_end_at, l.job, l.buyer_id, l.job_id, l.attempt, l.sla_credit,
+        l.priority, l.preempted_at, l.preempt_deadline,
         j.state as job_row_state, j.attempt as job_row_attempt, j.next_state, j.next_order_id,
         j.end_reason as job_end_reason
      from leases l join trades t using (trade_id)
@@ -194,6 +207,9 @@ fn view_of(row: JobRow, caller: Uuid) -> JobView {
         lease_id: row.lease_id,
         attempt,
         job_state: job_state.into(),
+        priority: row.priority,
+        preempted_at: row.preempted_at,
+        preempt_deadline: row.preempt_deadline,
         end_reason,
         next_bid_id: row
             .next_state

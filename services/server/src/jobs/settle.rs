@@ -25,8 +25,14 @@ pub const BILL_CAP_INTERVALS: i64 = 2;
 /// A host that sent no valid report for this many intervals loses its leases.
 pub const LOST_AFTER_INTERVALS: i64 = 3;
 
-/// Lease states in which the GPUs are in use and the escrow still open.
-pub const ACTIVE_STATES: [&str; 2] = ["pending", "running"];
+/// Lease states in which the GPUs are in use and the escrow still open. A `preempting`
+/// lease is an interruptible one whose GPUs an on-demand trade took: it is billed up to
+/// `preempted_at` and no further, and ends `preempted` when its job is gone.
+pub const ACTIVE_STATES: [&str; 3] = ["pending", "running", "preempting"];
+
+/// After its notice ran out, how long a preempting lease waits for its host to report the
+/// job gone before the sweeper ends it anyway (a host that died meanwhile).
+pub const PREEMPT_REPORT_SLACK_S: i64 = 10;
 
 /// Feed events gathered inside a transaction and published after it commits.
 #[derive(Default)]
@@ -63,10 +69,12 @@ pub(crate) struct LeaseRow {
     pub(crate) job: Value,
     pub(crate) job_id: Option<Uuid>,
     pub(crate) attempt: Option<i32>,
+    /// Set when an on-demand trade preempted this interruptible lease: billing stops here.
+    pub(crate) preempted_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) const LEASE_ROW_COLUMNS: &str = "lease_id, host_id, buyer_id, provider_id, gpu_uuids, gpus, price, state, \
-     billed_until, billed_ms, cost, fee, max_end_at, job, job_id, attempt";
+     billed_until, billed_ms, cost, fee, max_end_at, job, job_id, attempt, preempted_at";
 
 /// The lease, locked after its host's row: the report writer locks hosts before leases
 /// (and settling updates the host's reliability counters), so everyone else takes the
@@ -168,7 +176,8 @@ pub(crate) async fn bill(
     out: &mut Outbox,
 ) -> Result<(), ApiError> {
     let Some(from) = lease.billed_until else { return Ok(()) };
-    let until = until.min(lease.max_end_at);
+    // The notice a preempted lease gets is not billed.
+    let until = until.min(lease.max_end_at).min(lease.preempted_at.unwrap_or(until));
     if until <= from {
         return Ok(());
     }
@@ -270,7 +279,8 @@ pub(crate) async fn lock_active_leases(
 ) -> Result<Vec<LeaseRow>, sqlx::Error> {
     let leases: Vec<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {LEASE_ROW_COLUMNS} from leases
-         where host_id = any($1) and state in ('pending', 'running') order by lease_id for no key update"
+         where host_id = any($1) and state in ('pending', 'running', 'preempting')
+         order by lease_id for no key update"
     )))
     .bind(host_ids)
     .fetch_all(&mut *conn)
@@ -295,6 +305,16 @@ pub(crate) async fn meter_report(
     let cap_ms = BILL_CAP_INTERVALS * 1000 * i64::from(report.interval_s);
     for lease in leases.iter_mut().filter(|l| l.host_id == report.host_id) {
         let reported = report.leases.iter().find(|l| l.lease_id == lease.lease_id);
+        if lease.state == "preempting" {
+            // Billed up to the preemption; over once the host no longer runs the job (it
+            // exited on SIGTERM, was killed at the deadline, or never started).
+            bill(conn, lease, now, cap_ms, fee_rate, out).await?;
+            if reported.is_none_or(|l| l.state != "running") {
+                let exit_code = reported.and_then(|l| l.exit_code);
+                settle(conn, lease, "preempted", exit_code, out).await?;
+            }
+            continue;
+        }
         if lease.state == "pending" {
             // The host says it started the job but its acknowledgement has not come.
             if reported.is_some_and(|l| l.state != "cancelled") {
@@ -323,13 +343,15 @@ pub(crate) async fn sweep(pool: &sqlx::PgPool, sla_rate: Decimal, out: &mut Outb
         "select l.lease_id, (h.last_report_at is null
                  or h.last_report_at < now() - make_interval(secs => h.report_interval_s * $1::float8)) as lost
          from leases l join hosts h using (host_id)
-         where l.state in ('pending', 'running')
+         where l.state in ('pending', 'running', 'preempting')
            and (l.max_end_at <= now()
+                or (l.state = 'preempting' and l.preempt_deadline < now() - make_interval(secs => $2::float8))
                 or h.last_report_at is null
                 or h.last_report_at < now() - make_interval(secs => h.report_interval_s * $1::float8))
          order by l.lease_id limit 1000",
     )
     .bind(LOST_AFTER_INTERVALS as f64)
+    .bind(PREEMPT_REPORT_SLACK_S as f64)
     .fetch_all(pool)
     .await?;
     let mut closed = 0;
@@ -363,10 +385,29 @@ async fn sweep_lease(
     .fetch_optional(&mut *tx)
     .await?;
     let lost = lost && still.unwrap_or(false);
-    if !ACTIVE_STATES.contains(&lease.state.as_str()) || (!lost && lease.max_end_at > Utc::now()) {
+    if !ACTIVE_STATES.contains(&lease.state.as_str()) {
         return Ok(None);
     }
     let mut events = Outbox::default();
+    if lease.state == "preempting" {
+        // Its notice ran out long enough ago, or its host went silent: the GPUs are the
+        // on-demand lease's, whatever the host says later.
+        let deadline: Option<DateTime<Utc>> =
+            sqlx::query_scalar("select preempt_deadline from leases where lease_id = $1")
+                .bind(lease_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let overdue = deadline.is_some_and(|d| d < Utc::now() - chrono::Duration::seconds(PREEMPT_REPORT_SLACK_S));
+        if !(lost || overdue || lease.max_end_at <= Utc::now()) {
+            return Ok(None);
+        }
+        settle(&mut tx, &mut lease, "preempted", None, &mut events).await?;
+        tx.commit().await?;
+        return Ok(Some(events));
+    }
+    if !lost && lease.max_end_at > Utc::now() {
+        return Ok(None);
+    }
     if lost {
         super::sla::credit_lost_lease(&mut tx, &lease, sla_rate, &mut events).await?;
     }

@@ -23,7 +23,7 @@ use crate::verification::level::{GPU_LEVEL_SQL, Level};
 pub(crate) const GPU_UNTAKEN_SQL: &str =
     "not exists (select 1 from ask_gpus a where a.gpu_uuid = g.gpu_uuid and a.state = 'bound' offset 0)
      and not exists (select 1 from leases l where l.host_id = g.host_id
-                and l.state in ('pending', 'starting', 'running') and g.gpu_uuid = any(l.gpu_uuids))
+                and l.state in ('pending', 'running', 'preempting') and g.gpu_uuid = any(l.gpu_uuids))
      and not exists (select 1 from gpu_challenges c where c.gpu_uuid = g.gpu_uuid
                 and c.state in ('issued', 'committed') offset 0)";
 

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use capex_book::{
-    Ask, AskGrade, Bid, Book, Command, Event, HostId, OrderId, RejectReason, Requirements, UnfilledReason, UserId,
+    Ask, AskGrade, Bid, Book, Command, Event, HostId, OrderId, Priority, RejectReason, Requirements, UnfilledReason,
+    UserId,
 };
 use capex_core::Credits;
 use capex_ledger::{AccountKind, TransferSpec, apply_to_balances};
@@ -48,11 +49,11 @@ use super::capacity::HOST_LIVE_SQL;
 use super::checks::{self, AskHost, CheckInput, Checked, KeyClaim, Wallet};
 use super::money::reserve;
 use super::request::NewOrder;
-use super::resting::{OrderInfo, Resting, at_of, load_market};
+use super::resting::{HeldLease, OrderInfo, Resting, at_of, load_market};
 use super::views::{BookView, FillView, LevelView, MinReliabilityView, OrderView, UnfilledReasonView};
 use super::writes::{
     AskGpu, AskGpuChange, BATCH_CONFLICT, BalanceChange, BatchWrites, ClaimDrop, EpochGuard, GpuGuard,
-    IdempotencyRecord, JournalRow, NewAccount, OrderChange, WriteStatements,
+    IdempotencyRecord, JournalRow, NewAccount, OrderChange, Preemption, WriteStatements,
 };
 use crate::error::{ApiError, TRANSACTION_CONFLICT};
 use crate::feed::Feed;
@@ -173,6 +174,11 @@ pub(crate) struct Matcher {
     last_uptime_check: Instant,
     /// Resting asks whose GPUs' level fell below their grade, to regrade in the next tick.
     regrades: Vec<(OrderId, AskGrade)>,
+    /// Interruptible leases of the book that ended outside it (their job exited, was
+    /// cancelled, ran out, or the host was lost), as (ask, lease), to end in the next tick.
+    ended_leases: Vec<(OrderId, OrderId)>,
+    /// The notice a preempted interruptible job gets before it is killed.
+    preempt_grace: Duration,
     /// Wallets as the last batch that touched them left them: account ids, and balances
     /// that other transactions may have moved since (see [`Matcher::decided_from_copies`]).
     wallets: HashMap<Uuid, Wallet>,
@@ -188,12 +194,17 @@ pub(crate) fn book_view(class: &str, book: &Book) -> BookView {
         |l: &capex_book::Level| LevelView { price: l.price.to_decimal().normalize(), gpus: l.gpus, orders: l.orders };
     // The asks' grades are in memory: counting them costs a walk of the asks, which
     // building the snapshot does once per changed book.
-    BookView::with_asks(
-        class.to_string(),
-        depth.bids.iter().map(level).collect(),
-        depth.asks.iter().map(level).collect(),
-        book.asks().map(|ask| (ask.remaining_gpus, ask.grade.uptime_7d_ppm)),
-    )
+    BookView {
+        interruptible_bids: depth.interruptible_bids.iter().map(level).collect(),
+        interruptible_asks: depth.interruptible_asks.iter().map(level).collect(),
+        interruptible_gpus_in_use: book.leases().map(|lease| u64::from(lease.gpus)).sum(),
+        ..BookView::with_asks(
+            class.to_string(),
+            depth.bids.iter().map(level).collect(),
+            depth.asks.iter().map(level).collect(),
+            book.asks().map(|ask| (ask.remaining_gpus, ask.grade.uptime_7d_ppm)),
+        )
+    }
 }
 
 fn reject_error(reason: RejectReason) -> ApiError {
@@ -235,6 +246,13 @@ impl PhaseTimer {
             .record((now - self.last).as_secs_f64());
         self.last = now;
     }
+}
+
+/// Where a preemption of the batch is written: an update of a lease that was live before
+/// the batch (index into `preemptions`), or a lease the batch itself inserts (into `leases`).
+enum PreemptedRow {
+    Updated(usize),
+    Inserted(usize),
 }
 
 /// What a committed batch tells the live feed.
@@ -291,8 +309,15 @@ impl Matcher {
             last_host_check: Instant::now(),
             last_uptime_check: Instant::now(),
             regrades: Vec::new(),
+            ended_leases: Vec::new(),
+            preempt_grace: Duration::from_secs(30),
             wallets: HashMap::new(),
         }
+    }
+
+    pub(crate) fn with_preempt_grace(mut self, grace: Duration) -> Matcher {
+        self.preempt_grace = grace;
+        self
     }
 
     /// Serves requests until the channel closes or `shutdown` turns true.
@@ -337,6 +362,7 @@ impl Matcher {
                             self.last_uptime_check = Instant::now();
                         }
                         self.regrades = self.asks_fallen_below_their_grade(with_uptime).await;
+                        self.ended_leases = self.leases_ended_elsewhere().await;
                     }
                     if !self.run_batch(cancels, true).await {
                         break;
@@ -370,7 +396,9 @@ impl Matcher {
                 }
             }
         }
-        if items.is_empty() && (!tick || (!self.has_expiry_due() && self.regrades.is_empty())) {
+        if items.is_empty()
+            && (!tick || (!self.has_expiry_due() && self.regrades.is_empty() && self.ended_leases.is_empty()))
+        {
             return true;
         }
         let span = tracing::info_span!("matcher_batch", class = %self.class, size = items.len());
@@ -542,6 +570,38 @@ impl Matcher {
             .collect()
     }
 
+    /// The book's interruptible leases whose lease row is no longer live: their GPUs are
+    /// idle again, for the book to give to waiting interruptible bids.
+    async fn leases_ended_elsewhere(&self) -> Vec<(OrderId, OrderId)> {
+        let held: HashMap<Uuid, (OrderId, OrderId)> = self
+            .book
+            .leases()
+            .filter_map(|lease| {
+                let ask = self.resting.get(&lease.ask_id.0)?;
+                let held = ask.leases_held.iter().find(|h| h.bid_id == lease.lease_id.0)?;
+                Some((held.lease_id, (lease.ask_id, lease.lease_id)))
+            })
+            .collect();
+        if held.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<Uuid> = held.keys().copied().collect();
+        let ended: Vec<Uuid> = match sqlx::query_scalar(
+            "select lease_id from leases where lease_id = any($1) and state not in ('pending', 'running')",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        {
+            Ok(ended) => ended,
+            Err(err) => {
+                tracing::warn!(class = %self.class, error = %err, "cannot read the state of interruptible leases");
+                return Vec::new();
+            }
+        };
+        ended.iter().filter_map(|id| held.get(id).copied()).collect()
+    }
+
     fn has_expiry_due(&self) -> bool {
         let now = now_ms();
         self.book.asks().any(|ask| ask.available_until_ms <= now)
@@ -634,6 +694,9 @@ impl Matcher {
                 self.book.apply(Command::Regrade { at_ms, order_id, grade }, &mut self.events);
                 self.resting.regrade(&order_id.0, grade);
             }
+            for (ask_id, lease_id) in std::mem::take(&mut self.ended_leases) {
+                self.book.apply(Command::EndLease { at_ms, ask_id, lease_id }, &mut self.events);
+            }
         }
         if self.events.is_empty() {
             // Nothing was applied: this also drops the Idempotency-Key claims of the batch.
@@ -669,6 +732,11 @@ impl Matcher {
         let mut transfers: Vec<TransferSpec> = Vec::new();
         let mut leased_gpus: HashMap<(Uuid, String), Uuid> = HashMap::new();
         let mut fills: HashMap<Uuid, Vec<FillView>> = HashMap::new();
+        // GPUs of interruptible leases preempted in this batch, and each preemption's
+        // on-demand bid (its lease is named when its trade comes, right after).
+        let mut freed_gpus: HashSet<String> = HashSet::new();
+        let mut preempted_by: Vec<(Uuid, PreemptedRow)> = Vec::new();
+        let mut preempted_jobs: Vec<(Uuid, Uuid, Value)> = Vec::new();
 
         for event in &self.events {
             match *event {
@@ -676,6 +744,9 @@ impl Matcher {
                     let info =
                         orders.get_mut(&order_id.0).ok_or_else(|| ApiError::internal("accepted unknown order"))?;
                     info.changed = true;
+                    if info.side_bid {
+                        info.wallet_account = Some(wallet_of(info.owner)?);
+                    }
                     if let (true, Some(escrow)) = (info.side_bid, info.escrow_account) {
                         // Prefunded (a managed job's restart): the account holds the escrow.
                         accounts.existing(escrow, AccountKind::Escrow, info.held.as_decimal());
@@ -692,8 +763,54 @@ impl Matcher {
                         });
                     }
                 }
-                Event::Trade { bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, .. } => {
+                Event::Preempted { lease_id: bid_of_lease, ask_id, buyer, host, by_bid, .. } => {
+                    let ask = orders.get_mut(&ask_id.0).ok_or_else(|| ApiError::internal("preempted unknown ask"))?;
+                    let at_index =
+                        ask.leases_held.iter().position(|h| h.bid_id == bid_of_lease.0).ok_or_else(|| {
+                            ApiError::internal(format!("ask {} holds no lease of bid {}", ask_id.0, bid_of_lease.0))
+                        })?;
+                    let held = ask.leases_held.remove(at_index);
+                    ask.changed = true;
+                    freed_gpus.extend(held.gpu_uuids.iter().cloned());
+                    preempted_jobs.push((
+                        buyer.0,
+                        ask.owner,
+                        json!({"job_id": held.lease_id, "state": "preempting", "host_id": host.0}),
+                    ));
+                    let deadline = at_of(at_ms.saturating_add(self.preempt_grace.as_millis() as i64));
+                    let new_row = writes.leases.iter().position(|l| l["lease_id"] == json!(held.lease_id));
+                    if let Some(row) = new_row {
+                        // Traded earlier in this batch: one statement cannot update a row it
+                        // inserts, so the lease is inserted preempting.
+                        let lease = &mut writes.leases[row];
+                        lease["state"] = json!("preempting");
+                        lease["preempted_at"] = json!(at);
+                        lease["preempt_deadline"] = json!(deadline);
+                        preempted_by.push((by_bid.0, PreemptedRow::Inserted(row)));
+                    } else {
+                        preempted_by.push((by_bid.0, PreemptedRow::Updated(writes.preemptions.len())));
+                        writes.preemptions.push(Preemption {
+                            lease_id: held.lease_id,
+                            host_id: host.0,
+                            preempted_at: at,
+                            preempt_deadline: deadline,
+                            preempted_by: None,
+                        });
+                    }
+                    metrics::counter!("capex_preemptions_total", "class" => self.class.clone()).increment(1);
+                }
+                Event::LeaseEnded { ask_id, lease_id: bid_of_lease, .. } => {
+                    // The lease row ended already (that is how the matcher learnt it); only
+                    // the copy of the ask's leases changes.
+                    if let Some(ask) = orders.get_mut(&ask_id.0) {
+                        ask.leases_held.retain(|h| h.bid_id != bid_of_lease.0);
+                    }
+                }
+                Event::Trade {
+                    bid_id, ask_id, buyer, seller, host, gpus, price, duration_ms, priority, seq, ..
+                } => {
                     let lease_id = Uuid::now_v7();
+                    let interruptible = priority == Priority::Interruptible;
                     let trade_id = Uuid::now_v7();
                     let lease_escrow_account = accounts.open_escrow(buyer.0, lease_id);
                     let bid = orders.get_mut(&bid_id.0).ok_or_else(|| ApiError::internal("trade of unknown bid"))?;
@@ -707,6 +824,21 @@ impl Matcher {
                         .held
                         .checked_sub(lease_escrow)
                         .ok_or_else(|| ApiError::internal(format!("bid {} escrow below its lease", bid_id.0)))?;
+                    // A resting bid (an interruptible one trades at the ask's lower price) may
+                    // be refunded to a wallet this batch did not read: a credit needs only the
+                    // account (the write moves it by a delta).
+                    let buyer_wallet = match checked.wallets.get(&buyer.0) {
+                        Some(wallet) => wallet.account_id,
+                        None => {
+                            let wallet = bid
+                                .wallet_account
+                                .ok_or_else(|| ApiError::internal(format!("no wallet known for {}", buyer.0)))?;
+                            if !refund.is_zero() {
+                                accounts.existing(wallet, AccountKind::Wallet, Decimal::ZERO);
+                            }
+                            wallet
+                        }
+                    };
                     bid.held = Credits::ZERO;
                     bid.gpus_remaining = 0;
                     bid.status = "filled";
@@ -723,7 +855,7 @@ impl Matcher {
                     if !refund.is_zero() {
                         transfers.push(TransferSpec {
                             from: bid_escrow,
-                            to: wallet_of(buyer.0)?,
+                            to: buyer_wallet,
                             amount: refund,
                             kind: "escrow_release".into(),
                             memo: format!("bid {} traded below its limit", bid_id.0),
@@ -731,18 +863,36 @@ impl Matcher {
                         });
                     }
                     let ask = orders.get_mut(&ask_id.0).ok_or_else(|| ApiError::internal("trade of unknown ask"))?;
-                    if ask.bound.len() < gpus as usize {
-                        return Err(ApiError::internal(format!("ask {} has fewer bound GPUs than it sold", ask_id.0)));
+                    // The ask's idle GPUs: bound and held by no interruptible lease. GPUs a
+                    // preemption of this batch freed come last: the others are free now.
+                    let held: HashSet<&String> = ask.leases_held.iter().flat_map(|h| &h.gpu_uuids).collect();
+                    let mut idle: Vec<String> = ask.bound.iter().filter(|g| !held.contains(g)).cloned().collect();
+                    idle.sort_by_key(|g| freed_gpus.contains(g));
+                    if idle.len() < gpus as usize {
+                        return Err(ApiError::internal(format!("ask {} has fewer idle GPUs than it sold", ask_id.0)));
                     }
-                    let taken: Vec<String> = ask.bound.drain(..gpus as usize).collect();
-                    ask.gpus_remaining -= gpus as i32;
+                    let taken: Vec<String> = idle.into_iter().take(gpus as usize).collect();
                     ask.changed = true;
-                    if ask.gpus_remaining <= 0 {
-                        ask.status = "filled";
-                        ask.closed = true;
-                    }
-                    for gpu in &taken {
-                        leased_gpus.insert((ask_id.0, gpu.clone()), lease_id);
+                    if interruptible {
+                        // Still offered on demand: the GPUs stay bound to the ask.
+                        ask.leases_held.push(HeldLease { bid_id: bid_id.0, lease_id, gpu_uuids: taken.clone() });
+                    } else {
+                        ask.bound.retain(|g| !taken.contains(g));
+                        ask.gpus_remaining -= gpus as i32;
+                        if ask.gpus_remaining <= 0 {
+                            ask.status = "filled";
+                            ask.closed = true;
+                        }
+                        for gpu in &taken {
+                            leased_gpus.insert((ask_id.0, gpu.clone()), lease_id);
+                        }
+                        for (by_bid, row) in &preempted_by {
+                            match row {
+                                _ if *by_bid != bid_id.0 => {}
+                                PreemptedRow::Updated(i) => writes.preemptions[*i].preempted_by = Some(lease_id),
+                                PreemptedRow::Inserted(i) => writes.leases[*i]["preempted_by"] = json!(lease_id),
+                            }
+                        }
                     }
                     writes.trades.push(json!({
                         "trade_id": trade_id, "class": self.class, "bid_id": bid_id.0, "ask_id": ask_id.0,
@@ -753,7 +903,8 @@ impl Matcher {
                         "lease_id": lease_id, "trade_id": trade_id, "host_id": host.0, "gpu_uuids": taken,
                         "price": trade_price, "buyer_id": buyer.0, "provider_id": seller.0, "gpus": gpus,
                         "max_hours": max_hours, "starts_at": at, "max_end_at": at_of(at_ms.saturating_add(duration_ms)),
-                        "job": job, "state": "pending",
+                        "job": job, "state": "pending", "priority": if interruptible { "interruptible" } else { "on_demand" },
+                        "book_seq": seq,
                     }));
                     let fill = FillView { trade_id, lease_id, price: trade_price.normalize(), gpus: gpus as i32, at };
                     fills.entry(bid_id.0).or_default().push(fill.clone());
@@ -781,7 +932,7 @@ impl Matcher {
                     }
                     // An ask's unsold GPUs are released below, from what is still bound.
                 }
-                // The server sends no Regrade yet, and a grade is not stored: nothing to write.
+                // A grade is not stored: nothing to write.
                 Event::Rejected { .. } | Event::Amended { .. } | Event::Regraded { .. } => {}
             }
         }
@@ -856,7 +1007,7 @@ impl Matcher {
             .filter(|(_, o)| o.changed)
             .map(|(id, o)| (o.owner, json!({"class": self.class, "order_id": id, "status": o.status})))
             .collect();
-        let jobs = writes
+        let mut jobs: Vec<(Uuid, Uuid, Value)> = writes
             .leases
             .iter()
             .filter_map(|l| {
@@ -865,6 +1016,7 @@ impl Matcher {
                 Some((buyer, provider, json!({"job_id": l["lease_id"], "state": "pending", "host_id": l["host_id"]})))
             })
             .collect();
+        jobs.extend(preempted_jobs);
         self.resting.apply(orders);
         Ok(Some(Published { trades, orders: changed, jobs }))
     }
@@ -943,6 +1095,7 @@ impl Matcher {
                 "gpus_remaining": o.gpus_remaining, "price": o.price, "max_hours": o.max_hours,
                 "duration_ms": o.duration_ms, "job": o.job, "host_id": o.host_id,
                 "min_verification": o.min_verification, "min_uptime_7d_ppm": o.min_uptime_7d_ppm,
+                "priority": o.priority.as_str(), "interruptible_price": o.interruptible_price,
                 "available_until": o.available_until, "created_at": o.created_at, "closed_at": closed_at(o),
             }));
             for gpu in gpus_bound {
@@ -1085,6 +1238,7 @@ impl Matcher {
                     min_uptime_7d_ppm: bid.min_uptime_7d_ppm,
                     held: bid.escrow,
                     escrow_account: bid.prefunded(),
+                    priority: bid.priority,
                     ..OrderInfo::placed(req.owner, bid.gpus, bid.price.to_decimal(), bid.tif.as_str(), at)
                 },
                 NewOrder::Ask(ask) => OrderInfo {
@@ -1094,6 +1248,7 @@ impl Matcher {
                     bound: gpus_bound.clone(),
                     verification: Some(grade.verification.into()),
                     host_uptime_7d_ppm: Some(grade.uptime_7d_ppm),
+                    interruptible_price: ask.interruptible_price.map(|p| p.to_decimal()),
                     ..OrderInfo::placed(req.owner, ask.gpus, ask.price.to_decimal(), ask.tif.as_str(), at)
                 },
             };
@@ -1104,6 +1259,7 @@ impl Matcher {
             let ids: &[OrderId] = match event {
                 Event::Trade { bid_id, ask_id, .. } => &[*bid_id, *ask_id],
                 Event::Cancelled { order_id, .. } | Event::Expired { order_id, .. } => &[*order_id],
+                Event::Preempted { ask_id, .. } | Event::LeaseEnded { ask_id, .. } => std::slice::from_ref(ask_id),
                 _ => &[],
             };
             for id in ids {
@@ -1142,6 +1298,10 @@ impl Matcher {
             verification: o.verification,
             min_reliability: MinReliabilityView::of_ppm(o.min_uptime_7d_ppm),
             host_uptime_7d: o.host_uptime_7d_ppm.map(fraction_of_ppm),
+            priority: o.side_bid.then_some(o.priority),
+            interruptible_price: o.interruptible_price.map(|p| p.normalize()),
+            gpus_interruptible: (!o.side_bid)
+                .then(|| o.leases_held.iter().map(|h| h.gpu_uuids.len() as i32).sum::<i32>()),
             fills: fills.get(&order_id).cloned().unwrap_or_default(),
             unfilled_reasons: if open_bid {
                 self.book.why_unfilled(OrderId(order_id)).into_iter().map(UnfilledReasonView::from_book).collect()
@@ -1330,6 +1490,7 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                             min_verification: bid.min_verification.map(Into::into),
                             min_uptime_7d_ppm: bid.min_uptime_7d_ppm,
                         },
+                        priority: bid.priority.book(),
                     },
                 },
                 NewOrder::Ask(ask) => Command::PlaceAsk {
@@ -1343,6 +1504,7 @@ fn command_of(item: &Item, at_ms: i64) -> Option<Command> {
                         price: ask.price,
                         tif: ask.tif.book(),
                         grade: *grade,
+                        interruptible_price: ask.interruptible_price,
                     },
                 },
             })

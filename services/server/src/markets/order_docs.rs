@@ -64,6 +64,10 @@ pub(super) struct BidOrder {
     /// (`GET /api/v1/hosts/{id}/reliability` shows a host's).
     #[serde(default)]
     min_reliability: Option<MinReliability>,
+    /// `on_demand` (default) or `interruptible`: trade at asks' lower interruptible prices
+    /// and yield the GPUs, after SIGTERM and a grace period, to on-demand buyers.
+    #[serde(default)]
+    priority: Option<super::request::BidPriority>,
 }
 
 /// What a bid may require of the ask's host's reliability.
@@ -109,6 +113,14 @@ pub(super) struct AskOrder {
     /// Default gtc.
     #[serde(default)]
     tif: Option<TimeInForce>,
+    /// Also sell the idle GPUs for interruptible use at this price (credits per GPU-hour,
+    /// below `price`); they stay offered on demand.
+    #[serde(default)]
+    #[schema(
+        example = "1.2",
+        pattern = r"^(?:[1-9][0-9]{0,11}(?:\.[0-9]{1,6})?|0\.(?:[1-9][0-9]{0,5}|0[1-9][0-9]{0,4}|00[1-9][0-9]{0,3}|000[1-9][0-9]{0,2}|0000[1-9][0-9]?|00000[1-9]))$"
+    )]
+    interruptible_price: Option<String>,
 }
 
 impl PartialSchema for OrderRequest {

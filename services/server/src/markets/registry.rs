@@ -222,7 +222,8 @@ impl Markets {
             market,
             self.config.matcher_batch_max,
             claim.epoch,
-        );
+        )
+        .with_preempt_grace(Duration::from_secs(self.config.preempt_grace_s));
         let (tx, rx) = mpsc::channel(self.config.matcher_queue_max.max(1));
         let (stop_tx, stop_rx) = watch::channel(false);
         self.tasks.spawn(matcher.run(

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use capex_book::{ExcludedHosts, Price, PriceError, Tif};
+use capex_book::{ExcludedHosts, Price, PriceError, Priority, Tif};
 use capex_core::Credits;
 use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
@@ -61,6 +61,39 @@ impl TimeInForce {
     }
 }
 
+/// Whether a bid may be interrupted: `interruptible` bids trade at asks' (lower)
+/// interruptible prices and yield their GPUs, with notice, to on-demand bids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BidPriority {
+    /// The GPUs are the buyer's until the lease ends (the default).
+    #[default]
+    OnDemand,
+    /// Cheaper, and preempted (SIGTERM, then SIGKILL after the grace) when an on-demand bid
+    /// needs the GPUs.
+    Interruptible,
+}
+
+impl BidPriority {
+    pub(crate) fn book(self) -> Priority {
+        match self {
+            BidPriority::OnDemand => Priority::OnDemand,
+            BidPriority::Interruptible => Priority::Interruptible,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            BidPriority::OnDemand => "on_demand",
+            BidPriority::Interruptible => "interruptible",
+        }
+    }
+
+    pub(crate) fn of_db(text: &str) -> BidPriority {
+        if text == "interruptible" { BidPriority::Interruptible } else { BidPriority::OnDemand }
+    }
+}
+
 /// What to run on the GPUs a bid wins. Its text is checked as it is parsed (no control
 /// characters but tabs and line breaks in arguments and values, none in names and the
 /// image; each bounded), so a bad job is refused alone and never reaches a matcher batch.
@@ -98,6 +131,8 @@ pub enum RestartOn {
     HostLost,
     /// The job exited with a code other than 0.
     Failed,
+    /// An interruptible attempt's GPUs were taken by an on-demand buyer.
+    Preempted,
 }
 
 /// `restart: {on: ["host_lost", "failed"], max_attempts: 3, max_price: "2.5"}`.
@@ -145,6 +180,13 @@ pub struct OrderRequest {
     /// (a decimal 0 to 1 with at most 6 decimals).
     #[serde(default)]
     pub min_reliability: Option<Value>,
+    /// Bids only: `on_demand` (default) or `interruptible`.
+    #[serde(default)]
+    pub priority: Option<BidPriority>,
+    /// Asks only: the least the provider accepts per GPU-hour for interruptible use of the
+    /// ask's idle GPUs; below `price`.
+    #[serde(default)]
+    pub interruptible_price: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +203,7 @@ pub(crate) struct NewBid {
     pub(crate) min_verification: Option<crate::verification::Level>,
     /// The least 7-day uptime of the ask's host, in parts per million (none: any host).
     pub(crate) min_uptime_7d_ppm: Option<u32>,
+    pub(crate) priority: BidPriority,
     /// Set for a managed job's restart bid, which the exchange places itself; boxed, as
     /// only restarts have it and every queued request carries a bid's size.
     pub(crate) restart: Option<Box<RestartBid>>,
@@ -194,6 +237,8 @@ pub(crate) struct NewAsk {
     pub(crate) price: Price,
     pub(crate) available_until: DateTime<Utc>,
     pub(crate) tif: TimeInForce,
+    /// For interruptible use of the ask's idle GPUs; below `price`.
+    pub(crate) interruptible_price: Option<Price>,
     /// The host's 7-day uptime in parts per million, as the handler read it (the ask's
     /// grade); [`parse`] leaves it at [`capex_book::PPM_MAX`] for the handler to set.
     pub(crate) host_uptime_7d_ppm: u32,
@@ -239,16 +284,19 @@ fn parse_gpus(gpus: Option<i64>) -> Result<u32, ApiError> {
 }
 
 fn parse_price(price: Option<&Value>) -> Result<Price, ApiError> {
-    let raw = required(price, "price")?;
-    let value =
-        decimal(raw).ok_or_else(|| ApiError::invalid("price", "invalid_price", "price must be a decimal number"))?;
+    parse_price_field(required(price, "price")?, "price")
+}
+
+fn parse_price_field(raw: &Value, field: &str) -> Result<Price, ApiError> {
+    let invalid = |code: &'static str, detail: &str| ApiError::invalid(field, code, format!("{field} {detail}"));
+    let value = decimal(raw).ok_or_else(|| invalid("invalid_price", "must be a decimal number"))?;
     if value <= Decimal::ZERO {
-        return Err(ApiError::invalid("price", "invalid_price", "price must be greater than zero"));
+        return Err(invalid("invalid_price", "must be greater than zero"));
     }
     Price::from_decimal(value).map_err(|err| match err {
-        PriceError::TooPrecise => ApiError::invalid("price", "price_too_precise", "price has at most 6 decimal places"),
-        PriceError::Negative => ApiError::invalid("price", "invalid_price", "price must be greater than zero"),
-        PriceError::Overflow => ApiError::invalid("price", "price_too_large", "price is too large"),
+        PriceError::TooPrecise => invalid("price_too_precise", "has at most 6 decimal places"),
+        PriceError::Negative => invalid("invalid_price", "must be greater than zero"),
+        PriceError::Overflow => invalid("price_too_large", "is too large"),
     })
 }
 
@@ -370,6 +418,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
         Side::Bid => {
             not_allowed(req.host_id.is_some(), "host_id", "bid")?;
             not_allowed(req.available_until.is_some(), "available_until", "bid")?;
+            not_allowed(req.interruptible_price.is_some(), "interruptible_price", "bid")?;
             let gpus = parse_gpus(req.gpus)?;
             let price = parse_price(req.price.as_ref())?;
             let (max_hours, duration_ms) = parse_max_hours(req.max_hours.as_ref(), cap_hours)?;
@@ -410,6 +459,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                 escrow,
                 min_verification,
                 min_uptime_7d_ppm,
+                priority: req.priority.unwrap_or_default(),
                 restart: None,
             }))
         }
@@ -418,9 +468,24 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
             not_allowed(req.job.is_some(), "job", "ask")?;
             not_allowed(req.min_verification.is_some(), "min_verification", "ask")?;
             not_allowed(req.min_reliability.is_some(), "min_reliability", "ask")?;
+            not_allowed(req.priority.is_some(), "priority", "ask")?;
             let host_id = required(req.host_id, "host_id")?;
             let gpus = parse_gpus(req.gpus)?;
             let price = parse_price(req.price.as_ref())?;
+            let interruptible_price = match &req.interruptible_price {
+                Some(raw) => {
+                    let interruptible = parse_price_field(raw, "interruptible_price")?;
+                    if interruptible >= price {
+                        return Err(ApiError::invalid(
+                            "interruptible_price",
+                            "interruptible_price_not_below_price",
+                            "interruptible_price must be below price (it is the discount for interruptible use)",
+                        ));
+                    }
+                    Some(interruptible)
+                }
+                None => None,
+            };
             let available_until = required(req.available_until, "available_until")?.get();
             if available_until <= now {
                 return Err(ApiError::invalid(
@@ -437,6 +502,7 @@ pub(crate) fn parse(req: &OrderRequest, cap_hours: u32, now: DateTime<Utc>) -> R
                 price,
                 available_until,
                 tif,
+                interruptible_price,
                 host_uptime_7d_ppm: capex_book::PPM_MAX,
             }))
         }

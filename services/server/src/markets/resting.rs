@@ -11,7 +11,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::verification::level::{GPU_LEVEL_SQL, Level};
 use capex_book::{
-    AskGrade, Book, ExcludedHosts, HostId, OrderId, Price, Requirements, RestingAsk, RestingBid, RestingOrder, UserId,
+    AskGrade, Book, ExcludedHosts, HostId, InterruptibleLease, OrderId, Price, Requirements, RestingAsk, RestingBid,
+    RestingOrder, UserId,
 };
 use capex_core::Credits;
 use chrono::{DateTime, TimeZone, Utc};
@@ -20,8 +21,18 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::request::BidPriority;
 use crate::error::ApiError;
 use crate::hosts::uptime::UPTIME_7D_PPM_SQL;
+
+/// An interruptible lease on an open ask: its GPUs are still bound to (offered by) the ask.
+#[derive(Debug, Clone)]
+pub(crate) struct HeldLease {
+    /// The interruptible bid that made it: the book names the lease by it.
+    pub(crate) bid_id: Uuid,
+    pub(crate) lease_id: Uuid,
+    pub(crate) gpu_uuids: Vec<String>,
+}
 
 /// An order the batch touches: new from a request, or resting (from [`Resting`]).
 #[derive(Debug, Clone)]
@@ -49,9 +60,17 @@ pub(crate) struct OrderInfo {
     pub(crate) status: &'static str,
     /// Bids: the escrow account and what it holds.
     pub(crate) escrow_account: Option<Uuid>,
+    /// Bids: the owner's wallet account, where a trade below the limit refunds the rest.
+    pub(crate) wallet_account: Option<Uuid>,
     pub(crate) held: Credits,
-    /// Asks: the GPUs still offered, in GPU index order.
+    /// Asks: the GPUs still offered, in GPU index order (those of `held` included).
     pub(crate) bound: Vec<String>,
+    /// Bids: on demand or interruptible.
+    pub(crate) priority: BidPriority,
+    /// Asks: the price for interruptible use of their idle GPUs.
+    pub(crate) interruptible_price: Option<Decimal>,
+    /// Asks: the interruptible leases on their bound GPUs.
+    pub(crate) leases_held: Vec<HeldLease>,
     /// `gpus_remaining` as the database has it (guards the update).
     pub(crate) stored_remaining: i32,
     /// `held` as the database has it (guards the balance update).
@@ -85,8 +104,12 @@ impl OrderInfo {
             created_at: at,
             status: "open",
             escrow_account: None,
+            wallet_account: None,
             held: Credits::ZERO,
             bound: Vec::new(),
+            priority: BidPriority::OnDemand,
+            interruptible_price: None,
+            leases_held: Vec::new(),
             stored_remaining: gpus as i32,
             stored_held: Credits::ZERO,
             is_new: true,
@@ -181,6 +204,7 @@ struct Row {
     created_at: DateTime<Utc>,
     escrow_account: Option<Uuid>,
     escrow_balance: Option<Decimal>,
+    wallet_account: Option<Uuid>,
     bound: Vec<String>,
     min_verification: Option<String>,
     /// Asks: the verification levels of the bound GPUs, now.
@@ -188,6 +212,19 @@ struct Row {
     min_uptime_7d_ppm: Option<i32>,
     /// Asks: their host's 7-day uptime now, in ppm.
     host_uptime_7d_ppm: Option<i32>,
+    priority: String,
+    interruptible_price: Option<Decimal>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    ask_id: Uuid,
+    bid_id: Uuid,
+    lease_id: Uuid,
+    buyer_id: Uuid,
+    gpu_uuids: Vec<String>,
+    price: Decimal,
+    book_seq: Option<i64>,
 }
 
 fn price_of(decimal: Decimal) -> Result<Price, ApiError> {
@@ -217,14 +254,15 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
          )
          select o.seq, o.order_id, o.side, o.owner_id, o.gpus, o.gpus_remaining, o.price, o.max_hours,
                 o.duration_ms, o.job, o.host_id, o.available_until, o.tif, o.created_at,
-                a.account_id as escrow_account, a.balance as escrow_balance,
+                a.account_id as escrow_account, a.balance as escrow_balance, w.account_id as wallet_account,
                 array(select ag.gpu_uuid from ask_gpus ag join host_gpus g using (gpu_uuid)
                       where ag.order_id = o.order_id and ag.state = 'bound' order by g.gpu_index) as bound,
                 o.min_verification,
                 array(select {GPU_LEVEL_SQL} from ask_gpus ag join host_gpus g using (gpu_uuid) join hosts h using (host_id)
                       where ag.order_id = o.order_id and ag.state = 'bound') as bound_levels,
-                o.min_uptime_7d_ppm, up.ppm as host_uptime_7d_ppm
+                o.min_uptime_7d_ppm, up.ppm as host_uptime_7d_ppm, o.priority, o.interruptible_price
          from orders o left join accounts a on a.kind = 'escrow' and a.ref_id = o.order_id
+             left join accounts w on w.kind = 'wallet' and w.user_id = o.owner_id and o.side = 'bid'
              left join up on up.host_id = o.host_id and o.side = 'ask'
          where o.class = $1 and o.status = 'open' order by o.seq"
     )))
@@ -256,6 +294,7 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 seq: row.seq as u64,
                 excluded_hosts: excluded_hosts_of(row.job.as_ref()),
                 requires: Requirements { min_verification: min_verification.map(Into::into), min_uptime_7d_ppm },
+                priority: BidPriority::of_db(&row.priority).book(),
             })
         } else {
             RestingOrder::Ask(RestingAsk {
@@ -270,6 +309,8 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 // Graded again from its GPUs' levels and its host's uptime now: they may have
                 // changed while the book was down.
                 grade: AskGrade { verification: ask_level.into(), uptime_7d_ppm: host_uptime_7d_ppm },
+                interruptible_price: row.interruptible_price.map(price_of).transpose()?,
+                interruptible_gpus: 0,
             })
         };
         book.restore(order, at_ms).map_err(|reason| {
@@ -300,8 +341,12 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
                 created_at: row.created_at,
                 status: "open",
                 escrow_account: row.escrow_account,
+                wallet_account: row.wallet_account,
                 held,
                 bound: row.bound,
+                priority: BidPriority::of_db(&row.priority),
+                interruptible_price: row.interruptible_price,
+                leases_held: Vec::new(),
                 stored_remaining: row.gpus_remaining,
                 stored_held: held,
                 is_new: false,
@@ -310,7 +355,40 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
             },
         );
     }
+    restore_leases(pool, class, &mut book, &mut resting).await?;
     Ok((book, resting))
+}
+
+/// Puts the live interruptible leases back on their open asks, in the book and the copy.
+/// A lease that is preempting or over holds nothing the book could give again.
+async fn restore_leases(pool: &PgPool, class: &str, book: &mut Book, resting: &mut Resting) -> Result<(), ApiError> {
+    let rows: Vec<LeaseRow> = sqlx::query_as(
+        "select t.ask_id, t.bid_id, l.lease_id, l.buyer_id, l.gpu_uuids, l.price, l.book_seq
+         from orders o join trades t on t.ask_id = o.order_id join leases l using (trade_id)
+         where o.class = $1 and o.side = 'ask' and o.status = 'open'
+           and l.priority = 'interruptible' and l.state in ('pending', 'running')
+         order by l.book_seq",
+    )
+    .bind(class)
+    .fetch_all(pool)
+    .await?;
+    for row in rows {
+        let lease = InterruptibleLease {
+            lease_id: OrderId(row.bid_id),
+            ask_id: OrderId(row.ask_id),
+            buyer: UserId(row.buyer_id),
+            gpus: row.gpu_uuids.len() as u32,
+            price: price_of(row.price)?,
+            seq: row.book_seq.unwrap_or(0) as u64,
+        };
+        book.restore_lease(lease).map_err(|reason| {
+            ApiError::internal(format!("cannot restore interruptible lease {} of {class}: {reason:?}", row.lease_id))
+        })?;
+        if let Some(ask) = resting.orders.get_mut(&row.ask_id) {
+            ask.leases_held.push(HeldLease { bid_id: row.bid_id, lease_id: row.lease_id, gpu_uuids: row.gpu_uuids });
+        }
+    }
+    Ok(())
 }
 
 /// A stored uptime in ppm, which the schema keeps within `0..=PPM_MAX`.

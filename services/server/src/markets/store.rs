@@ -55,6 +55,10 @@ struct OrderRow {
     /// Asks: the levels of their GPUs now.
     ask_levels: Vec<String>,
     min_uptime_7d_ppm: Option<i32>,
+    priority: String,
+    interruptible_price: Option<Decimal>,
+    /// Asks: GPUs in live interruptible leases traded on them.
+    gpus_interruptible: i32,
 }
 
 /// The columns of an [`OrderRow`].
@@ -66,11 +70,16 @@ fn order_columns() -> String {
          o.min_verification,
          array(select {GPU_LEVEL_SQL} from ask_gpus ag join host_gpus g using (gpu_uuid) join hosts h using (host_id)
                where ag.order_id = o.order_id) as ask_levels,
-         o.min_uptime_7d_ppm"
+         o.min_uptime_7d_ppm, o.priority, o.interruptible_price,
+         case when o.side = 'ask' and o.status = 'open' then
+             (select coalesce(sum(l.gpus), 0) from trades t join leases l using (trade_id)
+              where t.ask_id = o.order_id and l.priority = 'interruptible' and l.state in ('pending', 'running'))::int
+         else 0 end as gpus_interruptible"
     )
 }
 
 fn view_of(row: OrderRow) -> OrderView {
+    let bid = row.side == "bid";
     OrderView {
         order_id: row.order_id,
         class: row.class,
@@ -89,6 +98,9 @@ fn view_of(row: OrderRow) -> OrderView {
         verification: Level::lowest(&row.ask_levels),
         min_reliability: MinReliabilityView::of_ppm(row.min_uptime_7d_ppm.and_then(|ppm| u32::try_from(ppm).ok())),
         host_uptime_7d: None,
+        priority: bid.then(|| super::request::BidPriority::of_db(&row.priority)),
+        interruptible_price: row.interruptible_price.map(|p| p.normalize()),
+        gpus_interruptible: (!bid).then_some(row.gpus_interruptible),
         fills: Vec::new(),
         unfilled_reasons: Vec::new(),
     }
@@ -188,7 +200,19 @@ pub(crate) async fn list_orders(
 
 /// Every market with registered GPUs, orders, or configuration, with its summary.
 pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result<MarketList, ApiError> {
-    type Row = (String, Option<Decimal>, Option<Decimal>, Option<Decimal>, Decimal, i64, Json<Value>, Json<Value>);
+    type Row = (
+        String,
+        Option<Decimal>,
+        Option<Decimal>,
+        Option<Decimal>,
+        Decimal,
+        i64,
+        Json<Value>,
+        Json<Value>,
+        Option<Decimal>,
+        Option<Decimal>,
+        i64,
+    );
     // A market that ever had orders has a `market_owners` row: its matcher claimed it
     // before writing any. Reading `orders` instead read every order ever placed.
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -196,7 +220,8 @@ pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result
              select class from host_gpus union select class from market_owners union select unnest($1::text[])
          )
          select c.class,
-             (select max(price) from orders where class = c.class and status = 'open' and side = 'bid'),
+             (select max(price) from orders
+                 where class = c.class and status = 'open' and side = 'bid' and priority = 'on_demand'),
              (select min(price) from orders where class = c.class and status = 'open' and side = 'ask'),
              (select price from trades where class = c.class order by seq desc limit 1),
              (select coalesce(sum(gpus * max_hours), 0) from trades
@@ -210,7 +235,12 @@ pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result
                  select {GPU_LEVEL_SQL} as level, count(*) as n
                  from orders o join ask_gpus ag on ag.order_id = o.order_id and ag.state = 'bound'
                      join host_gpus g on g.gpu_uuid = ag.gpu_uuid join hosts h on h.host_id = g.host_id
-                 where o.class = c.class and o.status = 'open' and o.side = 'ask' group by 1) a)
+                 where o.class = c.class and o.status = 'open' and o.side = 'ask' group by 1) a),
+             (select max(price) from orders
+                 where class = c.class and status = 'open' and side = 'bid' and priority = 'interruptible'),
+             (select min(interruptible_price) from orders where class = c.class and status = 'open' and side = 'ask'),
+             (select coalesce(sum(l.gpus), 0)::bigint from trades t join leases l using (trade_id)
+                 where t.class = c.class and l.priority = 'interruptible' and l.state in ('pending', 'running'))
          from classes c order by c.class"
     )))
     .bind(configured)
@@ -218,15 +248,33 @@ pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result
     .await?;
     let items = rows
         .into_iter()
-        .map(|(class, best_bid, best_ask, last_price, volume, free_gpus, free_by_level, offered_by_level)| MarketView {
-            class,
-            best_bid: best_bid.map(|p| p.normalize()),
-            best_ask: best_ask.map(|p| p.normalize()),
-            last_price: last_price.map(|p| p.normalize()),
-            volume_24h_gpu_hours: volume.normalize(),
-            free_gpus,
-            free_gpus_by_level: by_level(free_by_level.0),
-            offered_gpus_by_level: by_level(offered_by_level.0),
+        .map(|row| {
+            let (
+                class,
+                best_bid,
+                best_ask,
+                last_price,
+                volume,
+                free_gpus,
+                free_by_level,
+                offered_by_level,
+                best_interruptible_bid,
+                best_interruptible_ask,
+                interruptible_gpus,
+            ) = row;
+            MarketView {
+                class,
+                best_bid: best_bid.map(|p| p.normalize()),
+                best_ask: best_ask.map(|p| p.normalize()),
+                best_interruptible_bid: best_interruptible_bid.map(|p| p.normalize()),
+                best_interruptible_ask: best_interruptible_ask.map(|p| p.normalize()),
+                interruptible_gpus,
+                last_price: last_price.map(|p| p.normalize()),
+                volume_24h_gpu_hours: volume.normalize(),
+                free_gpus,
+                free_gpus_by_level: by_level(free_by_level.0),
+                offered_gpus_by_level: by_level(offered_by_level.0),
+            }
         })
         .collect();
     Ok(MarketList { items })

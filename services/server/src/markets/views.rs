@@ -57,6 +57,9 @@ impl UnfilledReasonView {
                     Decimal::new(i64::from(best_uptime_7d_ppm), 4).normalize()
                 ),
             ),
+            UnfilledReason::NoInterruptibleAsks => {
+                ("no_interruptible_asks", "no ask of another provider sells its idle GPUs for interruptible use".into())
+            }
             UnfilledReason::NoSingleAskFits => (
                 "no_single_ask_fits",
                 "each of your limits is met by some ask, but no single ask meets them all".into(),
@@ -123,6 +126,14 @@ pub struct OrderView {
     /// (what a bid's `min_reliability.uptime_7d` is compared with).
     #[schema(value_type = Option<String>)]
     pub host_uptime_7d: Option<Decimal>,
+    /// Bids: `on_demand` or `interruptible` (asks: null).
+    pub priority: Option<super::request::BidPriority>,
+    /// Asks: the price for interruptible use of their idle GPUs (null: none offered).
+    #[schema(value_type = Option<String>)]
+    pub interruptible_price: Option<Decimal>,
+    /// Asks: GPUs of `gpus_remaining` that interruptible leases use now (still offered on
+    /// demand: an on-demand bid preempts them).
+    pub gpus_interruptible: Option<i32>,
     pub fills: Vec<FillView>,
     /// For a resting bid, why it has not traded; empty otherwise.
     pub unfilled_reasons: Vec<UnfilledReasonView>,
@@ -161,8 +172,19 @@ pub struct LevelView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BookView {
     pub class: String,
+    /// On-demand bids.
     pub bids: Vec<LevelView>,
+    /// Asks at their on-demand price: every unsold GPU, those in interruptible use included.
     pub asks: Vec<LevelView>,
+    /// Interruptible bids.
+    #[serde(default)]
+    pub interruptible_bids: Vec<LevelView>,
+    /// Asks' idle GPUs at their interruptible price.
+    #[serde(default)]
+    pub interruptible_asks: Vec<LevelView>,
+    /// GPUs of resting asks that interruptible leases use now.
+    #[serde(default)]
+    pub interruptible_gpus_in_use: u64,
     /// GPUs the asks offer whose host's 7-day uptime (as the ask's grade has it) is at
     /// least each of 0.9, 0.99 and 0.999: what a bid's `min_reliability` can buy.
     #[serde(default)]
@@ -199,7 +221,15 @@ impl BookView {
             .zip(counts)
             .map(|(floor, count)| (crate::hosts::uptime::fraction_of_ppm(floor).to_string(), count))
             .collect();
-        BookView { class, bids, asks, ask_gpus_by_min_uptime_7d }
+        BookView {
+            class,
+            bids,
+            asks,
+            interruptible_bids: Vec::new(),
+            interruptible_asks: Vec::new(),
+            interruptible_gpus_in_use: 0,
+            ask_gpus_by_min_uptime_7d,
+        }
     }
 }
 
@@ -210,6 +240,14 @@ pub struct MarketView {
     pub best_bid: Option<Decimal>,
     #[schema(value_type = Option<String>)]
     pub best_ask: Option<Decimal>,
+    /// Highest interruptible bid (`best_bid` is the on-demand side).
+    #[schema(value_type = Option<String>)]
+    pub best_interruptible_bid: Option<Decimal>,
+    /// Lowest interruptible price of an open ask.
+    #[schema(value_type = Option<String>)]
+    pub best_interruptible_ask: Option<Decimal>,
+    /// GPUs that interruptible leases use now (on open asks or not).
+    pub interruptible_gpus: i64,
     #[schema(value_type = Option<String>)]
     pub last_price: Option<Decimal>,
     /// GPUs x max_hours traded in the last 24 hours.

@@ -105,6 +105,20 @@ pub(crate) struct AskGpuChange {
     pub(crate) lease_id: Option<Uuid>,
 }
 
+/// An interruptible lease an on-demand trade of the batch takes the GPUs of: from the
+/// trade on it is no longer billed, and its job gets until `preempt_deadline` to stop.
+#[derive(Debug, Serialize)]
+pub(crate) struct Preemption {
+    pub(crate) lease_id: Uuid,
+    /// Locked, with the lease, before the batch's accounts: the order of the report writer.
+    #[serde(skip)]
+    pub(crate) host_id: Uuid,
+    pub(crate) preempted_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) preempt_deadline: chrono::DateTime<chrono::Utc>,
+    /// The on-demand lease that took its GPUs.
+    pub(crate) preempted_by: Option<Uuid>,
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct IdempotencyRecord {
     pub(crate) user_id: Uuid,
@@ -136,6 +150,7 @@ pub(crate) struct BatchWrites {
     /// Full `trades` and `leases` rows (JSON objects by column).
     pub(crate) trades: Vec<Value>,
     pub(crate) leases: Vec<Value>,
+    pub(crate) preemptions: Vec<Preemption>,
     pub(crate) idempotency: Vec<IdempotencyRecord>,
     pub(crate) claims_dropped: Vec<ClaimDrop>,
 }
@@ -155,6 +170,7 @@ impl BatchWrites {
             self.ask_gpus_changed.len(),
             self.trades.len(),
             self.leases.len(),
+            self.preemptions.len(),
             self.idempotency.len(),
             self.claims_dropped.len(),
         ]
@@ -185,20 +201,40 @@ impl BatchWrites {
         Ok(())
     }
 
-    /// The statement (with its `;`) that locks the accounts the batch moves, in the
-    /// ledger's order; empty when it moves none.
+    /// The statements (each with its `;`) that lock, first, the hosts and then the leases the
+    /// batch preempts (the order of the report writer, which locks a host, its leases, then
+    /// their accounts), and then the accounts the batch moves, in the ledger's order; empty
+    /// when it moves and preempts nothing.
     fn lock_sql(&self) -> String {
+        let mut sql = String::new();
+        if !self.preemptions.is_empty() {
+            let mut hosts: Vec<Uuid> = self.preemptions.iter().map(|p| p.host_id).collect();
+            let mut leases: Vec<Uuid> = self.preemptions.iter().map(|p| p.lease_id).collect();
+            for ids in [&mut hosts, &mut leases] {
+                ids.sort_unstable();
+                ids.dedup();
+            }
+            sql.push_str(&format!(
+                "select count(*) from (select 1 from hosts where host_id = any({}) \
+                 order by host_id for no key update) locked; \
+                 select count(*) from (select 1 from leases where lease_id = any({}) \
+                 order by lease_id for no key update) locked; ",
+                literal::uuid_array(&hosts),
+                literal::uuid_array(&leases)
+            ));
+        }
         let mut ids: Vec<Uuid> = self.balances.iter().map(|b| b.account_id).collect();
         if ids.is_empty() {
-            return String::new();
+            return sql;
         }
         ids.sort_unstable();
         ids.dedup();
-        format!(
+        sql.push_str(&format!(
             "select count(*) from (select 1 from accounts where account_id = any({}) \
              order by account_id for no key update) locked; ",
             literal::uuid_array(&ids)
-        )
+        ));
+        sql
     }
 
     /// The statement that writes this batch, and its PREPARE if the connection has not
@@ -285,7 +321,7 @@ pub(crate) struct WriteStatements(HashSet<Parts>);
 /// The parts of a batch's writes: a name and its data-modifying CTE, fed by the part of the
 /// same name of the batch's JSON document (`$1`). Rows go in by ordinality: journal entries
 /// and orders get their ids/seq in batch order.
-const PARTS: [(&str, &str); 13] = [
+const PARTS: [(&str, &str); 14] = [
     (
         "epoch",
         "select 1 from market_owners m, jsonb_to_recordset($1->'epoch') as r(class text, epoch bigint)
@@ -330,10 +366,10 @@ const PARTS: [(&str, &str); 13] = [
         "orders_new",
         "insert into orders (order_id, class, side, owner_id, status, tif, gpus, gpus_remaining, price, max_hours,
                              duration_ms, job, host_id, available_until, created_at, closed_at, min_verification,
-                             min_uptime_7d_ppm)
+                             min_uptime_7d_ppm, priority, interruptible_price)
          select order_id, class, side, owner_id, status, tif, gpus, gpus_remaining, price, max_hours,
                 duration_ms, job, host_id, available_until, created_at, closed_at, min_verification,
-                min_uptime_7d_ppm
+                min_uptime_7d_ppm, priority, interruptible_price
          from jsonb_populate_recordset(null::orders, $1->'orders_new') with ordinality as r
          order by r.ordinality
          returning 1",
@@ -379,10 +415,22 @@ const PARTS: [(&str, &str); 13] = [
     (
         "leases",
         "insert into leases (lease_id, trade_id, host_id, gpu_uuids, price, buyer_id, provider_id, gpus, max_hours,
-                             starts_at, max_end_at, job, state)
+                             starts_at, max_end_at, job, state, priority, book_seq, preempted_at, preempt_deadline,
+                             preempted_by)
          select lease_id, trade_id, host_id, gpu_uuids, price, buyer_id, provider_id, gpus, max_hours,
-                starts_at, max_end_at, job, state
+                starts_at, max_end_at, job, state, priority, book_seq, preempted_at, preempt_deadline, preempted_by
          from jsonb_populate_recordset(null::leases, $1->'leases') as r
+         returning 1",
+    ),
+    (
+        "preemptions",
+        // Only a live interruptible lease: one that ended since the matcher's copy was made
+        // (its job exited) touches no row, the batch fails and runs again on a reloaded book.
+        "update leases l set state = 'preempting', preempted_at = r.preempted_at,
+                             preempt_deadline = r.preempt_deadline, preempted_by = r.preempted_by
+         from jsonb_to_recordset($1->'preemptions')
+             as r(lease_id uuid, preempted_at timestamptz, preempt_deadline timestamptz, preempted_by uuid)
+         where l.lease_id = r.lease_id and l.priority = 'interruptible' and l.state in ('pending', 'running')
          returning 1",
     ),
     (

@@ -13,6 +13,7 @@ mod hardening;
 mod helpers;
 mod host_replay;
 mod hosts;
+mod interruptible;
 mod job_tokens;
 mod jobs;
 mod managed_jobs;
