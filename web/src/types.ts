@@ -293,7 +293,16 @@ export interface AskRequest {
 }
 
 /** What a GPU is doing; the server may add states, shown as they come. */
-export type GpuState = 'idle' | 'offered' | 'leased' | 'under_challenge' | 'foreign_process' | 'offline' | string;
+export type GpuState =
+  | 'idle'
+  | 'offered'
+  | 'leased'
+  | 'interruptible'
+  | 'preempting'
+  | 'under_challenge'
+  | 'foreign_process'
+  | 'offline'
+  | string;
 
 export interface HostGpu {
   uuid: string;

@@ -188,6 +188,9 @@ const GPU_STATE_TITLES: Record<string, string> = {
   idle: 'In the latest report, nothing runs on it and nothing holds it: an ask can offer it',
   offered: 'Bound to your open ask: for sale, running nothing yet; no other ask can offer it',
   leased: "A buyer's job has it: billed from each report while the lease runs",
+  interruptible:
+    'An interruptible job runs on it at the interruptible price; it is still offered on demand and an on-demand buyer preempts it',
+  preempting: "An on-demand buyer took it: the interruptible job got SIGTERM and is killed at its deadline; the new job starts then",
   under_challenge: 'A proof-of-compute challenge runs on it until it is decided; it cannot be offered meanwhile',
   foreign_process: 'The latest report shows a process that belongs to no lease: it cannot be sold',
   offline: 'The host is not live or its latest report does not list this GPU',
@@ -208,7 +211,7 @@ function GpuStateCell(props: { gpu: HostGpu }) {
           ask {shortId(g.order_id)}
         </a>
       )}
-      {state === 'leased' && g.lease_id && (
+      {(state === 'leased' || state === 'interruptible' || state === 'preempting') && g.lease_id && (
         <a class="mono small" href={href('jobs', g.lease_id)} title={`lease ${g.lease_id}`} data-testid="gpu-lease">
           lease {shortId(g.lease_id)}
         </a>

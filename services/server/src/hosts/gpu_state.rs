@@ -26,8 +26,15 @@ pub enum GpuState {
     Idle,
     /// Bound to an open ask (`order_id`): for sale, running nothing yet.
     Offered,
-    /// In a lease that is not over (`lease_id`): a buyer's job has it.
+    /// In an on-demand lease that is not over (`lease_id`): a buyer's job has it.
     Leased,
+    /// In an interruptible lease (`lease_id`) and still offered on demand by its ask
+    /// (`order_id`): an on-demand buyer would preempt the job.
+    Interruptible,
+    /// An on-demand trade took it from an interruptible lease (`lease_id`, the preempted
+    /// one) whose job has its notice (SIGTERM sent, SIGKILL at the deadline); the new
+    /// lease's job starts on it when that job is gone.
+    Preempting,
     /// A proof-of-compute challenge (`challenge_id`) is issued or committed on it; the
     /// challenge takes the whole GPU until it is decided.
     UnderChallenge,
@@ -43,6 +50,8 @@ impl GpuState {
             GpuState::Idle => "idle",
             GpuState::Offered => "offered",
             GpuState::Leased => "leased",
+            GpuState::Interruptible => "interruptible",
+            GpuState::Preempting => "preempting",
             GpuState::UnderChallenge => "under_challenge",
             GpuState::ForeignProcess => "foreign_process",
             GpuState::Offline => "offline",
@@ -60,8 +69,12 @@ pub struct GpuActivity {
     pub foreign_processes: i32,
     /// The open ask the GPU is bound to.
     pub order_id: Option<Uuid>,
-    /// The lease (pending or running) that has the GPU.
+    /// The lease (pending, running or preempting) that has the GPU; a preempting one
+    /// first, its job still runs there.
     pub lease_id: Option<Uuid>,
+    /// That lease's state and priority (`on_demand` or `interruptible`).
+    pub lease_state: Option<String>,
+    pub lease_priority: Option<String>,
     /// The open (issued or committed) challenge on the GPU.
     pub challenge_id: Option<Uuid>,
 }
@@ -73,7 +86,11 @@ impl GpuActivity {
     /// older report said; a foreign process keeps an offered GPU from being sold.
     pub fn state(&self) -> GpuState {
         if self.lease_id.is_some() {
-            GpuState::Leased
+            match (self.lease_state.as_deref(), self.lease_priority.as_deref()) {
+                (Some("preempting"), _) => GpuState::Preempting,
+                (_, Some("interruptible")) => GpuState::Interruptible,
+                _ => GpuState::Leased,
+            }
         } else if self.challenge_id.is_some() {
             GpuState::UnderChallenge
         } else if !self.reporting {
@@ -97,13 +114,16 @@ pub(crate) const GPU_ACTIVITY_SQL: &str = "select g.gpu_uuid,
         g.foreign_processes,
         (select a.order_id from ask_gpus a join orders o using (order_id)
          where a.gpu_uuid = g.gpu_uuid and a.state = 'bound' and o.status = 'open' limit 1) as order_id,
-        (select l.lease_id from leases l
-         where l.host_id = g.host_id and l.state in ('pending', 'starting', 'running') and g.gpu_uuid = any(l.gpu_uuids)
-         order by l.created_at desc limit 1) as lease_id,
+        l.lease_id, l.state as lease_state, l.priority as lease_priority,
         (select c.challenge_id from gpu_challenges c
          where c.gpu_uuid = g.gpu_uuid and c.state in ('issued', 'committed') order by c.issued_at desc limit 1)
             as challenge_id
     from host_gpus g join hosts h using (host_id)
+        left join lateral (
+            select l.lease_id, l.state, l.priority from leases l
+            where l.host_id = g.host_id and l.state in ('pending', 'running', 'preempting')
+              and g.gpu_uuid = any(l.gpu_uuids)
+            order by (l.state = 'preempting') desc, l.created_at desc limit 1) l on true
     where g.host_id = any($1)";
 
 /// The activity of every GPU of these hosts, by GPU UUID.
@@ -147,11 +167,29 @@ mod tests {
     }
 
     #[test]
+    fn an_interruptible_lease_and_a_preempting_one_say_so() {
+        let id = Some(Uuid::nil());
+        let leased = |state: &str, priority: &str| GpuActivity {
+            lease_id: id,
+            order_id: id,
+            lease_state: Some(state.into()),
+            lease_priority: Some(priority.into()),
+            ..reporting()
+        };
+        assert_eq!(leased("running", "on_demand").state(), GpuState::Leased);
+        assert_eq!(leased("running", "interruptible").state(), GpuState::Interruptible);
+        assert_eq!(leased("pending", "interruptible").state(), GpuState::Interruptible);
+        assert_eq!(leased("preempting", "interruptible").state(), GpuState::Preempting);
+    }
+
+    #[test]
     fn names_are_the_serialized_strings() {
         for state in [
             GpuState::Idle,
             GpuState::Offered,
             GpuState::Leased,
+            GpuState::Interruptible,
+            GpuState::Preempting,
             GpuState::UnderChallenge,
             GpuState::ForeignProcess,
             GpuState::Offline,

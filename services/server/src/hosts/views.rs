@@ -81,8 +81,10 @@ pub struct GpuView {
     /// Says nothing of asks: see `state`.
     pub busy: bool,
     /// What the GPU is doing now: `idle`, `offered` (bound to the open ask `order_id`),
-    /// `leased` (in the lease `lease_id`), `under_challenge` (`challenge_id`),
-    /// `foreign_process` or `offline`. More states may be added; treat an unknown one as
+    /// `leased` (in the lease `lease_id`), `interruptible` (in the interruptible lease
+    /// `lease_id`, still offered on demand by `order_id`), `preempting` (the interruptible
+    /// lease `lease_id` was preempted and its job has its notice), `under_challenge`
+    /// (`challenge_id`), `foreign_process` or `offline`. More states may be added; treat an unknown one as
     /// taken.
     pub state: super::gpu_state::GpuState,
     /// The open ask the GPU is bound to (state `offered`; also set while a foreign process
