@@ -111,7 +111,8 @@ struct Row {
     excluded_hosts: Vec<String>,
 }
 
-/// Reads the leading orders of one side. Bids rest with `gpus_remaining` = `gpus` (a bid
+/// Reads the leading orders of one side: the on-demand book (interruptible bids meet asks'
+/// interruptible prices, a book of their own). Bids rest with `gpus_remaining` = `gpus` (a bid
 /// fills whole); asks with the GPUs still bound.
 async fn leading(pool: &sqlx::PgPool, class: &str, side: &str) -> Result<Vec<Row>, ApiError> {
     let order = if side == "bid" { "o.price desc, o.seq" } else { "o.price, o.seq" };
@@ -124,7 +125,7 @@ async fn leading(pool: &sqlx::PgPool, class: &str, side: &str) -> Result<Vec<Row
                 array(select jsonb_array_elements_text(case when jsonb_typeof(o.job -> 'excluded_hosts') = 'array'
                       then o.job -> 'excluded_hosts' else '[]'::jsonb end)) as excluded_hosts
          from orders o left join hosts h on h.host_id = o.host_id
-         where o.class = $1 and o.status = 'open' and o.side = $2
+         where o.class = $1 and o.status = 'open' and o.side = $2 and o.priority = 'on_demand'
          order by {order} limit $3"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(class).bind(side).bind(TOP_ORDERS_MAX).fetch_all(pool).await?)
