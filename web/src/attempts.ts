@@ -8,6 +8,7 @@ const REASONS: Record<string, string> = {
   exited: 'exited (code 0)',
   failed: 'failed (non-zero exit)',
   host_lost: 'host lost (stopped reporting)',
+  preempted: 'preempted by an on-demand buyer',
   cancelled: 'cancelled',
   released: 'released its GPUs',
   max_duration: 'reached max hours',
@@ -78,7 +79,7 @@ export function restartSummary(policy: RestartPolicy | null | undefined): string
 export function jobStateText(job: Pick<Job, 'job_state' | 'end_reason'>): string {
   const state = job.job_state ?? '';
   if (!state) return '—';
-  const label = state.replace(/_/g, ' ');
+  const label = state === 'preempting' ? 'preempting (SIGTERM sent; killed at the deadline)' : state.replace(/_/g, ' ');
   return (state === 'gave_up' || state === 'ended') && job.end_reason ? `${label}: ${reasonText(job.end_reason)}` : label;
 }
 

@@ -104,6 +104,10 @@ export interface Market {
   free_gpus_by_level?: LevelCounts;
   /** GPUs open asks offer now, by their verification level. */
   offered_gpus_by_level?: LevelCounts;
+  /** The interruptible side: best bid and ask, and GPUs interruptible jobs use now. */
+  best_interruptible_bid?: string | null;
+  best_interruptible_ask?: string | null;
+  interruptible_gpus?: number;
 }
 
 /** What the exchange checked about a GPU, weakest first (see verification.ts). */
@@ -178,8 +182,15 @@ export interface BookLevel {
 
 export interface Book {
   class: string;
+  /** On-demand bids. */
   bids: BookLevel[];
+  /** Asks at their on-demand price (every unsold GPU, those in interruptible use included). */
   asks: BookLevel[];
+  /** Interruptible bids, and asks' idle GPUs at their interruptible prices. */
+  interruptible_bids?: BookLevel[];
+  interruptible_asks?: BookLevel[];
+  /** GPUs of resting asks that interruptible jobs use now. */
+  interruptible_gpus_in_use?: number;
 }
 
 /** One order near the top of the book (GET /markets/{class}/top). */
@@ -270,7 +281,15 @@ export interface Order {
   min_verification?: VerificationLevel | null;
   /** Asks: the weakest level of the ask's GPUs. */
   verification?: VerificationLevel | null;
+  /** Bids: on_demand or interruptible. */
+  priority?: BidPriority | null;
+  /** Asks: the price of interruptible use of their idle GPUs (null: not sold so). */
+  interruptible_price?: string | null;
+  /** Asks: GPUs of gpus_remaining that interruptible jobs use now (still offered on demand). */
+  gpus_interruptible?: number | null;
 }
+
+export type BidPriority = 'on_demand' | 'interruptible';
 
 export interface BidRequest {
   side: 'bid';
@@ -281,6 +300,8 @@ export interface BidRequest {
   job: { command: string[]; env: Record<string, string> };
   /** Only asks whose GPUs all meet it; absent: any level. */
   min_verification?: Exclude<VerificationLevel, 'simulated'>;
+  /** Absent: on_demand. */
+  priority?: BidPriority;
 }
 
 export interface AskRequest {
@@ -290,6 +311,8 @@ export interface AskRequest {
   available_until: string;
   price: string;
   tif: 'gtc' | 'ioc';
+  /** Also sell idle GPUs for interruptible use at this price (below price). */
+  interruptible_price?: string;
 }
 
 /** What a GPU is doing; the server may add states, shown as they come. */
@@ -357,7 +380,16 @@ export interface Capacity {
   busy_gpus: number;
 }
 
-export type JobState = 'pending' | 'running' | 'exited' | 'cancelled' | 'released' | 'host_lost' | 'max_duration';
+export type JobState =
+  | 'pending'
+  | 'running'
+  | 'preempting'
+  | 'exited'
+  | 'cancelled'
+  | 'released'
+  | 'host_lost'
+  | 'max_duration'
+  | 'preempted';
 
 export interface Job {
   job_id: string;
@@ -383,6 +415,11 @@ export interface Job {
   job_state?: JobLifecycle;
   /** Why the job gave up or ended (attempts_exhausted, deadline, ..., or the last attempt's end). */
   end_reason?: string | null;
+  /** on_demand or interruptible (the bid's priority). */
+  priority?: BidPriority;
+  /** A preempted attempt: when an on-demand buyer took its GPUs, and when its job is killed. */
+  preempted_at?: string | null;
+  preempt_deadline?: string | null;
   /** The exchange-placed bid of the next attempt while it waits. */
   next_bid_id?: string | null;
   restart?: RestartPolicy | null;
@@ -398,7 +435,7 @@ export interface Job {
   children?: ChildJob[];
 }
 
-export type JobLifecycle = 'running' | 'restarting' | 'gave_up' | 'ended' | string;
+export type JobLifecycle = 'running' | 'preempting' | 'restarting' | 'gave_up' | 'ended' | string;
 
 /** A managed job's restart policy, as the bid set it. */
 export interface RestartPolicy {

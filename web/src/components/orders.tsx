@@ -76,12 +76,30 @@ export function OrderTable(props: { orders: Order[]; onChanged: () => void; show
                       <a href={href('markets', o.class)}>{o.class}</a>
                     </td>
                   )}
-                  <td class={o.side}>{o.side}</td>
+                  <td class={o.side} data-testid={`order-side-${o.order_id}`}>
+                    {o.side}
+                    {o.priority === 'interruptible' && (
+                      <span class="badge small" title="Interruptible: trades at interruptible prices, may be preempted">
+                        {' '}
+                        interruptible
+                      </span>
+                    )}
+                  </td>
                   <td class="r">
                     <Amount value={o.price} />
+                    {o.interruptible_price && (
+                      <div class="muted small" data-testid={`order-interruptible-price-${o.order_id}`}>
+                        interruptible <Amount value={o.interruptible_price} />
+                      </div>
+                    )}
                   </td>
                   <td class="r num">
                     {o.gpus_remaining} / {o.gpus}
+                    {!!o.gpus_interruptible && (
+                      <div class="muted small" data-testid={`order-gpus-interruptible-${o.order_id}`}>
+                        {o.gpus_interruptible} in interruptible use
+                      </div>
+                    )}
                   </td>
                   <td class="r num">{o.side === 'bid' ? `${o.max_hours ?? '—'} h` : fmtUntil(o.available_until)}</td>
                   <td class="r">

@@ -9,6 +9,7 @@ import {
   NotAvailable,
   Panel,
   StatusBadge,
+  fmtClock,
   fmtDuration,
   fmtTime,
   shortId,
@@ -244,6 +245,18 @@ function JobAttempts(props: { job: Job }) {
           <span>Job state</span>
           <span data-testid="job-lifecycle" data-state={j.job_state ?? ''}>
             {jobStateText(j)}
+          </span>
+        </div>
+        <div>
+          <span>Priority</span>
+          <span data-testid="job-priority">
+            {j.priority === 'interruptible' ? 'interruptible (an on-demand buyer may preempt it)' : 'on demand'}
+            {j.preempt_deadline && (
+              <span class="muted small" data-testid="job-preempt-deadline">
+                {' '}
+                · preempted {fmtClock(j.preempted_at ?? '')}, killed by {fmtClock(j.preempt_deadline)}
+              </span>
+            )}
           </span>
         </div>
         <div>

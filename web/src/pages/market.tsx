@@ -29,7 +29,7 @@ import { OrderTable, priceKey } from '../components/orders';
 import { href } from '../router';
 import { hasRole, session } from '../session';
 import { useStore } from '../store';
-import type { Book, BookLevel, Host, LevelCounts, Market, Order, VerificationLevel } from '../types';
+import type { BidPriority, Book, BookLevel, Host, LevelCounts, Market, Order, VerificationLevel } from '../types';
 import { LevelBadge, LevelCountsRow } from '../components/verification';
 import { TopOfBookPanel } from '../components/topofbook';
 import { REQUIRABLE_LEVELS, countAtOrAbove, levelLabel, levelMeaning, lowestLevel } from '../verification';
@@ -84,6 +84,10 @@ export function MarketPage(props: { cls: string }) {
           <span>Last</span>
           <Amount value={last} testid="last-price" />
         </div>
+        <div class="stat" title="The cheapest interruptible price of an ask with idle GPUs">
+          <span>Interruptible ask</span>
+          <Amount value={book.data?.interruptible_asks?.[0]?.price ?? null} testid="best-interruptible-ask" />
+        </div>
         <span class="muted small">credits per GPU-hour</span>
         <a class="muted small" href={href('markets')}>
           ← all markets
@@ -95,6 +99,9 @@ export function MarketPage(props: { cls: string }) {
         <Panel title="Order book" testid="ladder-panel" class="ladder-panel">
           <Loadable res={book} what="Order book">
             {(b) => <Ladder book={b} onPick={setPickedPrice} />}
+          </Loadable>
+          <Loadable res={book} what="Interruptible book">
+            {(b) => <InterruptibleBook book={b} />}
           </Loadable>
         </Panel>
         <div class="market-center">
@@ -293,7 +300,56 @@ function Ladder(props: { book: Book; onPick: (price: string) => void }) {
   );
 }
 
-const BID_FIELDS = ['gpus', 'max_hours', 'price', 'tif', 'min_verification', 'job.command', 'job.env'] as const;
+/**
+ * The interruptible side of the book: asks' idle GPUs at their interruptible prices, the
+ * interruptible bids, and how many GPUs interruptible jobs hold (still offered on demand).
+ */
+function InterruptibleBook(props: { book: Book }) {
+  const asks = (props.book.interruptible_asks ?? []).slice(0, LADDER_LEVELS_MAX);
+  const bids = (props.book.interruptible_bids ?? []).slice(0, LADDER_LEVELS_MAX);
+  const inUse = props.book.interruptible_gpus_in_use ?? 0;
+  const line = (side: 'bid' | 'ask', l: BookLevel) => (
+    <tr key={`${side}-${l.price}`} class={`ladder-row ${side}`} data-testid={`interruptible-${side}-${priceKey(l.price)}`}>
+      <td class={`r ${side}`}>
+        <Amount value={l.price} />
+      </td>
+      <td class="r num">{l.gpus}</td>
+      <td class="r num muted">{l.orders}</td>
+    </tr>
+  );
+  return (
+    <div class="interruptible-book" data-testid="interruptible-book">
+      <h3 class="small">
+        Interruptible{' '}
+        <span class="muted" data-testid="interruptible-in-use">
+          · {inUse} GPU{inUse === 1 ? '' : 's'} in interruptible use
+        </span>
+      </h3>
+      {asks.length + bids.length === 0 ? (
+        <p class="muted small" data-testid="interruptible-empty">
+          No interruptible asks or bids. Asks with an interruptible price sell their idle GPUs cheaper; on-demand bids
+          preempt them.
+        </p>
+      ) : (
+        <table class="grid dense ladder">
+          <tbody data-testid="interruptible-asks">{[...asks].reverse().map((l) => line('ask', l))}</tbody>
+          <tbody data-testid="interruptible-bids">{bids.map((l) => line('bid', l))}</tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
+const BID_FIELDS = [
+  'gpus',
+  'max_hours',
+  'price',
+  'tif',
+  'priority',
+  'min_verification',
+  'job.command',
+  'job.env',
+] as const;
 
 type Requirement = '' | Exclude<VerificationLevel, 'simulated'>;
 
@@ -305,6 +361,7 @@ function BidForm(props: { cls: string; pickedPrice: string | null; offered?: Lev
   const [price, setPrice] = useState('');
   const [tif, setTif] = useState<'gtc' | 'ioc'>('gtc');
   const [minVerification, setMinVerification] = useState<Requirement>('');
+  const [priority, setPriority] = useState<BidPriority>('on_demand');
   const [command, setCommand] = useState('nvidia-smi && sleep 60');
   const [envText, setEnvText] = useState('');
   const [placed, setPlaced] = useState<Order | null>(null);
@@ -341,6 +398,7 @@ function BidForm(props: { cls: string; pickedPrice: string | null; offered?: Lev
       tif,
       job: { command: ['sh', '-c', command], env },
       ...(minVerification ? { min_verification: minVerification } : {}),
+      ...(priority === 'interruptible' ? { priority } : {}),
     };
     void form.submit(async () => {
       const order = await api.placeOrder(props.cls, body, keys.keyFor(body));
@@ -421,6 +479,33 @@ function BidForm(props: { cls: string; pickedPrice: string | null; offered?: Lev
             )}
           </Field>
         </div>
+        <Field
+          form={form}
+          name="priority"
+          id="bid-priority"
+          label="Priority"
+          hint={
+            <span class="muted small" data-testid="bid-priority-hint">
+              {priority === 'interruptible'
+                ? "Trades at asks' interruptible prices; an on-demand buyer may take the GPUs (your job gets SIGTERM, then is killed after the grace, and is not billed for it)"
+                : 'The GPUs are yours until the lease ends'}
+            </span>
+          }
+        >
+          {(aria) => (
+            <select
+              id="bid-priority"
+              name="priority"
+              value={priority}
+              onChange={(e) => setPriority(inputValue(e) as BidPriority)}
+              data-testid="bid-priority"
+              {...aria}
+            >
+              <option value="on_demand">on demand</option>
+              <option value="interruptible">interruptible (cheaper, may be preempted)</option>
+            </select>
+          )}
+        </Field>
         <Field
           form={form}
           name="min_verification"
@@ -506,6 +591,7 @@ function BidForm(props: { cls: string; pickedPrice: string | null; offered?: Lev
           <div class="notice" data-testid="bid-placed">
             Bid {shortId(placed.order_id)} {placed.status === 'filled' ? 'filled' : `is ${placed.status}`}
             {placed.min_verification && <> (requires {levelLabel(placed.min_verification)} or above)</>}
+            {placed.priority === 'interruptible' && <> (interruptible)</>}
             {placed.escrow && (
               <>
                 {' '}
@@ -520,7 +606,7 @@ function BidForm(props: { cls: string; pickedPrice: string | null; offered?: Lev
   );
 }
 
-const ASK_FIELDS = ['host_id', 'gpus', 'price', 'available_until', 'tif'] as const;
+const ASK_FIELDS = ['host_id', 'gpus', 'price', 'interruptible_price', 'available_until', 'tif'] as const;
 
 /** Free GPUs of a class on a host: its GPUs of that class that are not busy. */
 export function freeGpus(host: Host, cls: string): number {
@@ -547,6 +633,7 @@ function AskForm(props: { cls: string; pickedPrice: string | null }) {
   const [hostId, setHostId] = useState('');
   const [gpus, setGpus] = useState('1');
   const [price, setPrice] = useState('');
+  const [interruptiblePrice, setInterruptiblePrice] = useState('');
   const [until, setUntil] = useState(() => toLocalInput(new Date(Date.now() + 24 * 3600 * 1000)));
   const [tif, setTif] = useState<'gtc' | 'ioc'>('gtc');
   const [placed, setPlaced] = useState<Order | null>(null);
@@ -573,6 +660,7 @@ function AskForm(props: { cls: string; pickedPrice: string | null }) {
       available_until: untilDate.toISOString(),
       price: price.trim(),
       tif,
+      ...(interruptiblePrice.trim() ? { interruptible_price: interruptiblePrice.trim() } : {}),
     };
     void form.submit(async () => {
       const order = await api.placeOrder(props.cls, body, keys.keyFor(body));
@@ -648,6 +736,33 @@ function AskForm(props: { cls: string; pickedPrice: string | null }) {
               )}
             </Field>
           </div>
+          <Field
+            form={form}
+            name="interruptible_price"
+            id="ask-interruptible-price"
+            label="Interruptible price (optional, below the price)"
+            hint={
+              <span class="muted small">
+                Idle GPUs of the ask also sell at this price to interruptible bids; they stay offered on demand and an
+                on-demand buyer preempts them.
+              </span>
+            }
+          >
+            {(aria) => (
+              <input
+                id="ask-interruptible-price"
+                name="interruptible_price"
+                type="text"
+                inputMode="decimal"
+                autoComplete="off"
+                placeholder="e.g. 1.20"
+                value={interruptiblePrice}
+                onInput={(e) => setInterruptiblePrice(inputValue(e))}
+                data-testid="ask-interruptible-price"
+                {...aria}
+              />
+            )}
+          </Field>
           <div class="row2">
             <Field form={form} name="available_until" id="ask-until" label="Available until">
               {(aria) => (
@@ -689,7 +804,8 @@ function AskForm(props: { cls: string; pickedPrice: string | null }) {
           </button>
           {placed && (
             <div class="notice" data-testid="ask-placed">
-              Ask {shortId(placed.order_id)} is {placed.status}.
+              Ask {shortId(placed.order_id)} is {placed.status}
+              {placed.interruptible_price && <> (interruptible at {placed.interruptible_price})</>}.
             </div>
           )}
         </form>

@@ -41,6 +41,10 @@ export function MarketsPage() {
                       <th>Class</th>
                       <th class="r">Best bid</th>
                       <th class="r">Best ask</th>
+                      <th class="r" title="The cheapest interruptible price: idle GPUs sold cheaper, preempted by on-demand buyers">
+                        Interruptible ask
+                      </th>
+                      <th class="r" title="GPUs interruptible jobs use now">Interruptible GPUs</th>
                       <th class="r">Last</th>
                       <th class="r">24h volume (GPU-h)</th>
                       <th class="r">Free GPUs</th>
@@ -71,6 +75,12 @@ export function MarketsPage() {
                           </td>
                           <td class="r ask">
                             <Amount value={m.best_ask} />
+                          </td>
+                          <td class="r ask" data-testid={`market-interruptible-ask-${m.class}`}>
+                            <Amount value={m.best_interruptible_ask ?? null} />
+                          </td>
+                          <td class="r num" data-testid={`market-interruptible-gpus-${m.class}`}>
+                            {m.interruptible_gpus ?? '—'}
                           </td>
                           <td class="r">
                             <Amount value={m.last_price} />
