@@ -166,8 +166,10 @@ async fn offer(provider: &Session, dice: &mut Dice) -> anyhow::Result<()> {
         }
         for (class, free) in free_by_class {
             let price = dice.price_near(reference_price(&class));
+            // Idle GPUs also sell for interruptible use at 60 % of the price.
+            let interruptible = (price * Decimal::new(6, 1)).round_dp(2).max(Decimal::new(1, 2));
             let body = json!({"side": "ask", "host_id": host["host_id"], "gpus": free, "available_until": until,
-                "price": price.to_string(), "tif": "gtc"});
+                "price": price.to_string(), "interruptible_price": interruptible.to_string(), "tif": "gtc"});
             // Refusals (GPUs already bound to an ask, host gone) are normal in a live market.
             let _ = provider.post(&format!("/api/v1/markets/{class}/orders"), &body).await;
         }
@@ -181,6 +183,8 @@ struct Supplied {
     best_ask: Decimal,
     /// GPUs of the best ask (a bid is never split, so a crossing bid wants at most this).
     best_ask_gpus: u64,
+    /// The cheapest interruptible price of an ask with idle GPUs.
+    best_interruptible_ask: Option<Decimal>,
     quiet: bool,
 }
 
@@ -204,6 +208,7 @@ async fn supplied_markets(session: &Session) -> anyhow::Result<Vec<Supplied>> {
             class: class.to_string(),
             best_ask,
             best_ask_gpus: ask["gpus"].as_u64().unwrap_or(1),
+            best_interruptible_ask: market["best_interruptible_ask"].as_str().and_then(|p| p.parse().ok()),
             quiet,
         });
     }
@@ -214,6 +219,17 @@ async fn supplied_markets(session: &Session) -> anyhow::Result<Vec<Supplied>> {
 /// when the tape is quiet, else one time in three), or one resting a little below it.
 async fn bid(buyer: &Session, market: &Supplied, dice: &mut Dice) -> anyhow::Result<()> {
     let class = &market.class;
+    // One bid in four is interruptible, at the best interruptible price: the demo shows
+    // cheap jobs that on-demand bids preempt.
+    if let Some(interruptible) = market.best_interruptible_ask.filter(|_| !market.quiet && dice.below(4) == 0) {
+        let script = "trap 'echo preempted: checkpointing; exit 0' TERM; echo \"interruptible job on GPUs $CUDA_VISIBLE_DEVICES\"; for i in $(seq 1 30); do echo \"step $i\"; sleep 2; done";
+        let body = json!({
+            "side": "bid", "gpus": 1, "max_hours": "0.05", "price": interruptible.to_string(), "tif": "ioc",
+            "priority": "interruptible", "job": {"command": ["sh", "-c", script], "env": {"DEMO": "1"}},
+        });
+        buyer.post(&format!("/api/v1/markets/{class}/orders"), &body).await?;
+        return Ok(());
+    }
     let crossing = market.quiet || dice.below(3) == 0;
     let (gpus, price) = if crossing {
         (1 + dice.below(market.best_ask_gpus.clamp(1, 2)), market.best_ask)
