@@ -31,9 +31,9 @@ print(f"final_loss {loss:.4f}", flush=True)
 
 
 def final_loss(job: capex.Job) -> str:
-    for line in job.logs():
-        if line.text.startswith("final_loss "):
-            return line.text.split()[1]
+    for line in job.lines():
+        if line.startswith("final_loss "):
+            return line.split()[1]
     return "-"
 
 

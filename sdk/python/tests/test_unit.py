@@ -273,3 +273,15 @@ async def test_async_client_retries_and_pages() -> None:
         assert job.status == "queued" and len(keys) == 2 and keys[0] == keys[1]
         ids = [o.order_id async for o in client.orders.list(status="all")]
         assert ids == ["o0", "o1"]
+
+
+def test_output_chunks_are_joined_into_lines() -> None:
+    from capex.client import _join_lines
+
+    def chunk(seq: int, text: str, stream: str = "stdout", attempt: int = 1) -> capex.models.LogLine:
+        return capex.models.LogLine(attempt=attempt, seq=seq, stream=stream, text=text, at=NOW)
+
+    chunks = [chunk(0, "a\nb"), chunk(1, "oops\n", "stderr"), chunk(2, "c\r\nd\n"), chunk(3, "tail"),
+              chunk(4, "next\n", attempt=2)]
+    assert list(_join_lines(iter(chunks), None)) == ["a", "oops", "bc", "d", "next", "tail"]
+    assert list(_join_lines(iter(chunks), ["stderr"])) == ["oops"]

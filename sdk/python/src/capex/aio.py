@@ -31,8 +31,8 @@ from . import models as m
 from ._base import Call, RetryPolicy, base_url_from, credentials_from
 from ._sse import Event, SSEParser
 from ._transport import AsyncTransport
-from .client import _BID_GONE, _cost
-from .errors import CapexError, JobNotPlaced, NotFound, TransportError, WaitTimeout
+from .client import _BID_GONE, _cost, _LineJoiner
+from .errors import CapexError, Conflict, JobNotPlaced, NotFound, TransportError, WaitTimeout
 from .money import Hours, Money
 
 T = TypeVar("T")
@@ -578,6 +578,17 @@ class AsyncJob:
                 continue
             return
 
+    async def lines(
+        self, *, follow: bool = False, attempt: int | None = None, streams: Sequence[str] | None = None
+    ) -> AsyncIterator[str]:
+        """The job's output as text lines; see :meth:`capex.Job.lines`."""
+        joiner = _LineJoiner(streams)
+        async for chunk in self.logs(follow=follow, attempt=attempt):
+            for line in joiner.push(chunk):
+                yield line
+        for line in joiner.rest():
+            yield line
+
     async def telemetry(self, *, since: datetime | None = None, limit: int | None = None) -> m.Telemetry:
         return await self._client.jobs.telemetry(self.id, since=since, limit=limit)
 
@@ -591,10 +602,13 @@ class AsyncJob:
                 return self
         if self.view.ended:
             return self
-        if self.view.next_bid_id and self.view.job_state == "restarting":
-            await self._client.orders.cancel(self.view.next_bid_id)
-        else:
-            self.view = await self._client.jobs.cancel(self.id)
+        try:
+            if self.view.next_bid_id and self.view.job_state == "restarting":
+                await self._client.orders.cancel(self.view.next_bid_id)
+            else:
+                self.view = await self._client.jobs.cancel(self.id)
+        except Conflict:
+            pass  # it ended meanwhile (or a retried cancel already did it): the refresh shows how
         return await self.refresh()
 
     async def release(self) -> AsyncJob:

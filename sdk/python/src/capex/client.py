@@ -29,7 +29,7 @@ from . import models as m
 from ._base import Call, RetryPolicy, base_url_from, credentials_from
 from ._sse import Event, SSEParser
 from ._transport import SyncTransport
-from .errors import CapexError, JobNotPlaced, NotFound, TransportError, WaitTimeout
+from .errors import CapexError, Conflict, JobNotPlaced, NotFound, TransportError, WaitTimeout
 from .money import Hours, Money
 
 T = TypeVar("T")
@@ -612,6 +612,14 @@ class Job:
                 continue
             return
 
+    def lines(
+        self, *, follow: bool = False, attempt: int | None = None, streams: Sequence[str] | None = None
+    ) -> Iterator[str]:
+        """The job's output as text lines (without their line break). The exchange stores
+        output as the chunks the agent read from the job's pipes (:meth:`logs`); this joins
+        them per attempt and stream (``stdout``, ``stderr``, ``system``; ``streams`` picks)."""
+        yield from _join_lines(self.logs(follow=follow, attempt=attempt), streams)
+
     def telemetry(self, *, since: datetime | None = None, limit: int | None = None) -> m.Telemetry:
         return self._client.jobs.telemetry(self.id, since=since, limit=limit)
 
@@ -629,15 +637,45 @@ class Job:
                 return self
         if self.view.ended:
             return self
-        if self.view.next_bid_id and self.view.job_state == "restarting":
-            self._client.orders.cancel(self.view.next_bid_id)
-        else:
-            self.view = self._client.jobs.cancel(self.id)
+        try:
+            if self.view.next_bid_id and self.view.job_state == "restarting":
+                self._client.orders.cancel(self.view.next_bid_id)
+            else:
+                self.view = self._client.jobs.cancel(self.id)
+        except Conflict:
+            pass  # it ended meanwhile (or a retried cancel already did it): the refresh shows how
         return self.refresh()
 
     def release(self) -> Job:
         self.view = self._client.jobs.release(self.id)
         return self
+
+
+class _LineJoiner:
+    def __init__(self, streams: Sequence[str] | None) -> None:
+        self.streams = set(streams) if streams else None
+        self.pending: dict[tuple[int, str], str] = {}
+
+    def push(self, chunk: m.LogLine) -> list[str]:
+        if self.streams is not None and chunk.stream not in self.streams:
+            return []
+        key = (chunk.attempt, chunk.stream)
+        *complete, rest = (self.pending.pop(key, "") + chunk.text).split("\n")
+        if rest:
+            self.pending[key] = rest
+        return [line[:-1] if line.endswith("\r") else line for line in complete]
+
+    def rest(self) -> list[str]:
+        out = [text for text in self.pending.values() if text]
+        self.pending.clear()
+        return out
+
+
+def _join_lines(chunks: Iterator[m.LogLine], streams: Sequence[str] | None) -> Iterator[str]:
+    joiner = _LineJoiner(streams)
+    for chunk in chunks:
+        yield from joiner.push(chunk)
+    yield from joiner.rest()
 
 
 def _cost(view: m.JobView | None) -> Decimal:
