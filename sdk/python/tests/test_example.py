@@ -29,6 +29,7 @@ def test_the_sweep_example(users: Users, market: Provider) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
+    print(out)
     assert "submitted 3 runs" in out, out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("0.3 ", "0.1 ", "0.03 "))]
     assert len(rows) == 3, out

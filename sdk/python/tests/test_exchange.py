@@ -332,3 +332,17 @@ async def test_the_async_client_trades_too(exchange: Exchange, users: Users, mar
         ledger = await buyer.wallet.ledger(limit=1).all()
         assert len(ledger) >= 3
         assert [j.job_id async for j in buyer.jobs.list()] == [job.id]
+
+
+@pytest.mark.anyio
+async def test_the_async_feed(exchange: Exchange, users: Users) -> None:
+    import asyncio
+
+    alice, bob = users.new("5"), users.new(None)
+    bob_id = bob.auth.me().user_id
+    async with await capex.AsyncClient.login(exchange.url, alice.auth.me().email, PASSWORD) as client:
+        async with client.feed.events(kinds=["wallet"]) as stream:
+            events = stream.__aiter__()
+            transfer = await client.transfers.create(bob_id, "0.5", "async feed")
+            event = await asyncio.wait_for(events.__anext__(), timeout=20)
+    assert event.kind == "wallet" and event.data["transfer_id"] == transfer.transfer_id

@@ -7,8 +7,8 @@ Ten lines to rent GPUs, watch the job and pay exactly for what it used::
     client = capex.Client("http://127.0.0.1:8080", api_key="capex_...")
     job = client.jobs.submit(cls="H100-80GB", gpus=2, hours=1, max_price="2.5",
                              command=["python", "train.py"])
-    for line in job.logs(follow=True):
-        print(line.text)
+    for line in job.lines(follow=True):
+        print(line)
     view = job.wait()
     print(view.state, view.exit_code, job.cost)   # cost is a Decimal, to the micro-credit
 

@@ -3,8 +3,8 @@
     async with capex.AsyncClient(api_key="capex_...") as client:
         job = await client.jobs.submit(cls="H100-80GB", gpus=1, hours=1, max_price="2.5",
                                        command=["python", "train.py"])
-        async for line in job.logs(follow=True):
-            print(line.text)
+        async for line in job.lines(follow=True):
+            print(line)
         await job.wait()
         print(job.cost)
 

@@ -5,8 +5,8 @@
     client = capex.Client("http://127.0.0.1:8080", api_key="capex_...")
     job = client.jobs.submit(cls="H100-80GB", gpus=2, hours=1, max_price="2.5",
                              command=["python", "train.py"])
-    for line in job.logs(follow=True):
-        print(line.text)
+    for line in job.lines(follow=True):
+        print(line)
     job.wait()
     print(job.cost)            # Decimal, exact
 """
