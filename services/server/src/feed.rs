@@ -93,6 +93,7 @@ impl Feed {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// A login token or API key; without it only public events are sent.
     pub token: Option<String>,

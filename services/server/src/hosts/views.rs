@@ -282,6 +282,7 @@ fn parse_host_id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiErr
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HostListQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,
@@ -349,6 +350,7 @@ pub(crate) async fn get_host(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TelemetryQuery {
     /// Only samples measured after this time (RFC 3339). Default: the last hour.
     pub since: Option<DateTime<Utc>>,
@@ -474,6 +476,7 @@ pub(crate) async fn get_telemetry(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReportListQuery {
     /// `next_cursor` of the previous page: only reports with a lower sequence number.
     pub cursor: Option<i64>,

@@ -135,6 +135,7 @@ async fn host_work(state: &AppState, host_id: Uuid) -> Result<(Assignments, bool
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AssignmentsQuery {
     /// Seconds to wait for a change when the set equals `have` (at most 30).
     wait: Option<u64>,

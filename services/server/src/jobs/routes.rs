@@ -278,6 +278,7 @@ async fn load(state: &AppState, caller: Uuid, id: Uuid) -> Result<JobView, ApiEr
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only jobs in this state.
     state: Option<String>,
@@ -332,6 +333,7 @@ pub(crate) async fn get_job(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
     /// The attempt whose lines to read (default: the one the path names, for a job id its latest).
     #[param(minimum = 1)]

@@ -31,6 +31,7 @@ use crate::state::AppState;
 pub(crate) const ESTIMATE_WINDOW_S: i64 = 24 * 3600;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EstimateQuery {
     /// GPUs the bid would ask for (all on one host), at least 1.
     #[param(minimum = 1)]

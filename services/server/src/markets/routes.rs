@@ -184,6 +184,7 @@ pub(crate) async fn get_order(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct OrderListQuery {
     /// "open" (default) or "all".
     #[param(pattern = "^(open|all)$")]
@@ -262,6 +263,7 @@ pub(crate) async fn get_book(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct TradeListQuery {
     /// `next_cursor` of the previous page (newest trades come first).
     pub cursor: Option<String>,
@@ -285,6 +287,7 @@ pub(crate) async fn list_trades(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CandleQuery {
     /// "1m" (default) or "1h".
     #[param(pattern = "^(1m|1h)$")]

@@ -66,6 +66,7 @@ pub(crate) async fn get_wallet(State(state): State<AppState>, auth: AuthUser) ->
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

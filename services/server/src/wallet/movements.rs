@@ -64,6 +64,7 @@ const USER_LINES_SQL: &str = "
     )";
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MovementQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -260,6 +261,7 @@ fn group_view(r: GroupRow) -> MovementGroup {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BalanceHistoryQuery {
     /// Most points, 1 to 1000 (default 200): the time from the first entry to now is cut
     /// into this many equal steps, each point the balance at the end of its step.

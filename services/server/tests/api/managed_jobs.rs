@@ -230,7 +230,8 @@ async fn bad_restart_policies_are_refused_by_field(pool: sqlx::PgPool) {
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["field"], field, "{restart}: {body}");
     }
-    let res = w.app.place(&w.buyer, CLASS, &managed_bid("1", json!({"on": ["preempted"]}))).await;
+    // An unknown reason is refused (`preempted` is one since interruptible capacity).
+    let res = w.app.place(&w.buyer, CLASS, &managed_bid("1", json!({"on": ["evicted"]}))).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let mut bid = managed_bid("1", json!({"on": ["failed"]}));
     bid["job"]["budget"] = json!("-1");
