@@ -95,11 +95,11 @@ describe('interruptible capacity', () => {
       await ui.go(page, '#/provider');
       const card = ui.byTestId(page, `host-${agent.hostId}`);
       /** @param {string} wanted */
-      const statesMatch = (wanted) =>
+      const statesMatch = (/** @type {string[]} */ ...wanted) =>
         eventually(async () => {
           const host = await provider.api.call('GET', `/hosts/${agent.hostId}`);
           const states = host.gpus.map((/** @type {any} */ g) => g.state).sort();
-          assert.ok(states.includes(wanted), `API states ${states}`);
+          assert.ok(wanted.some((w) => states.includes(w)), `API states ${states}`);
           for (const g of host.gpus) {
             const cell = card.locator(`[data-testid="host-gpu-${g.uuid}"] [data-testid="gpu-state"]`);
             assert.equal(await cell.getAttribute('data-state'), g.state, `GPU ${g.uuid}`);
@@ -119,8 +119,10 @@ describe('interruptible capacity', () => {
       });
       assert.equal(bid.status, 'filled');
       const job = await spot.api.call('GET', `/jobs/${spotLease}`);
-      assert.equal(job.job_state, 'preempting');
-      await statesMatch('preempting');
+      assert.ok(['preempting', 'ended'].includes(job.job_state), JSON.stringify(job));
+      // A job that exits at SIGTERM (sleep dies with its process group) hands its GPU over
+      // at once: the page shows preempting or, already, the on-demand lease.
+      await statesMatch('preempting', 'leased');
       await screenshot(page, t.name, 'preempting');
     });
   });
