@@ -113,6 +113,16 @@ impl Api {
         let status = res.status().as_u16();
         Ok((status, res.json().await?))
     }
+
+    /// Waits (at most 20 s) until the provider's host is live: registered and reporting.
+    pub async fn wait_live(&self, provider: &ApiUser, host_id: impl std::fmt::Display) -> anyhow::Result<()> {
+        let path = format!("/api/v1/hosts/{host_id}");
+        crate::eventually(std::time::Duration::from_secs(20), "host live", || async {
+            let (_, view) = self.get(&path, Some(provider)).await?;
+            Ok((view["live"] == true).then_some(()))
+        })
+        .await
+    }
 }
 
 /// Test fixture until host registration lands in this branch: a live host owned by

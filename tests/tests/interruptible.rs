@@ -154,11 +154,7 @@ async fn an_on_demand_bid_preempts_a_running_interruptible_job_with_notice() -> 
     let dir = tempfile::tempdir()?;
     let host_id = AgentProcess::setup(dir.path(), &server.base_url, &api_key, "H100").await?;
     let _agent = AgentProcess::start(dir.path(), "H100", &server.base_url)?;
-    eventually(Duration::from_secs(20), "host live", || async {
-        let (_, view) = api.get(&format!("/api/v1/hosts/{host_id}"), Some(&provider)).await?;
-        Ok((view["live"] == true).then_some(()))
-    })
-    .await?;
+    api.wait_live(&provider, &host_id).await?;
     let users = (&provider, &spot, &urgent);
 
     // 1. A job that records SIGTERM and keeps running: it is killed at the deadline.

@@ -26,7 +26,7 @@ use capex_e2e::jepsen::{
     FaultWindow, Figures, History, RecordingClient, Reply, Rng, log_lines_with, start_logged_server,
 };
 use capex_e2e::market::{Api, ApiUser, OPERATOR_EMAIL, OPERATOR_PASSWORD, server_env};
-use capex_e2e::{AgentProcess, eventually, free_port, fresh_database_url};
+use capex_e2e::{AgentProcess, free_port, fresh_database_url};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -546,11 +546,7 @@ async fn kill_9_under_mixed_load_loses_nothing_moves_nothing_twice_and_answers_n
         providers.push((provider, host_id, class));
     }
     for (provider, host_id, _) in &providers {
-        eventually(Duration::from_secs(20), "host live", || async {
-            let (_, view) = api.get(&format!("/api/v1/hosts/{host_id}"), Some(provider)).await?;
-            Ok((view["live"] == true).then_some(()))
-        })
-        .await?;
+        api.wait_live(provider, host_id).await?;
     }
 
     // The load: 22 clients, each with its own connection pool.

@@ -88,11 +88,7 @@ async fn a_job_reads_itself_places_a_child_within_its_budget_and_releases_its_gp
         let dir = tempfile::tempdir()?;
         let host_id = AgentProcess::setup(dir.path(), &server.base_url, &api_key, "H100").await?;
         agents.push(AgentProcess::start(dir.path(), "H100", &server.base_url)?);
-        eventually(Duration::from_secs(20), "host live", || async {
-            let (_, view) = api.get(&format!("/api/v1/hosts/{host_id}"), Some(&provider)).await?;
-            Ok((view["live"] == true).then_some(()))
-        })
-        .await?;
+        api.wait_live(&provider, &host_id).await?;
         hosts.push(host_id);
         dirs.push(dir);
     }

@@ -29,14 +29,6 @@ fn dec(v: &Value) -> Decimal {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal: {v}"))
 }
 
-async fn wait_live(api: &Api, provider: &ApiUser, host_id: &str) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(20), "host live", || async {
-        let (_, view) = api.get(&format!("/api/v1/hosts/{host_id}"), Some(provider)).await?;
-        Ok((view["live"] == true).then_some(()))
-    })
-    .await
-}
-
 async fn ask(api: &Api, provider: &ApiUser, host_id: &str, price: &str) -> anyhow::Result<()> {
     let until = Utc::now() + chrono::Duration::hours(24);
     let body = json!({"side": "ask", "host_id": host_id, "gpus": 1, "price": price, "tif": "gtc",
@@ -82,7 +74,7 @@ async fn a_killed_agent_s_job_moves_to_the_other_host_under_the_same_job_id() ->
         agents.push(Agent { dir, host_id, process });
     }
     for agent in &agents {
-        wait_live(&api, &provider, &agent.host_id).await?;
+        api.wait_live(&provider, &agent.host_id).await?;
     }
 
     let mut replacement_s = Vec::new();
@@ -168,7 +160,7 @@ async fn a_killed_agent_s_job_moves_to_the_other_host_under_the_same_job_id() ->
         credits += credit;
         // The lost host's agent comes back for the next round (its lease stays lost).
         agents[lost].process = Some(AgentProcess::start(agents[lost].dir.path(), "H100", &server.base_url)?);
-        wait_live(&api, &provider, &agents[lost].host_id).await?;
+        api.wait_live(&provider, &agents[lost].host_id).await?;
     }
 
     // Money is exact: only attested time billed, the SLA credits moved, the rest refunded.

@@ -42,11 +42,7 @@ async fn setup(gpus: &str) -> anyhow::Result<Setup> {
     let host_id = AgentProcess::setup(dir.path(), &server.base_url, &api_key, gpus).await?;
     let agent = AgentProcess::start(dir.path(), gpus, &server.base_url)?;
     let s = Setup { _server: server, api, operator, buyer, provider, host_id, agent: Some(agent), _dir: dir };
-    eventually(Duration::from_secs(20), "host live", || async {
-        let (_, view) = s.api.get(&format!("/api/v1/hosts/{}", s.host_id), Some(&s.provider)).await?;
-        Ok((view["live"] == true).then_some(()))
-    })
-    .await?;
+    s.api.wait_live(&s.provider, &s.host_id).await?;
     Ok(s)
 }
 

@@ -369,6 +369,22 @@ export async function withPage(t, fn, suffix = '') {
 
 /** @typedef {import('playwright-core').Page} Page */
 
+/**
+ * Retries `check` until it passes or `ms` run out (the page and the API move with the live feed).
+ * @template T @param {() => Promise<T>} check @param {number} [ms] @returns {Promise<T>}
+ */
+export async function eventually(check, ms = 20_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await check();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+}
+
 export const ui = {
   /** @param {Page} page @param {string} hash e.g. "#/wallet" */
   async go(page, hash) {

@@ -4,22 +4,18 @@
 // the job page and GPU states say `preempting` as the API does.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { closeBrowser, fundedBuyer, newUser, screenshot, startSimulatedAgent, ui, withPage } from './harness.mjs';
+import {
+  closeBrowser,
+  eventually,
+  fundedBuyer,
+  newUser,
+  screenshot,
+  startSimulatedAgent,
+  ui,
+  withPage,
+} from './harness.mjs';
 
 const CLASS = 'A100-40GB';
-
-/** Retries `check` until it stops throwing (at most `ms`). @template T @param {() => Promise<T>} check */
-async function eventually(check, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  }
-}
 
 describe('interruptible capacity', () => {
   /** @type {any} */ let provider;

@@ -5,7 +5,16 @@
 // page shows is compared with the API.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { closeBrowser, fundedBuyer, newUser, screenshot, startSimulatedAgent, ui, withPage } from './harness.mjs';
+import {
+  closeBrowser,
+  eventually,
+  fundedBuyer,
+  newUser,
+  screenshot,
+  startSimulatedAgent,
+  ui,
+  withPage,
+} from './harness.mjs';
 
 const CLASS = 'H100-80GB';
 
@@ -17,22 +26,6 @@ function micro(text) {
   const [whole, frac = ''] = t.replace('-', '').split('.');
   const v = BigInt(whole) * 1_000_000n + BigInt((frac + '000000').slice(0, 6));
   return neg ? -v : v;
-}
-
-/**
- * Retries `check` until it passes or `ms` run out (the page and the API move with the live feed).
- * @template T @param {() => Promise<T>} check @param {number} [ms] @returns {Promise<T>}
- */
-async function eventually(check, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  }
 }
 
 describe('provider earnings, GPU states and grouped wallet movements', () => {

@@ -129,6 +129,46 @@ fn fits(ask: &AskSlot, free_gpus: u32, ask_price: Price, bid: &BidSlot, bid_pric
         && !bid.excluded_hosts.contains(ask.host)
 }
 
+/// The trade of all of `bid` with `ask` at `price` (the book's `seq` for it).
+fn trade(bid: &BidSlot, ask: &AskSlot, price: Price, priority: Priority, seq: u64, now_ms: i64) -> Event {
+    Event::Trade {
+        bid_id: bid.id,
+        ask_id: ask.id,
+        buyer: bid.owner,
+        seller: ask.owner,
+        host: ask.host,
+        gpus: bid.gpus,
+        price,
+        duration_ms: bid.duration_ms,
+        at_ms: now_ms,
+        priority,
+        seq,
+    }
+}
+
+/// The keys of the resting bids of `side` that `ask` fills from `gpus` of its GPUs at
+/// `ask_price`, in priority order, into `filled` (cleared first): the scan stops when the
+/// GPUs run out or the prices no longer cross; bids it cannot hold are passed over.
+fn bids_filling(
+    side: &Side<BidKey, BidSlot>,
+    ask: &AskSlot,
+    mut gpus: u32,
+    ask_price: Price,
+    now_ms: i64,
+    filled: &mut Vec<BidKey>,
+) {
+    filled.clear();
+    for (key, bid) in side.iter() {
+        if gpus == 0 || key.price.0 < ask_price {
+            break;
+        }
+        if fits(ask, gpus, ask_price, bid, key.price.0, now_ms) {
+            gpus -= bid.gpus;
+            filled.push(*key);
+        }
+    }
+}
+
 fn check_gpus(gpus: u32) -> Result<(), RejectReason> {
     if gpus == 0 {
         Err(RejectReason::ZeroGpus)
@@ -996,17 +1036,7 @@ impl Book {
     /// interruptible use count as the ask's: leases are preempted as the trades need.
     fn fill_on_demand_bids(&mut self, ask: &mut AskSlot, ask_price: Price, now_ms: i64, out: &mut Vec<Event>) {
         let mut filled = std::mem::take(&mut self.scratch);
-        filled.clear();
-        let mut remaining_gpus = ask.remaining_gpus;
-        for (key, bid) in self.bids.iter() {
-            if remaining_gpus == 0 || key.price.0 < ask_price {
-                break;
-            }
-            if fits(ask, remaining_gpus, ask_price, bid, key.price.0, now_ms) {
-                remaining_gpus -= bid.gpus;
-                filled.push(*key);
-            }
-        }
+        bids_filling(&self.bids, ask, ask.remaining_gpus, ask_price, now_ms, &mut filled);
         for key in &filled {
             let bid = self.bids.remove(key).expect("bid found by the scan is resting");
             self.index.remove(&key_of(bid.id));
@@ -1025,17 +1055,7 @@ impl Book {
             return;
         }
         let mut filled = std::mem::take(&mut self.scratch);
-        filled.clear();
-        let mut idle_gpus = ask.idle_gpus();
-        for (key, bid) in self.interruptible_bids.iter() {
-            if idle_gpus == 0 || key.price.0 < price {
-                break;
-            }
-            if fits(ask, idle_gpus, price, bid, key.price.0, now_ms) {
-                idle_gpus -= bid.gpus;
-                filled.push(*key);
-            }
-        }
+        bids_filling(&self.interruptible_bids, ask, ask.idle_gpus(), price, now_ms, &mut filled);
         for key in &filled {
             let bid = self.interruptible_bids.remove(key).expect("bid found by the scan is resting");
             self.index.remove(&key_of(bid.id));
@@ -1070,19 +1090,7 @@ impl Book {
         ask.remaining_gpus -= bid.gpus;
         assert!(ask.interruptible_gpus <= ask.remaining_gpus, "GPUs sold and leased at once");
         let seq = self.take_seq();
-        out.push(Event::Trade {
-            bid_id: bid.id,
-            ask_id: ask.id,
-            buyer: bid.owner,
-            seller: ask.owner,
-            host: ask.host,
-            gpus: bid.gpus,
-            price,
-            duration_ms: bid.duration_ms,
-            at_ms: now_ms,
-            priority: Priority::OnDemand,
-            seq,
-        });
+        out.push(trade(bid, ask, price, Priority::OnDemand, seq, now_ms));
         preempts
     }
 
@@ -1142,19 +1150,7 @@ impl Book {
             price,
             seq,
         });
-        out.push(Event::Trade {
-            bid_id: bid.id,
-            ask_id: ask.id,
-            buyer: bid.owner,
-            seller: ask.owner,
-            host: ask.host,
-            gpus: bid.gpus,
-            price,
-            duration_ms: bid.duration_ms,
-            at_ms: now_ms,
-            priority: Priority::Interruptible,
-            seq,
-        });
+        out.push(trade(bid, ask, price, Priority::Interruptible, seq, now_ms));
     }
 
     /// Records a lease (its GPUs already counted in its ask's `interruptible_gpus`).

@@ -71,10 +71,12 @@ pub(crate) struct LeaseRow {
     pub(crate) attempt: Option<i32>,
     /// Set when an on-demand trade preempted this interruptible lease: billing stops here.
     pub(crate) preempted_at: Option<DateTime<Utc>>,
+    /// When a preempted lease's job is killed.
+    pub(crate) preempt_deadline: Option<DateTime<Utc>>,
 }
 
 pub(crate) const LEASE_ROW_COLUMNS: &str = "lease_id, host_id, buyer_id, provider_id, gpu_uuids, gpus, price, state, \
-     billed_until, billed_ms, cost, fee, max_end_at, job, job_id, attempt, preempted_at";
+     billed_until, billed_ms, cost, fee, max_end_at, job, job_id, attempt, preempted_at, preempt_deadline";
 
 /// The lease, locked after its host's row: the report writer locks hosts before leases
 /// (and settling updates the host's reliability counters), so everyone else takes the
@@ -392,12 +394,8 @@ async fn sweep_lease(
     if lease.state == "preempting" {
         // Its notice ran out long enough ago, or its host went silent: the GPUs are the
         // on-demand lease's, whatever the host says later.
-        let deadline: Option<DateTime<Utc>> =
-            sqlx::query_scalar("select preempt_deadline from leases where lease_id = $1")
-                .bind(lease_id)
-                .fetch_one(&mut *tx)
-                .await?;
-        let overdue = deadline.is_some_and(|d| d < Utc::now() - chrono::Duration::seconds(PREEMPT_REPORT_SLACK_S));
+        let overdue =
+            lease.preempt_deadline.is_some_and(|d| d < Utc::now() - chrono::Duration::seconds(PREEMPT_REPORT_SLACK_S));
         if !(lost || overdue || lease.max_end_at <= Utc::now()) {
             return Ok(None);
         }

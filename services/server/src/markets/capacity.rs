@@ -27,6 +27,11 @@ pub(crate) const GPU_UNTAKEN_SQL: &str =
      and not exists (select 1 from gpu_challenges c where c.gpu_uuid = g.gpu_uuid
                 and c.state in ('issued', 'committed') offset 0)";
 
+/// The SQL condition for "this lease (aliased `l`) is a live interruptible one": its GPUs
+/// are still its own, and still offered on demand by its ask (a preempting one has handed
+/// them over). The predicate of the index `leases_interruptible_live`.
+pub(crate) const INTERRUPTIBLE_LIVE_SQL: &str = "l.priority = 'interruptible' and l.state in ('pending', 'running')";
+
 /// Owner, liveness, blocked, free GPUs, their levels and the 7-day uptime in ppm.
 type AskHostRow = (Uuid, bool, bool, Vec<String>, Vec<String>, i32);
 

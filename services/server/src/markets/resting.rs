@@ -21,6 +21,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::capacity::INTERRUPTIBLE_LIVE_SQL;
 use super::request::BidPriority;
 use crate::error::ApiError;
 use crate::hosts::uptime::UPTIME_7D_PPM_SQL;
@@ -362,13 +363,12 @@ pub(crate) async fn load_market(pool: &PgPool, class: &str) -> Result<(Book, Res
 /// Puts the live interruptible leases back on their open asks, in the book and the copy.
 /// A lease that is preempting or over holds nothing the book could give again.
 async fn restore_leases(pool: &PgPool, class: &str, book: &mut Book, resting: &mut Resting) -> Result<(), ApiError> {
-    let rows: Vec<LeaseRow> = sqlx::query_as(
+    let rows: Vec<LeaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select t.ask_id, t.bid_id, l.lease_id, l.buyer_id, l.gpu_uuids, l.price, l.book_seq
          from orders o join trades t on t.ask_id = o.order_id join leases l using (trade_id)
-         where o.class = $1 and o.side = 'ask' and o.status = 'open'
-           and l.priority = 'interruptible' and l.state in ('pending', 'running')
-         order by l.book_seq",
-    )
+         where o.class = $1 and o.side = 'ask' and o.status = 'open' and {INTERRUPTIBLE_LIVE_SQL}
+         order by l.book_seq"
+    )))
     .bind(class)
     .fetch_all(pool)
     .await?;

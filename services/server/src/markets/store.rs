@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
+use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL, INTERRUPTIBLE_LIVE_SQL};
 use super::views::{
     CandleList, CandleView, FillView, MarketList, MarketView, MinReliabilityView, OrderPage, OrderView, TradePage,
     TradeView,
@@ -73,7 +73,7 @@ fn order_columns() -> String {
          o.min_uptime_7d_ppm, o.priority, o.interruptible_price,
          case when o.side = 'ask' and o.status = 'open' then
              (select coalesce(sum(l.gpus), 0) from trades t join leases l using (trade_id)
-              where t.ask_id = o.order_id and l.priority = 'interruptible' and l.state in ('pending', 'running'))::int
+              where t.ask_id = o.order_id and {INTERRUPTIBLE_LIVE_SQL})::int
          else 0 end as gpus_interruptible"
     )
 }
@@ -240,7 +240,7 @@ pub(crate) async fn list_markets(pool: &PgPool, configured: &[String]) -> Result
                  where class = c.class and status = 'open' and side = 'bid' and priority = 'interruptible'),
              (select min(interruptible_price) from orders where class = c.class and status = 'open' and side = 'ask'),
              (select coalesce(sum(l.gpus), 0)::bigint from trades t join leases l using (trade_id)
-                 where t.class = c.class and l.priority = 'interruptible' and l.state in ('pending', 'running'))
+                 where t.class = c.class and {INTERRUPTIBLE_LIVE_SQL})
          from classes c order by c.class"
     )))
     .bind(configured)

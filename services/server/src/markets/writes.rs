@@ -26,7 +26,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL};
+use super::capacity::{GPU_IDLE_SQL, GPU_UNTAKEN_SQL, HOST_LIVE_SQL, INTERRUPTIBLE_LIVE_SQL};
 use super::literal;
 use crate::error::ApiError;
 
@@ -430,7 +430,7 @@ const PARTS: [(&str, &str); 14] = [
                              preempt_deadline = r.preempt_deadline, preempted_by = r.preempted_by
          from jsonb_to_recordset($1->'preemptions')
              as r(lease_id uuid, preempted_at timestamptz, preempt_deadline timestamptz, preempted_by uuid)
-         where l.lease_id = r.lease_id and l.priority = 'interruptible' and l.state in ('pending', 'running')
+         where l.lease_id = r.lease_id and INTERRUPTIBLE_LIVE
          returning 1",
     ),
     (
@@ -461,7 +461,8 @@ pub(crate) fn prepare_sql(parts: Parts) -> String {
             let cte = cte
                 .replace("HOST_LIVE", HOST_LIVE_SQL)
                 .replace("GPU_IDLE", GPU_IDLE_SQL)
-                .replace("GPU_UNTAKEN", GPU_UNTAKEN_SQL);
+                .replace("GPU_UNTAKEN", GPU_UNTAKEN_SQL)
+                .replace("INTERRUPTIBLE_LIVE", INTERRUPTIBLE_LIVE_SQL);
             (format!("w_{name} as ({cte})"), format!("(select count(*) from w_{name})"))
         })
         .unzip();
